@@ -17,3 +17,55 @@ pub mod fetch;
 pub mod snapshot;
 pub mod unpack;
 pub mod users;
+pub mod executor;
+pub mod graph;
+pub mod output;
+pub mod progress;
+
+pub use executor::{build, BuildOutput, BuildRequest, ImageResolver, LocalImages};
+
+use std::path::PathBuf;
+
+/// Everything that can stop a build, each naming what is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile does not parse (the message names file:line:column).
+    #[error("{0}")]
+    Parse(#[from] kiln_dockerfile::ParseError),
+    /// A problem found while building an instruction.
+    #[error("{file}:{line}:{column}: {message}\n  {line:>4} | {source_line}")]
+    At {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+        source_line: String,
+    },
+    /// An instruction problem whose file is attached by the caller.
+    #[error("line {line}, column {column}: {message}")]
+    Instruction {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("the Dockerfile has no stages")]
+    NoStages,
+    #[error("target stage `{target}` not found (stages with names: {})", known.join(", "))]
+    UnknownTarget { target: String, known: Vec<String> },
+    #[error("--output {spec}: {message}")]
+    BadOutput { spec: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Image(#[from] kiln_image::Error),
+    #[error(transparent)]
+    Copy(#[from] copy::CopyError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error("{0}")]
+    Message(String),
+}

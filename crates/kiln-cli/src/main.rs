@@ -1,1 +1,42 @@
-fn main() {}
+//! The `kiln` binary: parses the command line and wires the pipeline crates
+//! together. Everything that is not flag handling lives in the library
+//! crates.
+
+mod build;
+
+use clap::{Parser, Subcommand};
+
+/// kiln builds OCI container images from Dockerfiles, without a daemon and
+/// without privileges.
+#[derive(Parser)]
+#[command(name = "kiln", version, about, long_about = None)]
+struct Cli {
+    /// Log verbosity for diagnostics (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "warn", env = "KILN_LOG")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Build an image from a Dockerfile and a context.
+    Build(build::BuildArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Commands::Build(args) => build::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

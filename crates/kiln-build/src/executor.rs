@@ -1,0 +1,1166 @@
+//! Executes a Dockerfile: resolves arguments and the stage graph, then walks
+//! each needed stage's instructions in order.
+//!
+//! Each stage owns a real root filesystem directory (its base image's
+//! layers applied). Metadata instructions (ENV, LABEL, USER, …) edit the
+//! image config; COPY and ADD change the root filesystem through
+//! [`crate::copy`] and the changed paths become a layer through
+//! [`crate::snapshot`] and kiln-image's streaming layer writer.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use kiln_context::Context;
+use kiln_dockerfile::ast::{
+    ArgDecl, Command, CopyAdd, Dockerfile, Healthcheck, Instruction, InstructionKind, Span,
+};
+use kiln_dockerfile::expand::{expand_heredoc, expand_word, Vars};
+use kiln_image::{
+    BlobStore, Compression, Format, History, Image, ImageConfig, Layer, LayerOptions, Platform,
+    StoredImage,
+};
+
+use crate::copy::{AddOptions, CopyRequest};
+use crate::fetch::HttpFetcher;
+use crate::graph::{self, Base, Graph};
+use crate::progress::{Progress, StepOutcome};
+use crate::BuildError;
+
+/// The PATH BuildKit gives a Linux image that has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Resolves `FROM` and `COPY --from` image references to images in the
+/// blob store. The build crate handles local OCI layouts and archives; the
+/// CLI adds registries.
+pub trait ImageResolver: Sync {
+    /// Returns the stored image for `reference` and `platform`, or `None`
+    /// when this resolver does not handle the reference's kind.
+    fn resolve(
+        &self,
+        store: &BlobStore,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Option<StoredImage>, BuildError>;
+}
+
+/// Resolves `oci-layout://DIR[:ref|@digest]` and `oci-archive:FILE[:ref]`.
+pub struct LocalImages;
+
+impl ImageResolver for LocalImages {
+    fn resolve(
+        &self,
+        store: &BlobStore,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Option<StoredImage>, BuildError> {
+        if let Some(rest) = reference.strip_prefix("oci-layout://") {
+            let (path, tag) = split_local_ref(rest);
+            return Ok(Some(kiln_image::import_oci_layout(
+                store,
+                Path::new(path),
+                tag,
+                platform,
+            )?));
+        }
+        if let Some(rest) = reference
+            .strip_prefix("oci-archive://")
+            .or_else(|| reference.strip_prefix("oci-archive:"))
+        {
+            let (path, tag) = split_local_ref(rest);
+            return Ok(Some(kiln_image::import_oci_archive(
+                store,
+                Path::new(path),
+                tag,
+                platform,
+            )?));
+        }
+        Ok(None)
+    }
+}
+
+/// Splits `path[:ref]` / `path@sha256:…`: the reference is what follows the
+/// last `@`, or the last `:` after the final `/`.
+fn split_local_ref(s: &str) -> (&str, Option<&str>) {
+    if let Some((path, digest)) = s.rsplit_once('@') {
+        return (path, Some(digest));
+    }
+    let last_slash = s.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match s[last_slash..].rfind(':') {
+        Some(i) => (&s[..last_slash + i], Some(&s[last_slash + i + 1..])),
+        None => (s, None),
+    }
+}
+
+/// Everything a build needs.
+pub struct BuildRequest<'a> {
+    /// Display name of the Dockerfile in errors.
+    pub dockerfile_name: String,
+    pub dockerfile: String,
+    pub context: &'a Context,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Platform,
+    pub build_platform: Platform,
+    pub labels: BTreeMap<String, String>,
+    pub store: &'a BlobStore,
+    /// Scratch space for stage root filesystems; removed afterwards.
+    pub work_dir: PathBuf,
+    pub compression: Compression,
+    pub format: Format,
+    /// SOURCE_DATE_EPOCH: fixes `created` and clamps file times.
+    pub source_date_epoch: Option<i64>,
+    pub resolver: &'a dyn ImageResolver,
+    pub http: &'a HttpFetcher,
+    pub progress: &'a dyn Progress,
+}
+
+/// The built image.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    pub image: Image,
+    pub stored: StoredImage,
+    /// Build args given but never declared (BuildKit warns about them).
+    pub unused_args: Vec<String>,
+}
+
+/// The variables an instruction sees: ENV of the stage wins over ARGs.
+struct StageVars<'a> {
+    env: &'a [String],
+    args: &'a BTreeMap<String, String>,
+}
+
+impl Vars for StageVars<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        for kv in self.env.iter().rev() {
+            if let Some((k, v)) = kv.split_once('=') {
+                if k == name {
+                    return Some(v.to_string());
+                }
+            }
+        }
+        self.args.get(name).cloned()
+    }
+}
+
+struct MapVars<'a>(&'a BTreeMap<String, String>);
+
+impl Vars for MapVars<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+/// A finished stage: its image and its root filesystem on disk.
+struct StageResult {
+    image: Image,
+    rootfs: PathBuf,
+}
+
+/// The state of the stage being built.
+struct StageState {
+    index: usize,
+    rootfs: PathBuf,
+    config: ImageConfig,
+    layers: Vec<Layer>,
+    args: BTreeMap<String, String>,
+    cmd_set: bool,
+}
+
+fn platform_string(p: &Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{}", p.os, p.architecture, v),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
+/// The automatic platform ARGs (BUILDPLATFORM, TARGETARCH, …).
+pub fn platform_args(target: &Platform, build: &Platform) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for (prefix, p) in [("TARGET", target), ("BUILD", build)] {
+        m.insert(format!("{prefix}PLATFORM"), platform_string(p));
+        m.insert(format!("{prefix}OS"), p.os.clone());
+        m.insert(format!("{prefix}ARCH"), p.architecture.clone());
+        m.insert(
+            format!("{prefix}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
+    }
+    m
+}
+
+/// Proxy ARGs usable without an ARG instruction, as in BuildKit.
+const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+fn rfc3339(epoch: i64) -> String {
+    // Civil-from-days (proleptic Gregorian), so kiln needs no date crate
+    // for this one formatting job.
+    let days = epoch.div_euclid(86_400);
+    let secs = epoch.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+fn now_epoch() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Holds the file name and text so errors found at build time can point
+/// at the line.
+struct Locator<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn at(&self, span: Span, message: impl Into<String>) -> BuildError {
+        BuildError::At {
+            file: self.file.to_string(),
+            line: span.line,
+            column: span.column,
+            source_line: self
+                .text
+                .lines()
+                .nth(span.line.saturating_sub(1))
+                .unwrap_or("")
+                .to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Attaches file and line to an error raised without them.
+    fn locate(&self, span: Span, err: BuildError) -> BuildError {
+        match err {
+            BuildError::Instruction {
+                line,
+                column,
+                message,
+            } => self.at(Span { line, column }, message),
+            e @ BuildError::At { .. } => e,
+            e @ BuildError::Parse(_) => e,
+            other => self.at(span, other.to_string()),
+        }
+    }
+}
+
+/// Builds the target stage of a Dockerfile into an image in the store.
+pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
+    let df = kiln_dockerfile::parse(&req.dockerfile_name, &req.dockerfile)?;
+    let loc = Locator {
+        file: &req.dockerfile_name,
+        text: &req.dockerfile,
+    };
+    let escape = df.directives.escape;
+    let predefined = platform_args(&req.platform, &req.build_platform);
+    let mut consumed: BTreeSet<String> = BTreeSet::new();
+
+    // Global ARGs: visible to FROM lines and as defaults for stage ARGs.
+    let mut global: BTreeMap<String, String> = predefined.clone();
+    let mut global_declared: BTreeMap<String, String> = BTreeMap::new();
+    for ins in df.global_args() {
+        if let InstructionKind::Arg(decls) = &ins.kind {
+            for decl in decls {
+                consumed.insert(decl.name.clone());
+                let value = match req.build_args.get(&decl.name) {
+                    Some(v) => Some(v.clone()),
+                    None => match &decl.default {
+                        Some(d) => Some(
+                            expand_word(d, &MapVars(&global), escape)
+                                .map_err(|e| loc.at(ins.span, format!("ARG: {}", e.message)))?
+                                .value,
+                        ),
+                        None => None,
+                    },
+                };
+                if let Some(v) = value {
+                    global.insert(decl.name.clone(), v.clone());
+                    global_declared.insert(decl.name.clone(), v);
+                }
+            }
+        }
+    }
+
+    let graph = graph::resolve(&df, &MapVars(&global), req.target.as_deref()).map_err(|e| {
+        loc.locate(
+            Span {
+                line: 1,
+                column: 1,
+            },
+            e,
+        )
+    })?;
+    let stage_names: Vec<String> = df
+        .stages()
+        .iter()
+        .map(|s| s.from.name.clone().unwrap_or_else(|| format!("stage-{}", s.index)))
+        .collect();
+
+    let started = Instant::now();
+    let mut step_id = 0usize;
+    let mut results: HashMap<usize, StageResult> = HashMap::new();
+    std::fs::create_dir_all(&req.work_dir).map_err(|source| BuildError::Io {
+        path: req.work_dir.clone(),
+        source,
+    })?;
+    let mut exec = Executor {
+        req,
+        df: &df,
+        loc: &loc,
+        graph: &graph,
+        global_declared: &global_declared,
+        predefined: &predefined,
+        consumed: &mut consumed,
+        step_id: &mut step_id,
+        image_roots: HashMap::new(),
+    };
+    let stages = df.stages();
+    for &index in &graph.order {
+        let stage = stages
+            .get(index)
+            .ok_or(BuildError::NoStages)?;
+        let name = stage_names
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| format!("stage-{index}"));
+        let result = exec.run_stage(index, &name, stage.from_instruction, stage.instructions, &results)?;
+        results.insert(index, result);
+    }
+    let target = results.remove(&graph.target).ok_or(BuildError::NoStages)?;
+    let mut image = target.image;
+    for (k, v) in &req.labels {
+        image.config.config.labels.insert(k.clone(), v.clone());
+    }
+    let stored = kiln_image::store_image(req.store, &image, req.format)?;
+    let unused_args = req
+        .build_args
+        .keys()
+        .filter(|k| !consumed.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    req.progress.info(&format!(
+        "built {} in {:.2}s: {} layer(s), image {}",
+        stage_names
+            .get(graph.target)
+            .map(String::as_str)
+            .unwrap_or("image"),
+        started.elapsed().as_secs_f64(),
+        image.layers.len(),
+        stored.manifest.digest
+    ));
+    Ok(BuildOutput {
+        image,
+        stored,
+        unused_args,
+    })
+}
+
+struct Executor<'a, 'b> {
+    req: &'a BuildRequest<'a>,
+    df: &'a Dockerfile,
+    loc: &'a Locator<'a>,
+    graph: &'a Graph,
+    global_declared: &'a BTreeMap<String, String>,
+    predefined: &'a BTreeMap<String, String>,
+    consumed: &'b mut BTreeSet<String>,
+    step_id: &'b mut usize,
+    /// Root filesystems of images named by `COPY --from=<image>`.
+    image_roots: HashMap<String, PathBuf>,
+}
+
+impl Executor<'_, '_> {
+    fn created(&self) -> String {
+        rfc3339(self.req.source_date_epoch.unwrap_or_else(now_epoch))
+    }
+
+    fn layer_options(&self) -> LayerOptions {
+        LayerOptions {
+            compression: self.req.compression.clone(),
+            format: self.req.format,
+            mtime_clamp: self.req.source_date_epoch,
+        }
+    }
+
+    fn same_owner() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    fn stage_dir(&self, what: &str) -> Result<PathBuf, BuildError> {
+        let dir = tempfile::Builder::new()
+            .prefix(what)
+            .tempdir_in(&self.req.work_dir)
+            .map_err(|source| BuildError::Io {
+                path: self.req.work_dir.clone(),
+                source,
+            })?
+            .keep();
+        Ok(dir)
+    }
+
+    /// Applies an image's layers onto a fresh directory.
+    fn materialize(&self, image: &Image, what: &str) -> Result<PathBuf, BuildError> {
+        let dir = self.stage_dir(what)?;
+        let opts = kiln_image::ApplyOptions {
+            same_owner: Self::same_owner(),
+        };
+        for layer in &image.layers {
+            kiln_image::apply_layer(self.req.store, &layer.digest, &dir, &opts)?;
+        }
+        Ok(dir)
+    }
+
+    fn resolve_image(&self, reference: &str, span: Span) -> Result<Image, BuildError> {
+        let stored = self
+            .req
+            .resolver
+            .resolve(self.req.store, reference, &self.req.platform)
+            .map_err(|e| self.loc.locate(span, e))?
+            .ok_or_else(|| {
+                self.loc.at(
+                    span,
+                    format!(
+                        "cannot resolve image {reference}: kiln can read base images from oci-layout://DIR[:tag] and oci-archive:FILE here; registry pulls are not available in this build"
+                    ),
+                )
+            })?;
+        Ok(kiln_image::load_image(self.req.store, &stored.manifest.digest)?)
+    }
+
+    fn run_stage(
+        &mut self,
+        index: usize,
+        name: &str,
+        from: &Instruction,
+        instructions: &[Instruction],
+        results: &HashMap<usize, StageResult>,
+    ) -> Result<StageResult, BuildError> {
+        let node = self.graph.stages.get(index).ok_or(BuildError::NoStages)?;
+        let total = instructions.len() + 1;
+        let id = self.next_step();
+        let t = Instant::now();
+        self.req
+            .progress
+            .step_started(id, &format!("{name} 1/{total}"), &from.original);
+        let (image, rootfs) = match &node.base {
+            Base::Scratch => {
+                let config = ImageConfig {
+                    architecture: self.req.platform.architecture.clone(),
+                    os: self.req.platform.os.clone(),
+                    variant: self.req.platform.variant.clone(),
+                    ..ImageConfig::default()
+                };
+                let image = Image {
+                    config,
+                    layers: Vec::new(),
+                };
+                (image, self.stage_dir("scratch-")?)
+            }
+            Base::Stage(i) => {
+                let parent = results.get(i).ok_or(BuildError::NoStages)?;
+                let rootfs = self.materialize(&parent.image, "stage-")?;
+                (parent.image.clone(), rootfs)
+            }
+            Base::Image(reference) => {
+                let image = self.resolve_image(reference, from.span)?;
+                let rootfs = self.materialize(&image, "image-")?;
+                (image, rootfs)
+            }
+        };
+        self.req
+            .progress
+            .step_finished(id, StepOutcome::Done, t.elapsed());
+
+        let mut config = image.config;
+        // A new image: its own timestamps, the platform it is built for.
+        config.created = None;
+        if config.config.env.iter().all(|e| !e.starts_with("PATH=")) && config.os == "linux" {
+            config.config.env.insert(0, format!("PATH={DEFAULT_PATH}"));
+        }
+        let triggers = std::mem::take(&mut config.config.on_build);
+        let mut state = StageState {
+            index,
+            rootfs,
+            config,
+            layers: image.layers,
+            args: BTreeMap::new(),
+            cmd_set: false,
+        };
+
+        // ONBUILD triggers of the base image run first, as if written
+        // right after FROM.
+        for trigger in &triggers {
+            let text = format!("FROM scratch\n{trigger}\n");
+            let parsed = kiln_dockerfile::parse("ONBUILD trigger", &text).map_err(|e| {
+                self.loc
+                    .at(from.span, format!("ONBUILD trigger `{trigger}` of the base image: {e}"))
+            })?;
+            if let Some(ins) = parsed.instructions.get(1) {
+                let relocated = Instruction {
+                    span: from.span,
+                    original: ins.original.clone(),
+                    kind: ins.kind.clone(),
+                };
+                self.run_step(&mut state, &relocated, "ONBUILD", results)?;
+            }
+        }
+
+        for (n, ins) in instructions.iter().enumerate() {
+            let label = format!("{name} {}/{total}", n + 2);
+            self.run_step(&mut state, ins, &label, results)?;
+        }
+
+        let created = self.created();
+        state.config.created = Some(created);
+        state.config.rootfs.diff_ids = state.layers.iter().map(|l| l.diff_id.clone()).collect();
+        Ok(StageResult {
+            image: Image {
+                config: state.config,
+                layers: state.layers,
+            },
+            rootfs: state.rootfs,
+        })
+    }
+
+    fn next_step(&mut self) -> usize {
+        *self.step_id += 1;
+        *self.step_id
+    }
+
+    fn run_step(
+        &mut self,
+        state: &mut StageState,
+        ins: &Instruction,
+        label: &str,
+        results: &HashMap<usize, StageResult>,
+    ) -> Result<(), BuildError> {
+        let id = self.next_step();
+        let t = Instant::now();
+        self.req.progress.step_started(id, label, &ins.original);
+        match self.apply(state, ins, id, results) {
+            Ok(()) => {
+                self.req
+                    .progress
+                    .step_finished(id, StepOutcome::Done, t.elapsed());
+                Ok(())
+            }
+            Err(e) => {
+                self.req
+                    .progress
+                    .step_finished(id, StepOutcome::Failed, t.elapsed());
+                Err(self.loc.locate(ins.span, e))
+            }
+        }
+    }
+
+    fn expand(&self, state: &StageState, word: &str, span: Span) -> Result<String, BuildError> {
+        let vars = StageVars {
+            env: &state.config.config.env,
+            args: &state.args,
+        };
+        expand_word(word, &vars, self.df.directives.escape)
+            .map(|e| e.value)
+            .map_err(|e| self.loc.at(span, e.message))
+    }
+
+    fn history(&self, state: &mut StageState, created_by: String, empty_layer: bool) {
+        state.config.history.push(History {
+            created: Some(self.created()),
+            created_by: Some(created_by),
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer,
+            ..History::default()
+        });
+    }
+
+    fn apply(
+        &mut self,
+        state: &mut StageState,
+        ins: &Instruction,
+        id: usize,
+        results: &HashMap<usize, StageResult>,
+    ) -> Result<(), BuildError> {
+        let span = ins.span;
+        let escape = self.df.directives.escape;
+        match &ins.kind {
+            InstructionKind::From(_) => {
+                return Err(self.loc.at(span, "FROM inside a stage"));
+            }
+            InstructionKind::Arg(decls) => {
+                self.declare_args(state, decls, span)?;
+                return Ok(());
+            }
+            InstructionKind::Env(pairs) => {
+                // Every value sees the environment from before this
+                // instruction, as Docker does.
+                let mut expanded = Vec::with_capacity(pairs.len());
+                for kv in pairs {
+                    let key = self.expand(state, &kv.key, span)?;
+                    let value = self.expand(state, &kv.value, span)?;
+                    expanded.push((key, value));
+                }
+                for (k, v) in &expanded {
+                    set_env(&mut state.config.config.env, k, v);
+                }
+                let text = expanded
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.history(state, format!("ENV {text}"), true);
+            }
+            InstructionKind::Label(pairs) => {
+                for kv in pairs {
+                    let key = self.expand(state, &kv.key, span)?;
+                    let value = self.expand(state, &kv.value, span)?;
+                    state.config.config.labels.insert(key, value);
+                }
+                self.history(state, ins.original.clone(), true);
+            }
+            InstructionKind::Maintainer(name) => {
+                state.config.author = Some(name.clone());
+                self.history(state, ins.original.clone(), true);
+            }
+            InstructionKind::Expose(ports) => {
+                for p in ports {
+                    let p = self.expand(state, p, span)?;
+                    for port in expand_ports(&p).map_err(|m| self.loc.at(span, m))? {
+                        state
+                            .config
+                            .config
+                            .exposed_ports
+                            .insert(port, Default::default());
+                    }
+                }
+                self.history(state, ins.original.clone(), true);
+            }
+            InstructionKind::Volume(vols) => {
+                for v in vols {
+                    let v = self.expand(state, v, span)?;
+                    if v.trim().is_empty() {
+                        return Err(self.loc.at(span, "VOLUME specified can not be an empty string"));
+                    }
+                    state.config.config.volumes.insert(v, Default::default());
+                }
+                self.history(state, ins.original.clone(), true);
+            }
+            InstructionKind::User(user) => {
+                state.config.config.user = self.expand(state, user, span)?;
+                self.history(state, ins.original.clone(), true);
+            }
+            InstructionKind::Stopsignal(sig) => {
+                state.config.config.stop_signal = self.expand(state, sig, span)?;
+                self.history(state, ins.original.clone(), true);
+            }
+            InstructionKind::Shell(shell) => {
+                state.config.config.shell = shell.clone();
+                self.history(state, ins.original.clone(), true);
+            }
+            InstructionKind::Cmd(cmd) => {
+                state.config.config.cmd = Some(self.command_vec(state, cmd));
+                state.cmd_set = true;
+                state.config.config.args_escaped = false;
+                self.history(state, ins.original.clone(), true);
+            }
+            InstructionKind::Entrypoint(cmd) => {
+                state.config.config.entrypoint = Some(self.command_vec(state, cmd));
+                if !state.cmd_set {
+                    state.config.config.cmd = None;
+                }
+                self.history(state, ins.original.clone(), true);
+            }
+            InstructionKind::Healthcheck(hc) => {
+                state.config.config.healthcheck = Some(health_config(hc, state, self)?);
+                self.history(state, ins.original.clone(), true);
+            }
+            InstructionKind::Onbuild(inner) => {
+                state.config.config.on_build.push(inner.original.clone());
+                self.history(state, ins.original.clone(), true);
+            }
+            InstructionKind::Workdir(dir) => {
+                let dir = self.expand(state, dir, span)?;
+                let resolved = join_workdir(&state.config.config.working_dir, &dir);
+                state.config.config.working_dir = resolved.clone();
+                let owner = crate::users::lookup_user(&state.rootfs, &state.config.config.user)
+                    .map(|u| (u.uid, u.gid))
+                    .unwrap_or((0, 0));
+                let changed = mkdir_all(&state.rootfs, &resolved, owner)?;
+                if changed.is_empty() {
+                    self.history(state, format!("WORKDIR {resolved}"), true);
+                } else {
+                    self.commit_layer(state, &changed, format!("WORKDIR {resolved}"), id)?;
+                }
+            }
+            InstructionKind::Copy(c) => {
+                self.copy_add(state, c, false, ins, id, results)?;
+            }
+            InstructionKind::Add(c) => {
+                self.copy_add(state, c, true, ins, id, results)?;
+            }
+            InstructionKind::Run(_) => {
+                return Err(self.loc.at(
+                    span,
+                    "RUN is not available in this build of kiln yet (the sandbox lands with the RUN isolation modes)",
+                ));
+            }
+        }
+        let _ = escape;
+        Ok(())
+    }
+
+    fn declare_args(
+        &mut self,
+        state: &mut StageState,
+        decls: &[ArgDecl],
+        span: Span,
+    ) -> Result<(), BuildError> {
+        for decl in decls {
+            self.consumed.insert(decl.name.clone());
+            let value = if let Some(v) = self.req.build_args.get(&decl.name) {
+                Some(v.clone())
+            } else if let Some(d) = &decl.default {
+                Some(self.expand(state, d, span)?)
+            } else if let Some(g) = self.global_declared.get(&decl.name) {
+                Some(g.clone())
+            } else {
+                self.predefined.get(&decl.name).cloned()
+            };
+            match value {
+                Some(v) => {
+                    state.args.insert(decl.name.clone(), v);
+                }
+                None => {
+                    state.args.remove(&decl.name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn command_vec(&self, state: &StageState, cmd: &Command) -> Vec<String> {
+        match cmd {
+            Command::Exec(v) => v.clone(),
+            Command::Shell(s) => {
+                let mut v = if state.config.config.shell.is_empty() {
+                    vec!["/bin/sh".to_string(), "-c".to_string()]
+                } else {
+                    state.config.config.shell.clone()
+                };
+                v.push(s.clone());
+                v
+            }
+        }
+    }
+
+    fn copy_add(
+        &mut self,
+        state: &mut StageState,
+        c: &CopyAdd,
+        is_add: bool,
+        ins: &Instruction,
+        id: usize,
+        results: &HashMap<usize, StageResult>,
+    ) -> Result<(), BuildError> {
+        let span = ins.span;
+        let mut sources = Vec::with_capacity(c.sources.len());
+        let mut heredocs = Vec::new();
+        for s in &c.sources {
+            if let Some(name) = s.strip_prefix("<<") {
+                let name = name.trim_start_matches('-').trim_matches(|ch| ch == '"' || ch == '\'');
+                if let Some(h) = c.heredocs.iter().find(|h| h.name == name) {
+                    let content = if h.expand {
+                        let vars = StageVars {
+                            env: &state.config.config.env,
+                            args: &state.args,
+                        };
+                        expand_heredoc(&h.content, &vars, self.df.directives.escape)
+                            .map_err(|e| self.loc.at(span, e.message))?
+                    } else {
+                        h.content.clone()
+                    };
+                    heredocs.push((h.name.clone(), content));
+                    sources.push(s.clone());
+                    continue;
+                }
+            }
+            sources.push(self.expand(state, s, span)?);
+        }
+        let dest = self.expand(state, &c.dest, span)?;
+        let chown = match &c.chown {
+            Some(v) => Some(self.expand(state, v, span)?),
+            None => None,
+        };
+        let chmod = match &c.chmod {
+            Some(v) => Some(self.expand(state, v, span)?),
+            None => None,
+        };
+        let mut exclude = Vec::new();
+        for e in &c.exclude {
+            exclude.push(self.expand(state, e, span)?);
+        }
+        let checksum = match &c.checksum {
+            Some(v) => Some(self.expand(state, v, span)?),
+            None => None,
+        };
+
+        let context_filter = |p: &str| self.req.context.is_excluded(p);
+        let (src_root, filter): (PathBuf, Option<&dyn Fn(&str) -> bool>) = match &c.from {
+            None => (
+                self.req.context.root().to_path_buf(),
+                Some(&context_filter as &dyn Fn(&str) -> bool),
+            ),
+            Some(from) => {
+                let from = self.expand(state, from, span)?;
+                match self.graph.lookup(&from, state.index) {
+                    Some(i) => {
+                        let r = results.get(&i).ok_or_else(|| {
+                            self.loc.at(span, format!("--from={from}: stage was not built"))
+                        })?;
+                        (r.rootfs.clone(), None)
+                    }
+                    None => (self.image_root(&from, span)?, None),
+                }
+            }
+        };
+        let add = if is_add {
+            Some(AddOptions {
+                unpack: c.unpack,
+                checksum,
+                http: self.req.http,
+            })
+        } else {
+            None
+        };
+        let request = CopyRequest {
+            src_root: &src_root,
+            src_filter: filter,
+            sources,
+            dest,
+            workdir: state.config.config.working_dir.clone(),
+            dest_root: &state.rootfs,
+            chown,
+            chmod,
+            exclude,
+            parents: c.parents,
+            heredocs,
+            add,
+        };
+        let changed = crate::copy::copy(&request)?;
+        self.commit_layer(state, &changed, format!("{} # buildkit", ins.original), id)
+    }
+
+    /// The root filesystem of an image named by `COPY --from=<image>`,
+    /// materialized once per build.
+    fn image_root(&mut self, reference: &str, span: Span) -> Result<PathBuf, BuildError> {
+        if let Some(p) = self.image_roots.get(reference) {
+            return Ok(p.clone());
+        }
+        let image = self.resolve_image(reference, span)?;
+        let root = self.materialize(&image, "from-image-")?;
+        self.image_roots.insert(reference.to_string(), root.clone());
+        Ok(root)
+    }
+
+    fn commit_layer(
+        &mut self,
+        state: &mut StageState,
+        changed: &[crate::copy::Changed],
+        created_by: String,
+        id: usize,
+    ) -> Result<(), BuildError> {
+        let entries = crate::snapshot::layer_entries(&state.rootfs, changed)?;
+        let layer = kiln_image::write_layer(self.req.store, entries, &self.layer_options())?;
+        self.req.progress.step_info(
+            id,
+            &format!("layer {} ({} bytes)", layer.digest, layer.size),
+        );
+        state.layers.push(layer);
+        self.history(state, created_by, false);
+        Ok(())
+    }
+}
+
+fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
+    let entry = format!("{key}={value}");
+    for e in env.iter_mut() {
+        if e.split_once('=').map(|(k, _)| k) == Some(key) || e == key {
+            *e = entry;
+            return;
+        }
+    }
+    env.push(entry);
+}
+
+/// Joins a WORKDIR onto the current one and cleans the result.
+fn join_workdir(current: &str, dir: &str) -> String {
+    let joined = if dir.starts_with('/') {
+        dir.to_string()
+    } else {
+        let base = if current.is_empty() { "/" } else { current };
+        format!("{base}/{dir}")
+    };
+    clean_abs(&joined)
+}
+
+/// Lexically cleans an absolute path (`/a/./b/../c` → `/a/c`).
+pub fn clean_abs(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Creates `dir` (absolute, cleaned) and its missing parents inside
+/// `rootfs`, owned by `owner`; returns the directories it created.
+fn mkdir_all(
+    rootfs: &Path,
+    dir: &str,
+    owner: (u32, u32),
+) -> Result<Vec<crate::copy::Changed>, BuildError> {
+    let mut created = Vec::new();
+    let mut rel = String::new();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        if !rel.is_empty() {
+            rel.push('/');
+        }
+        rel.push_str(part);
+        let path = rootfs.join(&rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(m) if m.file_type().is_symlink() => {
+                // Follow a symlinked directory within the root: BuildKit
+                // resolves WORKDIR inside the image.
+                if std::fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
+                    continue;
+                }
+                return Err(BuildError::Message(format!(
+                    "WORKDIR {dir}: /{rel} is a symlink that does not lead to a directory"
+                )));
+            }
+            Ok(_) => {
+                return Err(BuildError::Message(format!(
+                    "WORKDIR {dir}: /{rel} exists and is not a directory"
+                )))
+            }
+            Err(_) => {
+                std::fs::create_dir(&path).map_err(|source| BuildError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755));
+                let _ = std::os::unix::fs::lchown(&path, Some(owner.0), Some(owner.1));
+                created.push(crate::copy::Changed {
+                    path: rel.clone(),
+                    uid: owner.0,
+                    gid: owner.1,
+                });
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// Expands an EXPOSE word into `port/proto` keys, ranges included
+/// (`8000-8002/udp`).
+pub fn expand_ports(spec: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("EXPOSE {spec}: invalid protocol {proto}"));
+    }
+    // "ip:host:container" forms are rejected by BuildKit as well.
+    let parse = |s: &str| -> Result<u32, String> {
+        s.parse::<u32>()
+            .ok()
+            .filter(|n| *n <= 65_535)
+            .ok_or_else(|| format!("EXPOSE {spec}: invalid port {s}"))
+    };
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let p = parse(ports)?;
+            (p, p)
+        }
+    };
+    if hi < lo {
+        return Err(format!("EXPOSE {spec}: invalid range"));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+fn health_config(
+    hc: &Healthcheck,
+    state: &StageState,
+    exec: &Executor,
+) -> Result<kiln_image::HealthConfig, BuildError> {
+    match hc {
+        Healthcheck::None => Ok(kiln_image::HealthConfig {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        }),
+        Healthcheck::Check {
+            command,
+            interval,
+            timeout,
+            start_period,
+            start_interval,
+            retries,
+        } => {
+            let test = match command {
+                Command::Exec(v) => {
+                    let mut t = vec!["CMD".to_string()];
+                    t.extend(v.iter().cloned());
+                    t
+                }
+                Command::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+            };
+            let _ = state;
+            let _ = exec;
+            let d = |v: &Option<String>| -> Result<i64, BuildError> {
+                match v {
+                    Some(s) => parse_duration(s).ok_or_else(|| {
+                        BuildError::Message(format!("HEALTHCHECK: invalid duration {s}"))
+                    }),
+                    None => Ok(0),
+                }
+            };
+            Ok(kiln_image::HealthConfig {
+                test,
+                interval: d(interval)?,
+                timeout: d(timeout)?,
+                start_period: d(start_period)?,
+                start_interval: d(start_interval)?,
+                retries: retries.map(i64::from).unwrap_or(0),
+            })
+        }
+    }
+}
+
+/// Parses a Go-style duration (`1h2m3.5s`, `300ms`, `0`) into nanoseconds.
+pub fn parse_duration(s: &str) -> Option<i64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += n * mult;
+    }
+    Some(total as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports() {
+        assert_eq!(expand_ports("80").ok(), Some(vec!["80/tcp".to_string()]));
+        assert_eq!(
+            expand_ports("8000-8002/udp").ok(),
+            Some(vec![
+                "8000/udp".to_string(),
+                "8001/udp".to_string(),
+                "8002/udp".to_string()
+            ])
+        );
+        assert!(expand_ports("80/xyz").is_err());
+        assert!(expand_ports("99999").is_err());
+        assert!(expand_ports("9-1").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(30_000_000_000));
+        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration("300ms"), Some(300_000_000));
+        assert_eq!(parse_duration("1h"), Some(3_600_000_000_000));
+        assert_eq!(parse_duration("abc"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn workdirs() {
+        assert_eq!(join_workdir("", "app"), "/app");
+        assert_eq!(join_workdir("/a", "b/../c"), "/a/c");
+        assert_eq!(join_workdir("/a", "/x/./y/"), "/x/y");
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn local_refs() {
+        assert_eq!(split_local_ref("/tmp/x:v1"), ("/tmp/x", Some("v1")));
+        assert_eq!(split_local_ref("/tmp/x"), ("/tmp/x", None));
+        assert_eq!(
+            split_local_ref("/tmp/x@sha256:ab"),
+            ("/tmp/x", Some("sha256:ab"))
+        );
+        assert_eq!(split_local_ref("./a.b/c"), ("./a.b/c", None));
+    }
+}

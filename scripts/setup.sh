@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing kiln needs on a Debian/Ubuntu machine:
+# the real tools the tests use to check kiln's output (skopeo, umoci, podman,
+# buildah, runc), busybox for the example images, and pigz/zstd/xz/bzip2 for
+# the compression tests. Idempotent; needs root (or sudo) for apt.
+set -euo pipefail
+need=()
+for pair in skopeo:skopeo umoci:umoci podman:podman buildah:buildah runc:runc \
+            busybox:busybox-static pigz:pigz zstd:zstd xz:xz-utils bzip2:bzip2 \
+            newuidmap:uidmap git:git python3:python3 curl:curl openssl:openssl \
+            docker-registry:docker-registry; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo (Rust toolchain) is required: https://rustup.rs" >&2
+  exit 1
+fi
+echo "setup: ok"
