@@ -116,6 +116,27 @@ pub struct From {
 }
 
 /// `RUN [--mount=…] [--network=…] [--security=…] command`.
+///
+/// Heredocs (the parser's convention, which reproduces BuildKit):
+/// `heredocs` is non-empty only for the shell form, and `command` is then
+/// `Command::Shell` holding the instruction text after the flags, heredoc
+/// openers included but bodies excluded (`<<EOF`, `cat <<EOF > /x`). Each
+/// body is already tab-stripped when `strip_tabs`. An executor does:
+///
+/// 1. If the whole shell text is one heredoc opener
+///    (`crate::parser::heredoc_opener(text.trim())` is `Some`) — e.g.
+///    `RUN <<EOF` — the first heredoc's body is the script:
+///    - if the body starts with `#!`, write it to a file named after the
+///      delimiter with mode 0755 and run that file directly (no shell);
+///    - otherwise run the body as the shell-form command, i.e. the stage's
+///      `SHELL` plus the body as one argument (`/bin/sh -c "<body>"`).
+/// 2. Otherwise (`RUN cat <<EOF > /x`, several heredocs, …) the script
+///    passed to the shell is the text followed, for each heredoc in order,
+///    by `"\n" + content + name` — a real shell heredoc the shell itself
+///    reads.
+///
+/// Variables in bodies are never expanded by kiln for RUN: the shell does
+/// it (or not, for quoted delimiters in case 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Run {
     pub command: Command,

@@ -1,0 +1,2 @@
+FROM alpine
+ADD --unpack a.tar /x/

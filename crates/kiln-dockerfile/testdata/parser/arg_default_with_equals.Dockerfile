@@ -1,0 +1,2 @@
+FROM alpine
+ARG url=http://x/?a=b

@@ -1,0 +1,3 @@
+ARG a=1 b c="x y"
+FROM alpine
+ARG d

@@ -1,0 +1,2 @@
+FR\
+OM alpine

@@ -1,0 +1,2 @@
+# check=skip=JSONArgsRecommended;error=true
+FROM alpine

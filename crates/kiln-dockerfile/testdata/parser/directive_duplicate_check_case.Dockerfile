@@ -1,0 +1,3 @@
+# check=a
+# CHECK=b
+FROM alpine

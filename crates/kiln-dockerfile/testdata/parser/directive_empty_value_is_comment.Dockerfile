@@ -1,0 +1,3 @@
+# escape=
+# syntax=x
+FROM alpine

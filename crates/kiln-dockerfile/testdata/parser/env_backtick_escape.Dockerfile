@@ -1,0 +1,3 @@
+# escape=`
+FROM alpine
+ENV a=x` y b="q`"r"

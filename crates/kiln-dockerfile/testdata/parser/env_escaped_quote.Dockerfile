@@ -1,0 +1,2 @@
+FROM alpine
+ENV a="say \"hi\"" b='it''s'

@@ -1,0 +1,2 @@
+FROM alpine
+ENV MY_VAR   hello   world

@@ -1,0 +1,2 @@
+FROM alpine
+ENV a="x y" b=c PATH=/x:$PATH

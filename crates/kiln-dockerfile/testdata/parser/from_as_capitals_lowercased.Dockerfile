@@ -1,0 +1,2 @@
+FROM busybox as BUG_stage
+FROM BUG_stage

@@ -1,0 +1,1 @@
+FROM --platform=a --platform=b alpine

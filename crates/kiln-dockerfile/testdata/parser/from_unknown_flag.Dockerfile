@@ -1,0 +1,1 @@
+FROM --plaform=linux/amd64 alpine

@@ -1,0 +1,2 @@
+FROM alpine
+HEALTHCHECK --intervall=1s CMD true

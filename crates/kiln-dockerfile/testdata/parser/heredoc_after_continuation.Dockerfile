@@ -1,0 +1,5 @@
+FROM alpine
+RUN python3 \
+  <<EOF
+print(1)
+EOF

@@ -1,0 +1,5 @@
+FROM alpine
+RUN <<-EOT
+	echo a
+		echo b
+	EOT

@@ -1,0 +1,5 @@
+FROM alpine
+RUN <<EOF
+x
+EOF
+RUN echo after

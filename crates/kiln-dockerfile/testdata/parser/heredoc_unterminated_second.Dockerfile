@@ -1,0 +1,5 @@
+FROM alpine
+RUN cat <<A <<B
+a
+A
+b

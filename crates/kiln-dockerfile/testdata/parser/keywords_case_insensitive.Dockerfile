@@ -1,0 +1,3 @@
+from alpine AS Base
+run echo
+Cmd ["a"]

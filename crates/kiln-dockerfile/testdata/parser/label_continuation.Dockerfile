@@ -1,0 +1,3 @@
+FROM alpine
+LABEL a=1 \
+      b=2

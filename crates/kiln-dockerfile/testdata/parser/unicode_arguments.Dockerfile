@@ -1,0 +1,3 @@
+FROM alpine
+LABEL desc="café ☕"
+RUN echo ümläut
