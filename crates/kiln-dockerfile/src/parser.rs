@@ -950,12 +950,16 @@ fn healthcheck(line: &Line, head: &Head) -> Res<InstructionKind> {
         None => None,
         Some(v) => {
             let span = flags.span("retries").unwrap_or(at);
-            let n: i64 = v.parse().ok().filter(|n: &i64| i32::try_from(*n).is_ok()).ok_or_else(|| {
-                fault(
+            let digits = v.strip_prefix(['+', '-']).unwrap_or(&v);
+            let syntax_ok = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+            let n = v.parse::<i64>().ok().filter(|n| i32::try_from(*n).is_ok());
+            let Some(n) = n.filter(|_| syntax_ok) else {
+                let why = if syntax_ok { "value out of range" } else { "invalid syntax" };
+                return Err(fault(
                     span,
-                    format!("strconv.ParseInt: parsing {}: invalid syntax", lexer::go_quote(&v)),
-                )
-            })?;
+                    format!("strconv.ParseInt: parsing {}: {why}", lexer::go_quote(&v)),
+                ));
+            };
             if n < 0 {
                 return Err(fault(span, format!("--retries cannot be negative ({n})")));
             }
