@@ -1,0 +1,285 @@
+//! Low-level filesystem helpers for COPY/ADD: resolving paths inside a root
+//! directory as if it were `/` (symlinks included), creating directories and
+//! entries, and setting owner, mode, times and xattrs on what was written.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{AtFlags, Timestamps, CWD};
+
+/// Symlinks followed while resolving one path before giving up (Linux uses 40).
+const MAX_LINKS: usize = 40;
+
+/// How a resolution that climbs above the root is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// `..` at the root stays at the root (chroot semantics).
+    Clamp,
+    /// `..` at the root is an error.
+    Reject,
+}
+
+/// A path resolved inside a root.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Components below the root (no `.`/`..`/symlinks among the existing ones).
+    pub rel: Vec<OsString>,
+}
+
+impl Resolved {
+    pub fn host(&self, root: &Path) -> PathBuf {
+        let mut p = root.to_path_buf();
+        p.extend(&self.rel);
+        p
+    }
+    /// The path relative to the root, `/`-separated ("" for the root).
+    pub fn rel_string(&self) -> String {
+        rel_string(&self.rel)
+    }
+}
+
+pub fn rel_string(parts: &[OsString]) -> String {
+    let v: Vec<String> = parts
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    v.join("/")
+}
+
+/// Resolution failed.
+#[derive(Debug)]
+pub enum ResolveError {
+    Escapes,
+    TooManyLinks,
+    Io(io::Error),
+}
+
+/// Resolves `path` (absolute or relative, interpreted from the root) inside
+/// `root`, following symlinks (the last component too when `follow_last`),
+/// with absolute link targets taken from the root. Components that do not
+/// exist are kept as written.
+pub fn resolve_in_root(
+    root: &Path,
+    path: &str,
+    follow_last: bool,
+    escape: Escape,
+) -> Result<Resolved, ResolveError> {
+    let mut pending: VecDeque<OsString> = split(path.as_bytes()).into();
+    let mut out: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(comp) = pending.pop_front() {
+        if comp == "." || comp.is_empty() {
+            continue;
+        }
+        if comp == ".." {
+            if out.pop().is_none() && escape == Escape::Reject {
+                return Err(ResolveError::Escapes);
+            }
+            continue;
+        }
+        let mut host = root.to_path_buf();
+        host.extend(&out);
+        host.push(&comp);
+        let is_last = pending.iter().all(|c| c == "." || c.is_empty());
+        match std::fs::symlink_metadata(&host) {
+            Ok(md) if md.file_type().is_symlink() && (!is_last || follow_last) => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(ResolveError::TooManyLinks);
+                }
+                let target = std::fs::read_link(&host).map_err(ResolveError::Io)?;
+                let bytes = target.as_os_str().as_bytes();
+                if bytes.first() == Some(&b'/') {
+                    out.clear();
+                }
+                for c in split(bytes).into_iter().rev() {
+                    pending.push_front(c);
+                }
+            }
+            Ok(_) => out.push(comp),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => out.push(comp),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
+                out.push(comp)
+            }
+            Err(e) => return Err(ResolveError::Io(e)),
+        }
+    }
+    Ok(Resolved { rel: out })
+}
+
+fn split(bytes: &[u8]) -> Vec<OsString> {
+    bytes
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(|c| OsStr::from_bytes(c).to_os_string())
+        .collect()
+}
+
+/// Lexically cleans a `/`-separated path into components; `None` when `..`
+/// climbs above the start.
+pub fn clean_components(path: &str) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(s) => out.push(s.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                out.pop()?;
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// The owner, mode and times to give an entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits incl. setuid/setgid/sticky; ignored for symlinks.
+    pub perm: u32,
+    /// (seconds, nanoseconds); `None` leaves the times as they are.
+    pub mtime: Option<(i64, i64)>,
+    pub atime: Option<(i64, i64)>,
+}
+
+/// Applies `meta` to `path` without following a final symlink: owner first
+/// (a chown clears setuid bits), then mode, then times. A chown refused
+/// because this process is unprivileged is ignored: the intended owner is
+/// still reported to the layer.
+pub fn apply_meta(path: &Path, meta: &Meta, is_symlink: bool) -> io::Result<()> {
+    match std::os::unix::fs::lchown(path, Some(meta.uid), Some(meta.gid)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
+        Err(e) => return Err(e),
+    }
+    if !is_symlink {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.perm & 0o7777))?;
+    }
+    set_times(path, meta.atime.or(meta.mtime), meta.mtime)
+}
+
+/// Sets access and modification times, not following a final symlink.
+pub fn set_times(path: &Path, atime: Option<(i64, i64)>, mtime: Option<(i64, i64)>) -> io::Result<()> {
+    let Some(m) = mtime else { return Ok(()) };
+    let a = atime.unwrap_or(m);
+    let ts = Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: a.0,
+            tv_nsec: a.1 as _,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: m.0,
+            tv_nsec: m.1 as _,
+        },
+    };
+    rustix::fs::utimensat(CWD, path, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
+}
+
+/// Times of a file's metadata as (seconds, nanoseconds).
+pub fn mtime_of(md: &std::fs::Metadata) -> (i64, i64) {
+    (md.mtime(), md.mtime_nsec())
+}
+pub fn atime_of(md: &std::fs::Metadata) -> (i64, i64) {
+    (md.atime(), md.atime_nsec())
+}
+
+/// The current time as (seconds, nanoseconds).
+pub fn now() -> (i64, i64) {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, i64::from(d.subsec_nanos())),
+        Err(_) => (0, 0),
+    }
+}
+
+/// Copies extended attributes from `src` to `dst` (neither followed), best
+/// effort: a filesystem that refuses one (e.g. `security.*` unprivileged)
+/// loses that attribute, as Docker's builder logs and goes on.
+pub fn copy_xattrs(src: &Path, dst: &Path) {
+    for (name, value) in read_xattrs(src) {
+        let _ = rustix::fs::lsetxattr(dst, name.as_str(), &value, rustix::fs::XattrFlags::empty());
+    }
+}
+
+/// Extended attributes of `path` (not followed), best effort.
+pub fn read_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::llistxattr(path, &mut names) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::RANGE) => {
+            let Ok(size) = rustix::fs::llistxattr(path, &mut [0u8; 0][..]) else {
+                return Vec::new();
+            };
+            names = vec![0u8; size];
+            match rustix::fs::llistxattr(path, &mut names) {
+                Ok(n) => n,
+                Err(_) => return Vec::new(),
+            }
+        }
+        Err(_) => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for name in names.get(..n).unwrap_or(&[]).split(|b| *b == 0) {
+        if name.is_empty() {
+            continue;
+        }
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        let Ok(size) = rustix::fs::lgetxattr(path, name, &mut [0u8; 0][..]) else {
+            continue;
+        };
+        let mut value = vec![0u8; size];
+        if let Ok(len) = rustix::fs::lgetxattr(path, name, &mut value) {
+            value.truncate(len);
+            out.push((name.to_string(), value));
+        }
+    }
+    out.sort();
+    out
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A temporary name next to `target`, in the same directory (so a rename
+/// onto `target` is atomic).
+pub fn temp_sibling(target: &Path) -> PathBuf {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!(".kiln-tmp-{}-{n}", std::process::id());
+    match target.parent() {
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// Removes whatever non-directory entry is at `target` so that a new one can
+/// be created there; a directory there is an error.
+pub fn clear_non_dir(target: &Path) -> io::Result<bool> {
+    match std::fs::symlink_metadata(target) {
+        Ok(md) if md.is_dir() => Ok(false),
+        Ok(_) => {
+            std::fs::remove_file(target)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates a device node or FIFO at `target`.
+pub fn make_special(target: &Path, ft: rustix::fs::FileType, perm: u32, rdev: u64) -> io::Result<()> {
+    rustix::fs::mknodat(
+        CWD,
+        target,
+        ft,
+        rustix::fs::Mode::from_raw_mode(perm & 0o7777),
+        rdev,
+    )
+    .map_err(io::Error::from)
+}

@@ -1,0 +1,920 @@
+//! COPY and ADD: copies sources from the build context or another stage's
+//! root filesystem into the stage's root filesystem, and reports every path
+//! it wrote with the owner the layer must record.
+//!
+//! The rules are Docker's builder's (BuildKit):
+//! - sources are relative to the source root (a leading `/` is that root);
+//!   wildcards are Go `filepath.Match` per component; a wildcard matching
+//!   nothing copies nothing and is not an error; a named source that does not
+//!   exist is. A directory source copies its contents. A symlink named as a
+//!   source is followed (inside the root); symlinks inside a copied tree are
+//!   copied as symlinks.
+//! - the destination is a directory when it ends in `/` (or is `.`) or
+//!   already is one (symlinks followed inside the stage root); otherwise a
+//!   file source is written at that path. Missing parents are created with
+//!   mode 0755 (the `--chmod` mode when given) and the `--chown` owner.
+//! - copied entries keep mode (setuid/setgid/sticky too), times, xattrs,
+//!   hardlinks and special files; owner is `--chown`, else 0:0 for the
+//!   context and the source owner for `COPY --from` ([`CopyRequest::preserve_owner`]).
+//! - ADD extracts local tar archives (by content) into the destination
+//!   directory and downloads http(s) URLs (mode 0600, mtime from
+//!   Last-Modified, `--checksum` verified before anything is written).
+//!
+//! Where kiln differs from Docker's builder on purpose: a `..` or symlink
+//! leading out of the source root is an error instead of being silently
+//! clamped to the root, and an unknown `--chown` name is an error instead of
+//! falling back to root.
+
+pub mod fsops;
+mod glob;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::chmod::{parse_chmod, Chmod, ChmodError};
+use crate::fetch::{FetchError, HttpFetcher};
+use crate::unpack::UnpackError;
+use crate::users::{resolve_chown, UserError};
+use fsops::{
+    apply_meta, atime_of, clean_components, clear_non_dir, copy_xattrs, mtime_of, now,
+    resolve_in_root, temp_sibling, Escape, Meta, ResolveError,
+};
+use glob::{has_wildcards, match_component, ExcludeSet};
+
+/// One COPY or ADD step.
+pub struct CopyRequest<'a> {
+    /// The build context directory, or another stage's rootfs (`COPY --from`).
+    pub src_root: &'a Path,
+    /// `true` = the path (relative to `src_root`, `/`-separated) is excluded
+    /// (`.dockerignore`); `None` excludes nothing.
+    pub src_filter: Option<&'a dyn Fn(&str) -> bool>,
+    /// Variable-expanded sources, possibly with wildcards or URLs (ADD).
+    pub sources: Vec<String>,
+    /// Variable-expanded destination.
+    pub dest: String,
+    /// The stage's WORKDIR, for a relative destination.
+    pub workdir: String,
+    /// The stage root filesystem being modified.
+    pub dest_root: &'a Path,
+    /// Raw `user[:group]`, resolved in `dest_root`'s passwd/group files.
+    pub chown: Option<String>,
+    /// Octal or symbolic mode.
+    pub chmod: Option<String>,
+    /// `--exclude` patterns (Docker pattern syntax).
+    pub exclude: Vec<String>,
+    /// `--parents`: keep each source's path (below an optional `/./` pivot).
+    pub parents: bool,
+    /// `COPY <<NAME` sources: (name, expanded body).
+    pub heredocs: Vec<(String, String)>,
+    /// `Some` for ADD.
+    pub add: Option<AddOptions<'a>>,
+    /// Keep the source's owners when there is no `--chown`: true for
+    /// `COPY --from` (Docker's builder preserves ownership between stages),
+    /// false for the build context (everything becomes 0:0).
+    pub preserve_owner: bool,
+}
+
+/// ADD-only options.
+pub struct AddOptions<'a> {
+    /// `--unpack`: `None` extracts local archives and never URLs.
+    pub unpack: Option<bool>,
+    /// `--checksum=sha256:<hex>` for a URL source.
+    pub checksum: Option<String>,
+    pub http: &'a HttpFetcher,
+}
+
+/// A path the step wrote, with the owner it must have in the layer (even
+/// when this process could not chown it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// Relative to the stage root, `/`-separated, no leading `/`.
+    pub path: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Why a COPY/ADD failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("{src:?}: path leads outside the source root (build context or stage)")]
+    OutsideContext { src: String },
+    #[error("{src:?}: not found")]
+    NotFound { src: String },
+    #[error("{src:?}: too many levels of symbolic links")]
+    TooManyLinks { src: String },
+    #[error("--chown: {0}")]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Chmod(#[from] ChmodError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("ADD {archive}: {error}")]
+    Unpack {
+        archive: String,
+        #[source]
+        error: UnpackError,
+    },
+    #[error("checksum mismatch for {url}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("--checksum={0}: expected sha256:<64 hex digits>")]
+    InvalidChecksum(String),
+    #[error("--checksum requires a single HTTP(S) source")]
+    ChecksumNeedsUrl,
+    #[error("ADD {url}: git sources are not supported yet")]
+    GitNotSupported { url: String },
+    #[error("COPY {url}: source can't be a URL for COPY (use ADD)")]
+    UrlInCopy { url: String },
+    #[error("/{path}: not a directory (a parent of the destination is a file)")]
+    NotADirectory { path: String },
+    #[error("cannot replace directory /{path} with a file")]
+    CannotReplaceDir { path: String },
+    #[error("cannot copy directory {src:?} to non-directory /{path}")]
+    DirOntoFile { src: String, path: String },
+    #[error("{path}: unsupported file type (socket)")]
+    Unsupported { path: String },
+    #[error("{path}: {error}")]
+    Io {
+        path: String,
+        #[source]
+        error: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CopyError + '_ {
+    move |error| CopyError::Io {
+        path: path.display().to_string(),
+        error,
+    }
+}
+
+/// Runs one COPY/ADD step against `req.dest_root`.
+pub fn copy(req: &CopyRequest) -> Result<Vec<Changed>, CopyError> {
+    let chown = match &req.chown {
+        Some(spec) => Some(resolve_chown(req.dest_root, spec)?),
+        None => None,
+    };
+    let chmod = match &req.chmod {
+        Some(s) => Some(parse_chmod(s)?),
+        None => None,
+    };
+    if let Some(add) = &req.add {
+        if let Some(sum) = &add.checksum {
+            if req.sources.len() != 1 || !is_http(&req.sources[..1].concat()) {
+                return Err(CopyError::ChecksumNeedsUrl);
+            }
+            parse_checksum(sum)?;
+        }
+    }
+    let (dest, dest_is_dir) = dest_path(&req.dest, &req.workdir);
+    let mut c = Copier {
+        req,
+        chown,
+        chmod,
+        excludes: ExcludeSet::new(&req.exclude),
+        changed: Vec::new(),
+        links: HashMap::new(),
+        deferred: Vec::new(),
+    };
+    for src in &req.sources {
+        if is_git(src) {
+            if req.add.is_some() {
+                return Err(CopyError::GitNotSupported { url: src.clone() });
+            }
+            return Err(CopyError::UrlInCopy { url: src.clone() });
+        }
+        if is_http(src) {
+            match &req.add {
+                Some(add) => c.add_url(src, add, &dest, dest_is_dir)?,
+                None => return Err(CopyError::UrlInCopy { url: src.clone() }),
+            }
+        } else if req.parents {
+            c.copy_parents(src, &dest)?;
+        } else {
+            c.copy_local(src, &dest, dest_is_dir)?;
+        }
+        c.finish_deferred()?;
+    }
+    for (name, body) in &req.heredocs {
+        c.write_heredoc(name, body, &dest, dest_is_dir)?;
+    }
+    Ok(dedupe(c.changed))
+}
+
+/// Keeps the last record of each path, sorted by path.
+fn dedupe(changed: Vec<Changed>) -> Vec<Changed> {
+    let mut map: HashMap<String, Changed> = HashMap::new();
+    for ch in changed {
+        map.insert(ch.path.clone(), ch);
+    }
+    let mut v: Vec<Changed> = map.into_values().collect();
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    v
+}
+
+/// The absolute, cleaned destination and whether it names a directory.
+fn dest_path(dest: &str, workdir: &str) -> (String, bool) {
+    let is_dir = dest.is_empty()
+        || dest == "."
+        || dest == ".."
+        || dest.ends_with('/')
+        || dest.ends_with("/.")
+        || dest.ends_with("/..");
+    let joined = if dest.starts_with('/') {
+        dest.to_string()
+    } else {
+        let base = if workdir.is_empty() { "/" } else { workdir };
+        format!("{base}/{dest}")
+    };
+    // `..` above `/` stays at `/`, as in the image.
+    let mut parts: Vec<&str> = Vec::new();
+    for p in joined.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    (format!("/{}", parts.join("/")), is_dir)
+}
+
+fn is_http(src: &str) -> bool {
+    (src.starts_with("http://") || src.starts_with("https://")) && !is_git(src)
+}
+
+fn is_git(src: &str) -> bool {
+    if src.starts_with("git@") || src.starts_with("git://") || src.starts_with("ssh://") {
+        return true;
+    }
+    if src.starts_with("http://") || src.starts_with("https://") {
+        let no_frag = src.split('#').next().unwrap_or(src);
+        let no_query = no_frag.split('?').next().unwrap_or(no_frag);
+        return no_query.trim_end_matches('/').ends_with(".git");
+    }
+    false
+}
+
+fn parse_checksum(sum: &str) -> Result<String, CopyError> {
+    match sum.strip_prefix("sha256:") {
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(hex.to_ascii_lowercase())
+        }
+        _ => Err(CopyError::InvalidChecksum(sum.to_string())),
+    }
+}
+
+/// A source entry found on disk.
+struct Source {
+    /// Host path, symlinks followed inside the source root.
+    host: PathBuf,
+    /// Path relative to the source root after resolution (for the filter).
+    rel: String,
+    /// The name it was matched under (destination name inside a directory).
+    name: String,
+    /// Path relative to the wildcard base, for `--exclude` of a match.
+    match_rel: Option<String>,
+}
+
+struct Copier<'r, 'a> {
+    req: &'r CopyRequest<'a>,
+    chown: Option<(u32, u32)>,
+    chmod: Option<Chmod>,
+    excludes: ExcludeSet,
+    changed: Vec<Changed>,
+    /// Source (dev, inode) → destination path already written, for hardlinks.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Directories whose metadata is applied after their contents are written.
+    deferred: Vec<(PathBuf, Meta, Option<PathBuf>)>,
+}
+
+impl<'r, 'a> Copier<'r, 'a> {
+    fn root(&self) -> &Path {
+        self.req.dest_root
+    }
+
+    fn record(&mut self, host: &Path, uid: u32, gid: u32) {
+        if let Ok(rel) = host.strip_prefix(self.req.dest_root) {
+            let path = rel.to_string_lossy().into_owned();
+            if !path.is_empty() {
+                self.changed.push(Changed { path, uid, gid });
+            }
+        }
+    }
+
+    fn filtered(&self, rel: &str) -> bool {
+        match self.req.src_filter {
+            Some(f) => !rel.is_empty() && f(rel),
+            None => false,
+        }
+    }
+
+    /// Owner for an entry whose source metadata is `md`.
+    fn owner_for(&self, md: Option<&std::fs::Metadata>) -> (u32, u32) {
+        match (self.chown, md) {
+            (Some(o), _) => o,
+            (None, Some(md)) if self.req.preserve_owner => (md.uid(), md.gid()),
+            _ => (0, 0),
+        }
+    }
+
+    /// Mode for a directory the step creates on its own (not copied).
+    fn created_dir_perm(&self) -> u32 {
+        match &self.chmod {
+            Some(c) => c.apply(0o040755, true) & 0o7777,
+            None => 0o755,
+        }
+    }
+
+    fn perm_for(&self, mode: u32, is_dir: bool) -> u32 {
+        match &self.chmod {
+            Some(c) => c.apply(mode, is_dir) & 0o7777,
+            None => mode & 0o7777,
+        }
+    }
+
+    /// Creates `path` (absolute in the stage) and its missing parents;
+    /// returns the resolved host path.
+    fn mkdir_all(&mut self, path: &str) -> Result<PathBuf, CopyError> {
+        let resolved = resolve_in_root(self.root(), path, true, Escape::Clamp)
+            .map_err(|e| resolve_err(e, path))?;
+        let mut host = self.root().to_path_buf();
+        let (uid, gid) = self.chown.unwrap_or((0, 0));
+        let perm = self.created_dir_perm();
+        for comp in &resolved.rel {
+            host.push(comp);
+            match std::fs::symlink_metadata(&host) {
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => {
+                    return Err(CopyError::NotADirectory {
+                        path: rel_of(self.root(), &host),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    std::fs::create_dir(&host).map_err(io_err(&host))?;
+                    let meta = Meta {
+                        uid,
+                        gid,
+                        perm,
+                        mtime: None,
+                        atime: None,
+                    };
+                    apply_meta(&host, &meta, false).map_err(io_err(&host))?;
+                    self.record(&host.clone(), uid, gid);
+                }
+                Err(e) => return Err(io_err(&host)(e)),
+            }
+        }
+        Ok(host)
+    }
+
+    /// Resolves a destination path (symlinks followed inside the stage).
+    fn resolve_dest(&self, path: &str) -> Result<PathBuf, CopyError> {
+        resolve_in_root(self.root(), path, true, Escape::Clamp)
+            .map(|r| r.host(self.root()))
+            .map_err(|e| resolve_err(e, path))
+    }
+
+    /// Where a non-directory named `name` goes for destination `dest`.
+    fn file_target(&mut self, name: &str, dest: &str, dest_is_dir: bool) -> Result<PathBuf, CopyError> {
+        if dest_is_dir {
+            let dir = self.mkdir_all(dest)?;
+            return Ok(dir.join(name));
+        }
+        let parent = parent_of(dest);
+        self.mkdir_all(&parent)?;
+        let resolved = self.resolve_dest(dest)?;
+        match std::fs::metadata(&resolved) {
+            Ok(md) if md.is_dir() => Ok(resolved.join(name)),
+            _ => Ok(resolved),
+        }
+    }
+
+    fn copy_local(&mut self, src: &str, dest: &str, dest_is_dir: bool) -> Result<(), CopyError> {
+        let sources = self.resolve_sources(src)?;
+        let unpack = match &self.req.add {
+            Some(add) => add.unpack.unwrap_or(true),
+            None => false,
+        };
+        for s in sources {
+            if let Some(m) = &s.match_rel {
+                if self.excludes.excluded(m) {
+                    continue;
+                }
+            }
+            let md = std::fs::symlink_metadata(&s.host).map_err(io_err(&s.host))?;
+            if unpack && md.is_file() {
+                let is_archive = crate::unpack::detect_archive(&s.host)
+                    .map_err(|error| CopyError::Unpack {
+                        archive: src.to_string(),
+                        error,
+                    })?
+                    .is_some();
+                if is_archive {
+                    let dir = self.mkdir_all(dest)?;
+                    let written =
+                        crate::unpack::unpack_archive(&s.host, self.root(), &dir, self.chown)
+                            .map_err(|error| CopyError::Unpack {
+                                archive: src.to_string(),
+                                error,
+                            })?;
+                    self.changed.extend(written);
+                    continue;
+                }
+            }
+            if md.is_dir() {
+                let dest_host = self.resolve_dest(dest)?;
+                let target = match std::fs::symlink_metadata(&dest_host) {
+                    Ok(d) if d.is_dir() => dest_host,
+                    Ok(_) => {
+                        return Err(CopyError::DirOntoFile {
+                            src: src.to_string(),
+                            path: rel_of(self.root(), &dest_host),
+                        })
+                    }
+                    Err(_) => self.mkdir_all(dest)?,
+                };
+                self.copy_children(&s.host, &s.rel, "", &target)?;
+            } else {
+                let target = self.file_target(&s.name, dest, dest_is_dir)?;
+                self.copy_entry(&s.host, &s.rel, "", &target, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the entries a source names: one path, or the matches of a
+    /// wildcard (sorted). Named paths must exist.
+    fn resolve_sources(&self, src: &str) -> Result<Vec<Source>, CopyError> {
+        let comps = clean_components(src).ok_or_else(|| CopyError::OutsideContext {
+            src: src.to_string(),
+        })?;
+        let root = self.req.src_root;
+        let Some(first_wild) = comps.iter().position(|c| has_wildcards(c)) else {
+            let path = comps.join("/");
+            let r = resolve_in_root(root, &path, true, Escape::Reject)
+                .map_err(|e| src_resolve_err(e, src))?;
+            let host = r.host(root);
+            let rel = r.rel_string();
+            if std::fs::symlink_metadata(&host).is_err() || self.filtered(&rel) || self.filtered(&path) {
+                return Err(CopyError::NotFound {
+                    src: src.to_string(),
+                });
+            }
+            let name = comps.last().cloned().unwrap_or_default();
+            return Ok(vec![Source {
+                host,
+                rel,
+                name,
+                match_rel: None,
+            }]);
+        };
+        let base = comps.get(..first_wild).unwrap_or(&[]).join("/");
+        let base_r =
+            resolve_in_root(root, &base, true, Escape::Reject).map_err(|e| src_resolve_err(e, src))?;
+        let pattern = comps.get(first_wild..).unwrap_or(&[]);
+        let mut found = Vec::new();
+        walk_matches(&base_r.host(root), pattern, &mut Vec::new(), &mut found);
+        let mut out = Vec::new();
+        for m in found {
+            let written = if base.is_empty() {
+                m.join("/")
+            } else {
+                format!("{}/{}", base_r.rel_string(), m.join("/"))
+            };
+            let r = resolve_in_root(root, &written, true, Escape::Reject)
+                .map_err(|e| src_resolve_err(e, src))?;
+            let host = r.host(root);
+            let rel = r.rel_string();
+            if std::fs::symlink_metadata(&host).is_err() || self.filtered(&written) {
+                continue;
+            }
+            out.push(Source {
+                host,
+                rel,
+                name: m.last().cloned().unwrap_or_default(),
+                match_rel: Some(m.join("/")),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Copies the entries of directory `src` into existing directory `target`.
+    fn copy_children(&mut self, src: &Path, src_rel: &str, rel: &str, target: &Path) -> Result<(), CopyError> {
+        let mut names: Vec<_> = std::fs::read_dir(src)
+            .map_err(io_err(src))?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        names.sort();
+        for name in names {
+            let n = name.to_string_lossy();
+            let child_rel = if rel.is_empty() {
+                n.to_string()
+            } else {
+                format!("{rel}/{n}")
+            };
+            let child_src_rel = if src_rel.is_empty() {
+                n.to_string()
+            } else {
+                format!("{src_rel}/{n}")
+            };
+            self.copy_entry(&src.join(&name), &child_src_rel, &child_rel, &target.join(&name), true)?;
+        }
+        Ok(())
+    }
+
+    /// Copies one entry (recursively for directories) to `target`.
+    /// `rel` is its path below the copied source ("" for the source itself),
+    /// `overwrite` whether an existing directory there takes its metadata.
+    fn copy_entry(
+        &mut self,
+        src: &Path,
+        src_rel: &str,
+        rel: &str,
+        target: &Path,
+        overwrite: bool,
+    ) -> Result<(), CopyError> {
+        if !rel.is_empty() && (self.excludes.excluded(rel) || self.filtered(src_rel)) {
+            return Ok(());
+        }
+        let md = std::fs::symlink_metadata(src).map_err(io_err(src))?;
+        let ft = md.file_type();
+        let (uid, gid) = self.owner_for(Some(&md));
+        let meta = Meta {
+            uid,
+            gid,
+            perm: self.perm_for(md.mode(), ft.is_dir()),
+            mtime: Some(mtime_of(&md)),
+            atime: Some(atime_of(&md)),
+        };
+        if ft.is_dir() {
+            let created = match std::fs::symlink_metadata(target) {
+                Ok(t) if t.is_dir() => false,
+                Ok(_) => {
+                    return Err(CopyError::DirOntoFile {
+                        src: src.display().to_string(),
+                        path: rel_of(self.root(), target),
+                    })
+                }
+                Err(_) => {
+                    std::fs::create_dir(target).map_err(io_err(target))?;
+                    true
+                }
+            };
+            self.copy_children(src, src_rel, rel, target)?;
+            if created || overwrite {
+                apply_meta(target, &meta, false).map_err(io_err(target))?;
+                copy_xattrs(src, target);
+                self.record(target, uid, gid);
+            }
+            return Ok(());
+        }
+        if !clear_non_dir(target).map_err(io_err(target))? {
+            return Err(CopyError::CannotReplaceDir {
+                path: rel_of(self.root(), target),
+            });
+        }
+        let key = (md.dev(), md.ino());
+        if ft.is_file() && md.nlink() > 1 {
+            if let Some(first) = self.links.get(&key).cloned() {
+                let tmp = temp_sibling(target);
+                std::fs::hard_link(&first, &tmp).map_err(io_err(target))?;
+                rename_or_clean(&tmp, target)?;
+                self.record(target, uid, gid);
+                return Ok(());
+            }
+        }
+        let tmp = temp_sibling(target);
+        let made = (|| -> io::Result<()> {
+            if ft.is_file() {
+                let mut from = std::fs::File::open(src)?;
+                let mut to = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)?;
+                io::copy(&mut from, &mut to)?;
+                to.sync_all()?;
+            } else if ft.is_symlink() {
+                let link = std::fs::read_link(src)?;
+                std::os::unix::fs::symlink(link, &tmp)?;
+            } else if ft.is_fifo() {
+                fsops::make_special(&tmp, rustix::fs::FileType::Fifo, meta.perm, 0)?;
+            } else if ft.is_char_device() {
+                fsops::make_special(&tmp, rustix::fs::FileType::CharacterDevice, meta.perm, md.rdev())?;
+            } else if ft.is_block_device() {
+                fsops::make_special(&tmp, rustix::fs::FileType::BlockDevice, meta.perm, md.rdev())?;
+            } else {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, "socket"));
+            }
+            apply_meta(&tmp, &meta, ft.is_symlink())?;
+            copy_xattrs(src, &tmp);
+            Ok(())
+        })();
+        if let Err(error) = made {
+            let _ = std::fs::remove_file(&tmp);
+            if error.kind() == io::ErrorKind::Unsupported {
+                return Err(CopyError::Unsupported {
+                    path: src.display().to_string(),
+                });
+            }
+            return Err(CopyError::Io {
+                path: src.display().to_string(),
+                error,
+            });
+        }
+        rename_or_clean(&tmp, target)?;
+        if ft.is_file() && md.nlink() > 1 {
+            self.links.insert(key, target.to_path_buf());
+        }
+        self.record(target, uid, gid);
+        Ok(())
+    }
+
+    /// `--parents`: `a/b/./c/d` copies `c/d` (below the pivot) to `dest/c/d`;
+    /// without a pivot the whole path is kept.
+    fn copy_parents(&mut self, src: &str, dest: &str) -> Result<(), CopyError> {
+        let (base, pattern) = match src.split_once("/./") {
+            Some((b, p)) => (if b.is_empty() { "/" } else { b }, p),
+            None => ("/", src),
+        };
+        let outside = || CopyError::OutsideContext {
+            src: src.to_string(),
+        };
+        let base_comps = clean_components(base).ok_or_else(outside)?;
+        let pat = clean_components(pattern).ok_or_else(outside)?;
+        let root = self.req.src_root;
+        let base_r = resolve_in_root(root, &base_comps.join("/"), true, Escape::Reject)
+            .map_err(|e| src_resolve_err(e, src))?;
+        let base_host = base_r.host(root);
+        let mut found = Vec::new();
+        if pat.iter().any(|c| has_wildcards(c)) {
+            walk_matches(&base_host, &pat, &mut Vec::new(), &mut found);
+        } else {
+            // A named path must exist (its parents may be symlinks, followed).
+            let r = resolve_in_root(&base_host, &pat.join("/"), false, Escape::Reject)
+                .map_err(|e| src_resolve_err(e, src))?;
+            if std::fs::symlink_metadata(r.host(&base_host)).is_err() {
+                return Err(CopyError::NotFound {
+                    src: src.to_string(),
+                });
+            }
+            found.push(pat.clone());
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        let dest_host = self.mkdir_all(dest)?;
+        let base_rel = base_r.rel_string();
+        for m in found {
+            let rel = m.join("/");
+            let src_rel = if base_rel.is_empty() {
+                rel.clone()
+            } else {
+                format!("{base_rel}/{rel}")
+            };
+            if self.excludes.excluded(&rel) || self.filtered(&src_rel) {
+                continue;
+            }
+            // Parent directories below the pivot take their source's metadata.
+            let mut s = base_host.clone();
+            let mut t = dest_host.clone();
+            for comp in m.iter().take(m.len().saturating_sub(1)) {
+                s.push(comp);
+                t.push(comp);
+                let smd = std::fs::metadata(&s).map_err(io_err(&s))?;
+                match std::fs::symlink_metadata(&t) {
+                    Ok(tmd) if tmd.is_dir() => {}
+                    Ok(_) => {
+                        return Err(CopyError::NotADirectory {
+                            path: rel_of(self.root(), &t),
+                        })
+                    }
+                    Err(_) => {
+                        std::fs::create_dir(&t).map_err(io_err(&t))?;
+                        let (uid, gid) = self.owner_for(Some(&smd));
+                        let meta = Meta {
+                            uid,
+                            gid,
+                            perm: self.perm_for(smd.mode(), true),
+                            mtime: Some(mtime_of(&smd)),
+                            atime: Some(atime_of(&smd)),
+                        };
+                        self.deferred.push((t.clone(), meta, Some(s.clone())));
+                        self.record(&t.clone(), uid, gid);
+                    }
+                }
+            }
+            let src_host = base_host.join(&rel);
+            self.copy_entry(&src_host, &src_rel, &rel, &dest_host.join(&rel), true)?;
+        }
+        Ok(())
+    }
+
+    /// Applies metadata of directories created before their contents.
+    fn finish_deferred(&mut self) -> Result<(), CopyError> {
+        while let Some((path, meta, src)) = self.deferred.pop() {
+            apply_meta(&path, &meta, false).map_err(io_err(&path))?;
+            if let Some(src) = src {
+                copy_xattrs(&src, &path);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_heredoc(&mut self, name: &str, body: &str, dest: &str, dest_is_dir: bool) -> Result<(), CopyError> {
+        let base = name.rsplit('/').next().unwrap_or(name).to_string();
+        let target = self.file_target(&base, dest, dest_is_dir)?;
+        if !clear_non_dir(&target).map_err(io_err(&target))? {
+            return Err(CopyError::CannotReplaceDir {
+                path: rel_of(self.root(), &target),
+            });
+        }
+        let (uid, gid) = self.chown.unwrap_or((0, 0));
+        let meta = Meta {
+            uid,
+            gid,
+            perm: self.perm_for(0o100644, false),
+            mtime: Some(now()),
+            atime: None,
+        };
+        let tmp = temp_sibling(&target);
+        let made = std::fs::write(&tmp, body.as_bytes()).and_then(|_| apply_meta(&tmp, &meta, false));
+        if let Err(error) = made {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io_err(&target)(error));
+        }
+        rename_or_clean(&tmp, &target)?;
+        self.record(&target, uid, gid);
+        Ok(())
+    }
+
+    fn add_url(&mut self, url: &str, add: &AddOptions, dest: &str, dest_is_dir: bool) -> Result<(), CopyError> {
+        let expected = match &add.checksum {
+            Some(sum) => Some(parse_checksum(sum)?),
+            None => None,
+        };
+        // Download next to the stage root (same filesystem, so the final
+        // rename is atomic); nothing is visible in the stage until verified.
+        let tmp = tempfile::Builder::new()
+            .prefix(".kiln-fetch-")
+            .tempfile_in(self.root())
+            .map_err(io_err(self.root()))?;
+        let fetched = add.http.fetch(url, tmp.path())?;
+        if let Some(expected) = expected {
+            if expected != fetched.sha256 {
+                return Err(CopyError::ChecksumMismatch {
+                    url: url.to_string(),
+                    expected: format!("sha256:{expected}"),
+                    actual: format!("sha256:{}", fetched.sha256),
+                });
+            }
+        }
+        if add.unpack == Some(true) && crate::unpack::detect_archive(tmp.path())
+            .map_err(|error| CopyError::Unpack { archive: url.to_string(), error })?
+            .is_some()
+        {
+            let dir = self.mkdir_all(dest)?;
+            let written = crate::unpack::unpack_archive(tmp.path(), self.root(), &dir, self.chown)
+                .map_err(|error| CopyError::Unpack {
+                    archive: url.to_string(),
+                    error,
+                })?;
+            self.changed.extend(written);
+            return Ok(());
+        }
+        let target = self.file_target(&fetched.file_name, dest, dest_is_dir)?;
+        if !clear_non_dir(&target).map_err(io_err(&target))? {
+            return Err(CopyError::CannotReplaceDir {
+                path: rel_of(self.root(), &target),
+            });
+        }
+        let (uid, gid) = self.chown.unwrap_or((0, 0));
+        let meta = Meta {
+            uid,
+            gid,
+            perm: self.perm_for(0o100600, false),
+            mtime: Some(fetched.last_modified.map(|s| (s, 0)).unwrap_or_else(now)),
+            atime: None,
+        };
+        apply_meta(tmp.path(), &meta, false).map_err(io_err(&target))?;
+        tmp.persist(&target).map_err(|e| io_err(&target)(e.error))?;
+        self.record(&target, uid, gid);
+        Ok(())
+    }
+}
+
+/// Walks `dir` for entries whose path below it matches `pattern` component
+/// by component; a matching directory is not descended into. Symlinked
+/// directories are not descended either.
+fn walk_matches(dir: &Path, pattern: &[String], prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    let Some((first, rest)) = pattern.split_first() else {
+        return;
+    };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(String, bool)> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            (e.file_name().to_string_lossy().into_owned(), is_dir)
+        })
+        .collect();
+    entries.sort();
+    for (name, is_dir) in entries {
+        let matched = if has_wildcards(first) {
+            match_component(first, &name)
+        } else {
+            glob::unescape(first) == name
+        };
+        if !matched {
+            continue;
+        }
+        prefix.push(name.clone());
+        if rest.is_empty() {
+            out.push(prefix.clone());
+        } else if is_dir {
+            walk_matches(&dir.join(&name), rest, prefix, out);
+        }
+        prefix.pop();
+    }
+}
+
+fn rename_or_clean(tmp: &Path, target: &Path) -> Result<(), CopyError> {
+    if let Err(e) = std::fs::rename(tmp, target) {
+        let _ = std::fs::remove_file(tmp);
+        return Err(io_err(target)(e));
+    }
+    Ok(())
+}
+
+fn parent_of(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some(("", _)) | None => "/".to_string(),
+        Some((p, _)) => p.to_string(),
+    }
+}
+
+fn rel_of(root: &Path, host: &Path) -> String {
+    host.strip_prefix(root)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| host.display().to_string())
+}
+
+fn resolve_err(e: ResolveError, path: &str) -> CopyError {
+    match e {
+        ResolveError::Escapes => CopyError::OutsideContext {
+            src: path.to_string(),
+        },
+        ResolveError::TooManyLinks => CopyError::TooManyLinks {
+            src: path.to_string(),
+        },
+        ResolveError::Io(error) => CopyError::Io {
+            path: path.to_string(),
+            error,
+        },
+    }
+}
+
+fn src_resolve_err(e: ResolveError, src: &str) -> CopyError {
+    resolve_err(e, src)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_forms() {
+        assert_eq!(dest_path("foo", "/"), ("/foo".into(), false));
+        assert_eq!(dest_path("foo/", "/app"), ("/app/foo".into(), true));
+        assert_eq!(dest_path(".", "/app"), ("/app".into(), true));
+        assert_eq!(dest_path("", "/app"), ("/app".into(), true));
+        assert_eq!(dest_path("/x/../y", "/app"), ("/y".into(), false));
+        assert_eq!(dest_path("../../..", "/a"), ("/".into(), true));
+        assert_eq!(dest_path("rel", ""), ("/rel".into(), false));
+    }
+
+    #[test]
+    fn url_kinds() {
+        assert!(is_http("https://example.com/a.tar.gz"));
+        assert!(!is_http("https://example.com/repo.git"));
+        assert!(is_git("https://example.com/repo.git#main"));
+        assert!(is_git("git@github.com:o/r.git"));
+        assert!(!is_git("context/foo"));
+    }
+
+    #[test]
+    fn checksums() {
+        let hex = "a".repeat(64);
+        assert_eq!(parse_checksum(&format!("sha256:{hex}")).ok(), Some(hex.clone()));
+        assert!(parse_checksum(&hex).is_err());
+        assert!(parse_checksum("sha256:abc").is_err());
+    }
+}
