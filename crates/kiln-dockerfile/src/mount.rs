@@ -197,8 +197,12 @@ pub fn parse_mount(spec: &str) -> Result<Mount, MountError> {
         size: None,
     };
     let mut ro_auto = true;
-    let unexpected =
-        |key: &str, m: &Mount| MountError::new(format!("unexpected key '{key}' for mount type '{}'", m.kind.as_str()));
+    let unexpected = |key: &str, m: &Mount| {
+        MountError::new(format!(
+            "unexpected key '{key}' for mount type '{}'",
+            m.kind.as_str()
+        ))
+    };
     for field in &fields {
         let (key, value) = match field.split_once('=') {
             Some((k, v)) => (k.to_ascii_lowercase(), v),

@@ -70,13 +70,12 @@ pub(crate) fn suggest_word<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a
 pub fn parse(file: &str, text: &str) -> Result<Dockerfile, ParseError> {
     let lines = split_lines(text);
     parse_lines(&lines).map_err(|f| {
-        let source_line = f
-            .at
-            .line
-            .checked_sub(1)
-            .and_then(|i| lines.get(i))
-            .map(|l| l.to_string())
-            .unwrap_or_default();
+        let source_line =
+            f.at.line
+                .checked_sub(1)
+                .and_then(|i| lines.get(i))
+                .map(|l| l.to_string())
+                .unwrap_or_default();
         ParseError {
             file: file.to_string(),
             line: f.at.line,
@@ -263,7 +262,10 @@ fn parse_lines(lines: &[&str]) -> Res<Dockerfile> {
         instructions.push(instruction);
     }
     let Some(first) = instructions.first() else {
-        return Err(fault(Span { line: 1, column: 1 }, "file with no instructions"));
+        return Err(fault(
+            Span { line: 1, column: 1 },
+            "file with no instructions",
+        ));
     };
     if !seen_from {
         return Err(fault(first.span, "dockerfile contains no stages to build"));
@@ -316,7 +318,13 @@ fn split_instruction(line: &Line, r: Range) -> Res<Head> {
         start: r.start,
         end: k,
     });
-    let (flags, args_start) = lexer::extract_flags(line, Range { start: k, end: r.end });
+    let (flags, args_start) = lexer::extract_flags(
+        line,
+        Range {
+            start: k,
+            end: r.end,
+        },
+    );
     let args = line.trim(Range {
         start: args_start,
         end: r.end,
@@ -706,7 +714,11 @@ fn build(
                 chmod: flags.string("chmod"),
                 link: flags.bool("link").unwrap_or(false),
                 parents: flags.bool("parents").unwrap_or(false),
-                exclude: flags.strings("exclude").into_iter().map(|(v, _)| v).collect(),
+                exclude: flags
+                    .strings("exclude")
+                    .into_iter()
+                    .map(|(v, _)| v)
+                    .collect(),
                 checksum: flags.string("checksum"),
                 keep_git_dir: flags.bool("keep-git-dir").unwrap_or(false),
                 unpack: flags.bool("unpack"),
@@ -771,7 +783,8 @@ fn build(
 fn valid_stage_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
 }
 
 /// RUN / CMD / ENTRYPOINT / SHELL arguments: exec form if they are a JSON
@@ -858,7 +871,10 @@ fn name_values(line: &Line, args: Range, keyword: &str, escape: char) -> Res<Vec
             ));
         };
         if k.is_empty() {
-            return Err(fault(line.span(w.at), format!("{keyword} names can not be blank")));
+            return Err(fault(
+                line.span(w.at),
+                format!("{keyword} names can not be blank"),
+            ));
         }
         pairs.push(KeyValue {
             key: k.to_string(),
@@ -892,7 +908,10 @@ fn healthcheck(line: &Line, head: &Head) -> Res<InstructionKind> {
     if typ == "NONE" {
         // Docker does not look at flags for HEALTHCHECK NONE.
         if !rest.is_empty() {
-            return Err(fault(line.span(rest.start), "HEALTHCHECK NONE takes no arguments"));
+            return Err(fault(
+                line.span(rest.start),
+                "HEALTHCHECK NONE takes no arguments",
+            ));
         }
         return Ok(InstructionKind::Healthcheck(Healthcheck::None));
     }
@@ -954,7 +973,11 @@ fn healthcheck(line: &Line, head: &Head) -> Res<InstructionKind> {
             let syntax_ok = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
             let n = v.parse::<i64>().ok().filter(|n| i32::try_from(*n).is_ok());
             let Some(n) = n.filter(|_| syntax_ok) else {
-                let why = if syntax_ok { "value out of range" } else { "invalid syntax" };
+                let why = if syntax_ok {
+                    "value out of range"
+                } else {
+                    "invalid syntax"
+                };
                 return Err(fault(
                     span,
                     format!("strconv.ParseInt: parsing {}: {why}", lexer::go_quote(&v)),

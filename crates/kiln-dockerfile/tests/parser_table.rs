@@ -89,7 +89,10 @@ fn errors_carry_exact_locations_and_messages() {
 #[test]
 fn commands_exec_or_shell() {
     let cases: &[(&str, Command)] = &[
-        ("CMD [\"a\",\"b\"]", Command::Exec(vec!["a".into(), "b".into()])),
+        (
+            "CMD [\"a\",\"b\"]",
+            Command::Exec(vec!["a".into(), "b".into()]),
+        ),
         ("CMD  [ \"a\" ]  ", Command::Exec(vec!["a".into()])),
         ("CMD [\"a\\\"q\"]", Command::Exec(vec!["a\"q".into()])),
         ("CMD [a]", Command::Shell("[a]".into())),
@@ -149,7 +152,12 @@ fn args_several_per_line() {
                 .collect();
             assert_eq!(
                 got,
-                [("a", Some("1")), ("b", None), ("c", Some("\"x y\"")), ("d", Some(""))]
+                [
+                    ("a", Some("1")),
+                    ("b", None),
+                    ("c", Some("\"x y\"")),
+                    ("d", Some(""))
+                ]
             );
         }
         other => panic!("{other:?}"),
@@ -195,7 +203,12 @@ fn stage_names_lowercased_and_validated() {
             other => panic!("{other:?}"),
         }
     }
-    for bad in ["FROM x AS 9a", "FROM x AS a/b", "FROM x AS a:b", "FROM x AS -a"] {
+    for bad in [
+        "FROM x AS 9a",
+        "FROM x AS a/b",
+        "FROM x AS a:b",
+        "FROM x AS -a",
+    ] {
         assert!(parse("D", bad).is_err(), "{bad}");
     }
 }
@@ -262,8 +275,14 @@ fn mount_defaults() {
     let m = parse_mount("type=cache,id=go,target=/go,sharing=LOCKED,mode=0700,uid=1000,gid=1000,from=base,source=/seed,ro").unwrap();
     assert_eq!(m.sharing, Some(Sharing::Locked));
     assert_eq!(m.cache_id(), Some("go"));
-    assert_eq!((m.mode, m.uid, m.gid), (Some(0o700), Some(1000), Some(1000)));
-    assert_eq!((m.from.as_deref(), m.source.as_deref()), (Some("base"), Some("/seed")));
+    assert_eq!(
+        (m.mode, m.uid, m.gid),
+        (Some(0o700), Some(1000), Some(1000))
+    );
+    assert_eq!(
+        (m.from.as_deref(), m.source.as_deref()),
+        (Some("base"), Some("/seed"))
+    );
     assert!(m.readonly);
 
     let m = parse_mount("type=secret,id=aws").unwrap();
@@ -316,29 +335,77 @@ fn mount_errors() {
         ("type=cahce", "unsupported mount type \"cahce\""),
         ("target", "invalid field 'target' must be a key=value pair"),
         ("", "invalid field '' must be a key=value pair"),
-        ("type=cache,,target=/x", "invalid field '' must be a key=value pair"),
-        ("required,type=secret,id=a", "unexpected key 'required' for mount type 'bind'"),
-        ("type=cache,required=true", "unexpected key 'required' for mount type 'cache'"),
-        ("type=cache,size=1", "unexpected key 'size' for mount type 'cache'"),
+        (
+            "type=cache,,target=/x",
+            "invalid field '' must be a key=value pair",
+        ),
+        (
+            "required,type=secret,id=a",
+            "unexpected key 'required' for mount type 'bind'",
+        ),
+        (
+            "type=cache,required=true",
+            "unexpected key 'required' for mount type 'cache'",
+        ),
+        (
+            "type=cache,size=1",
+            "unexpected key 'size' for mount type 'cache'",
+        ),
         ("type=tmpfs,size=big", "invalid value for size: big"),
-        ("sharing=locked,type=cache", "invalid cache sharing set for bind mount"),
-        ("type=cache,sharing=none", "unsupported sharing value \"none\""),
+        (
+            "sharing=locked,type=cache",
+            "invalid cache sharing set for bind mount",
+        ),
+        (
+            "type=cache,sharing=none",
+            "unsupported sharing value \"none\"",
+        ),
         ("type=cache,mode=0899", "invalid value 0899 for mode"),
         ("type=cache,uid=-1", "invalid value -1 for uid"),
         ("type=cache,gid=x", "invalid value x for gid"),
-        ("type=bind,target=/x,mode=0644", "mode not allowed for \"bind\" type mounts"),
-        ("type=tmpfs,target=/x,uid=1", "uid not allowed for \"tmpfs\" type mounts"),
-        ("type=bind,target=/x,gid=1", "gid not allowed for \"bind\" type mounts"),
+        (
+            "type=bind,target=/x,mode=0644",
+            "mode not allowed for \"bind\" type mounts",
+        ),
+        (
+            "type=tmpfs,target=/x,uid=1",
+            "uid not allowed for \"tmpfs\" type mounts",
+        ),
+        (
+            "type=bind,target=/x,gid=1",
+            "gid not allowed for \"bind\" type mounts",
+        ),
         ("type=bind,ro=maybe", "invalid value for ro: maybe"),
         ("type=bind,rw=2", "invalid value for rw: 2"),
-        ("type=secret", "invalid secret mount. one of source, target required"),
-        ("type=secret,id=a,from=b", "secret mount should not have a from"),
-        ("type=secret,id=a,source=b", "both source and id can't be set"),
+        (
+            "type=secret",
+            "invalid secret mount. one of source, target required",
+        ),
+        (
+            "type=secret,id=a,from=b",
+            "secret mount should not have a from",
+        ),
+        (
+            "type=secret,id=a,source=b",
+            "both source and id can't be set",
+        ),
         ("type=ssh,source=x", "ssh does not support source"),
-        ("type=cache,targt=/x", "unexpected key 'targt' in 'targt=/x' (did you mean target?)"),
-        ("type=cache, target=/x", "unexpected key ' target' in ' target=/x' (did you mean target?)"),
-        ("target=/a\"b", "failed to parse csv mounts: bare \" in non-quoted-field"),
-        ("\"target=/a", "failed to parse csv mounts: extraneous or missing \" in quoted-field"),
+        (
+            "type=cache,targt=/x",
+            "unexpected key 'targt' in 'targt=/x' (did you mean target?)",
+        ),
+        (
+            "type=cache, target=/x",
+            "unexpected key ' target' in ' target=/x' (did you mean target?)",
+        ),
+        (
+            "target=/a\"b",
+            "failed to parse csv mounts: bare \" in non-quoted-field",
+        ),
+        (
+            "\"target=/a",
+            "failed to parse csv mounts: extraneous or missing \" in quoted-field",
+        ),
     ];
     for (spec, msg) in cases {
         assert_eq!(

@@ -267,7 +267,10 @@ pub(crate) fn parse_words(line: &Line, r: Range, escape: char) -> Vec<Word> {
         i += 1;
     }
     if in_word && (blank_ok || !word.is_empty()) {
-        words.push(Word { text: word, at: start });
+        words.push(Word {
+            text: word,
+            at: start,
+        });
     }
     words
 }
@@ -326,7 +329,10 @@ pub(crate) fn shell_words(line: &Line, r: Range) -> Vec<Word> {
                 _ => {}
             }
         }
-        words.push(Word { text: word, at: start });
+        words.push(Word {
+            text: word,
+            at: start,
+        });
     }
     words
 }
@@ -643,14 +649,22 @@ mod tests {
     #[test]
     fn heredoc_openers() {
         let h = heredoc_opener("<<EOF").unwrap();
-        assert_eq!((h.name.as_str(), h.strip_tabs, h.expand), ("EOF", false, true));
+        assert_eq!(
+            (h.name.as_str(), h.strip_tabs, h.expand),
+            ("EOF", false, true)
+        );
         let h = heredoc_opener("<<-'EOT'").unwrap();
-        assert_eq!((h.name.as_str(), h.strip_tabs, h.expand), ("EOT", true, false));
+        assert_eq!(
+            (h.name.as_str(), h.strip_tabs, h.expand),
+            ("EOT", true, false)
+        );
         let h = heredoc_opener("<<\"E\"OF").unwrap();
         assert_eq!((h.name.as_str(), h.expand), ("EOF", false));
         let h = heredoc_opener("3<<END").unwrap();
         assert_eq!((h.name.as_str(), h.fd), ("END", 3));
-        for not in ["<<", "<<-", "<<<EOF", "cat<<EOF", "EOF", "<<''", "<<'EOF", "x<<EOF"] {
+        for not in [
+            "<<", "<<-", "<<<EOF", "cat<<EOF", "EOF", "<<''", "<<'EOF", "x<<EOF",
+        ] {
             assert_eq!(heredoc_opener(not), None, "{not}");
         }
     }
@@ -662,7 +676,14 @@ mod tests {
         let texts: Vec<&str> = flags.iter().map(|w| w.text.as_str()).collect();
         assert_eq!(texts, ["--from=a", "--chown=x y", "--link"]);
         assert_eq!(flags[1].at, 9);
-        assert_eq!(l.text(Range { start: at, end: l.chars.len() }).trim(), "--not-a-flag b");
+        assert_eq!(
+            l.text(Range {
+                start: at,
+                end: l.chars.len()
+            })
+            .trim(),
+            "--not-a-flag b"
+        );
         let l = line("  src dst");
         let (flags, at) = extract_flags(&l, all(&l));
         assert!(flags.is_empty());
@@ -688,7 +709,10 @@ mod tests {
     #[test]
     fn shell_words_find_openers_only_as_whole_words() {
         let l = line(r#"RUN cat <<EOF "<<NOT" 'a b' x\ y"#);
-        let w: Vec<String> = shell_words(&l, all(&l)).into_iter().map(|w| w.text).collect();
+        let w: Vec<String> = shell_words(&l, all(&l))
+            .into_iter()
+            .map(|w| w.text)
+            .collect();
         assert_eq!(w, ["RUN", "cat", "<<EOF", "\"<<NOT\"", "'a b'", "x\\ y"]);
         let l = line("RUN echo 'open <<EOF");
         assert!(shell_words(&l, all(&l)).is_empty());
