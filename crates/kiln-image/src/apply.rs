@@ -1,0 +1,522 @@
+//! Layer extraction onto a root filesystem directory: whiteouts and opaque dirs, hard
+//! and symbolic links, devices, fifos, xattrs, ownership, modes and mtimes, with every
+//! path resolved inside the destination (symlinks in parent paths are resolved as if
+//! `dest` were `/`; the final component is never followed), so no entry escapes `dest`.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fs::{self, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::layer::{EntryKind, LayerEntry, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::store::BlobStore;
+
+/// How to extract a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Apply uid/gid from the tar (needs root / CAP_CHOWN).
+    pub same_owner: bool,
+}
+
+impl Default for ApplyOptions {
+    /// `same_owner` when running as root.
+    fn default() -> Self {
+        ApplyOptions {
+            same_owner: rustix::process::geteuid().is_root(),
+        }
+    }
+}
+
+/// Extracts the layer blob `layer` (gzip, zstd or plain tar, detected by magic bytes)
+/// onto `dest`.
+pub fn apply_layer(
+    store: &BlobStore,
+    layer: &Digest,
+    dest: &Path,
+    opts: &ApplyOptions,
+) -> Result<()> {
+    apply_inner(store, layer, dest, opts, None)
+}
+
+/// Metadata of the merged filesystem, kept while flattening layers into one tar: path
+/// relative to the root → entry (files point at their extracted copy).
+pub(crate) type Tracker = BTreeMap<String, LayerEntry>;
+
+/// Opens a layer blob with decompression chosen by its magic bytes.
+pub(crate) fn open_layer(store: &BlobStore, layer: &Digest) -> Result<Box<dyn Read>> {
+    let f = store.open_blob(layer)?;
+    let mut r = BufReader::with_capacity(256 * 1024, f);
+    let head = r.fill_buf().ctx(|| format!("read layer {layer}"))?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(r))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::Decoder::with_buffer(r).ctx(|| format!("open zstd layer {layer}"))?)
+    } else {
+        Box::new(r)
+    })
+}
+
+struct DeferredDir {
+    path: PathBuf,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+}
+
+struct Ctx<'a> {
+    dest: &'a Path,
+    opts: &'a ApplyOptions,
+    created: HashSet<PathBuf>,
+    dirs: Vec<DeferredDir>,
+    tracker: Option<&'a mut Tracker>,
+}
+
+pub(crate) fn apply_inner(
+    store: &BlobStore,
+    layer: &Digest,
+    dest: &Path,
+    opts: &ApplyOptions,
+    tracker: Option<&mut Tracker>,
+) -> Result<()> {
+    fs::create_dir_all(dest).ctx(|| format!("create {}", dest.display()))?;
+    let mut archive = tar::Archive::new(open_layer(store, layer)?);
+    let mut cx = Ctx {
+        dest,
+        opts,
+        created: HashSet::new(),
+        dirs: Vec::new(),
+        tracker,
+    };
+    let entries = archive.entries().ctx(|| format!("read layer {layer}"))?;
+    for entry in entries {
+        let mut entry = entry.ctx(|| format!("read layer {layer}"))?;
+        extract_one(&mut cx, &mut entry)?;
+    }
+    // Directory modes, owners and mtimes last (children change a dir's mtime), deepest first.
+    let dirs = std::mem::take(&mut cx.dirs);
+    for d in dirs.iter().rev() {
+        finish_meta(&cx, &d.path, d.mode, d.uid, d.gid, d.mtime, false)?;
+    }
+    Ok(())
+}
+
+/// Splits a tar path into clean components; rejects `..` (absolute paths are made relative).
+fn components(raw: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(s) => out.push(
+                s.to_str()
+                    .ok_or_else(|| unsafe_entry(raw, "path is not UTF-8"))?
+                    .to_string(),
+            ),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => return Err(unsafe_entry(raw, "path contains '..'")),
+            Component::Prefix(_) => return Err(unsafe_entry(raw, "path has a prefix")),
+        }
+    }
+    Ok(out)
+}
+
+fn unsafe_entry(p: &Path, reason: &str) -> Error {
+    Error::UnsafeEntry {
+        path: p.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Resolves `comps` as a directory inside `root`, following symlinks as if `root` were
+/// `/`. Missing directories are created when `create`; returns `None` if one is missing
+/// otherwise.
+fn resolve_dir(root: &Path, comps: &[String], create: bool) -> Result<Option<PathBuf>> {
+    let mut cur: Vec<String> = Vec::new();
+    let mut queue: VecDeque<String> = comps.iter().cloned().collect();
+    let mut links = 0;
+    while let Some(c) = queue.pop_front() {
+        if c.is_empty() || c == "." {
+            continue;
+        }
+        if c == ".." {
+            cur.pop();
+            continue;
+        }
+        let mut p = root.to_path_buf();
+        p.extend(&cur);
+        p.push(&c);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(unsafe_entry(&p, "too many levels of symbolic links"));
+                }
+                let target = fs::read_link(&p).ctx(|| format!("readlink {}", p.display()))?;
+                if target.is_absolute() {
+                    cur.clear();
+                }
+                let mut next: VecDeque<String> = target
+                    .components()
+                    .filter_map(|c| match c {
+                        Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                        Component::ParentDir => Some("..".into()),
+                        _ => None,
+                    })
+                    .collect();
+                next.extend(queue);
+                queue = next;
+            }
+            Ok(m) if m.is_dir() => cur.push(c),
+            Ok(_) => {
+                return Err(unsafe_entry(
+                    &p,
+                    "a parent path component is not a directory",
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !create {
+                    return Ok(None);
+                }
+                fs::create_dir(&p).ctx(|| format!("mkdir {}", p.display()))?;
+                cur.push(c);
+            }
+            Err(e) => {
+                return Err(Error::Io {
+                    context: format!("stat {}", p.display()),
+                    source: e,
+                })
+            }
+        }
+    }
+    let mut p = root.to_path_buf();
+    p.extend(&cur);
+    Ok(Some(p))
+}
+
+/// Removes whatever is at `p` (a directory recursively; symlinks are not followed).
+fn remove_any(p: &Path) -> Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p).ctx(|| format!("remove {}", p.display())),
+        Ok(_) => fs::remove_file(p).ctx(|| format!("remove {}", p.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io {
+            context: format!("stat {}", p.display()),
+            source: e,
+        }),
+    }
+}
+
+fn rel(cx: &Ctx<'_>, p: &Path) -> String {
+    p.strip_prefix(cx.dest)
+        .map(|r| r.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn forget(cx: &mut Ctx<'_>, p: &Path) {
+    let r = rel(cx, p);
+    if let Some(t) = cx.tracker.as_deref_mut() {
+        t.remove(&r);
+        let prefix = format!("{r}/");
+        let doomed: Vec<String> = t
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            t.remove(&k);
+        }
+    }
+}
+
+/// Removes everything under `dir` that this layer did not create.
+fn prune(cx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::Io {
+                context: format!("read dir {}", dir.display()),
+                source: e,
+            })
+        }
+    };
+    let mut children: Vec<PathBuf> = Vec::new();
+    for ent in rd {
+        children.push(ent.ctx(|| format!("read dir {}", dir.display()))?.path());
+    }
+    children.sort();
+    for c in children {
+        if cx.created.contains(&c) {
+            if fs::symlink_metadata(&c).is_ok_and(|m| m.is_dir()) {
+                prune(cx, &c)?;
+            }
+        } else {
+            remove_any(&c)?;
+            forget(cx, &c);
+        }
+    }
+    Ok(())
+}
+
+fn pax_map<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut m = BTreeMap::new();
+    if let Some(exts) = entry.pax_extensions().ctx(|| "read PAX header")? {
+        for ext in exts {
+            let ext = ext.ctx(|| "read PAX record")?;
+            if let Ok(k) = ext.key() {
+                m.insert(k.to_string(), ext.value_bytes().to_vec());
+            }
+        }
+    }
+    Ok(m)
+}
+
+fn pax_num<T: std::str::FromStr>(pax: &BTreeMap<String, Vec<u8>>, key: &str) -> Option<T> {
+    let s = std::str::from_utf8(pax.get(key)?).ok()?;
+    s.split('.').next()?.parse().ok()
+}
+
+fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+    let raw = entry.path().ctx(|| "read entry path")?.into_owned();
+    let comps = components(&raw)?;
+    let Some((name, parent)) = comps.split_last() else {
+        return Ok(()); // the root itself ("./")
+    };
+    let pax = pax_map(entry)?;
+    let h = entry.header();
+    let kind = h.entry_type();
+    let mode = h.mode().ctx(|| format!("mode of {}", raw.display()))? & 0o7777;
+    let uid = pax_num(&pax, "uid").unwrap_or(h.uid().unwrap_or(0));
+    let gid = pax_num(&pax, "gid").unwrap_or(h.gid().unwrap_or(0));
+    let mtime: i64 = pax_num(&pax, "mtime").unwrap_or(h.mtime().unwrap_or(0) as i64);
+    let major = h.device_major().ok().flatten().unwrap_or(0);
+    let minor = h.device_minor().ok().flatten().unwrap_or(0);
+    let xattrs: Vec<(String, Vec<u8>)> = pax
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("SCHILY.xattr.")?.to_string(), v.clone())))
+        .collect();
+
+    if name == OPAQUE_MARKER {
+        let Some(dir) = resolve_dir(cx.dest, parent, true)? else {
+            return Ok(());
+        };
+        cx.created.insert(dir.clone());
+        return prune(cx, &dir);
+    }
+    if let Some(victim) = name.strip_prefix(WHITEOUT_PREFIX) {
+        if victim.is_empty() || victim == "." || victim == ".." || victim.contains('/') {
+            return Err(unsafe_entry(&raw, "invalid whiteout name"));
+        }
+        if let Some(dir) = resolve_dir(cx.dest, parent, false)? {
+            let target = dir.join(victim);
+            remove_any(&target)?;
+            forget(cx, &target);
+        }
+        return Ok(());
+    }
+
+    let dir = resolve_dir(cx.dest, parent, true)?.unwrap_or_else(|| cx.dest.to_path_buf());
+    let path = dir.join(name);
+    let existing = fs::symlink_metadata(&path).ok();
+    let export = cx.tracker.is_some();
+    let record = |cx: &mut Ctx<'_>, k: EntryKind| {
+        let r = rel(cx, &path);
+        if let Some(t) = cx.tracker.as_deref_mut() {
+            t.insert(
+                r.clone(),
+                LayerEntry {
+                    path: r,
+                    kind: k,
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                    xattrs: xattrs.clone(),
+                },
+            );
+        }
+    };
+
+    use tar::EntryType as T;
+    match kind {
+        T::Directory => {
+            if !existing.as_ref().is_some_and(|m| m.is_dir()) {
+                remove_any(&path)?;
+                fs::create_dir(&path).ctx(|| format!("mkdir {}", path.display()))?;
+            }
+            set_xattrs(&path, &xattrs);
+            cx.dirs.push(DeferredDir {
+                path: path.clone(),
+                mode: if export { mode | 0o700 } else { mode },
+                uid,
+                gid,
+                mtime,
+            });
+            record(cx, EntryKind::Dir);
+        }
+        T::Regular | T::Continuous | T::GNUSparse => {
+            remove_any(&path)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&path)
+                .ctx(|| format!("create {}", path.display()))?;
+            let size = io::copy(entry, &mut f).ctx(|| format!("write {}", path.display()))?;
+            drop(f);
+            set_xattrs(&path, &xattrs);
+            let m = if export { mode | 0o600 } else { mode };
+            finish_meta(cx, &path, m, uid, gid, mtime, false)?;
+            record(
+                cx,
+                EntryKind::File {
+                    source: path.clone(),
+                    size,
+                },
+            );
+        }
+        T::Symlink => {
+            let target = entry
+                .link_name()
+                .ctx(|| "read link target")?
+                .ok_or_else(|| unsafe_entry(&raw, "symlink without target"))?
+                .into_owned();
+            remove_any(&path)?;
+            std::os::unix::fs::symlink(&target, &path)
+                .ctx(|| format!("symlink {}", path.display()))?;
+            finish_meta(cx, &path, mode, uid, gid, mtime, true)?;
+            record(
+                cx,
+                EntryKind::Symlink {
+                    target: target.to_string_lossy().into_owned(),
+                },
+            );
+        }
+        T::Link => {
+            let target = entry
+                .link_name()
+                .ctx(|| "read link target")?
+                .ok_or_else(|| unsafe_entry(&raw, "hardlink without target"))?
+                .into_owned();
+            let tcomps = components(&target)?;
+            let Some((tname, tparent)) = tcomps.split_last() else {
+                return Err(unsafe_entry(&raw, "hardlink to the root"));
+            };
+            let tdir = resolve_dir(cx.dest, tparent, false)?
+                .ok_or_else(|| unsafe_entry(&raw, "hardlink target does not exist"))?;
+            let tpath = tdir.join(tname);
+            if path == tpath {
+                return Ok(());
+            }
+            remove_any(&path)?;
+            fs::hard_link(&tpath, &path)
+                .ctx(|| format!("link {} to {}", path.display(), tpath.display()))?;
+            let trel = rel(cx, &tpath);
+            record(cx, EntryKind::Hardlink { target: trel });
+        }
+        T::Char | T::Block | T::Fifo => {
+            remove_any(&path)?;
+            let (ft, k) = match kind {
+                T::Char => (
+                    rustix::fs::FileType::CharacterDevice,
+                    EntryKind::CharDevice { major, minor },
+                ),
+                T::Block => (
+                    rustix::fs::FileType::BlockDevice,
+                    EntryKind::BlockDevice { major, minor },
+                ),
+                _ => (rustix::fs::FileType::Fifo, EntryKind::Fifo),
+            };
+            match rustix::fs::mknodat(
+                CWD,
+                &path,
+                ft,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                rustix::fs::makedev(major, minor),
+            ) {
+                Ok(()) => finish_meta(cx, &path, mode, uid, gid, mtime, false)?,
+                Err(e) if e == rustix::io::Errno::PERM || e == rustix::io::Errno::ACCESS => {
+                    tracing::warn!(path = %path.display(), "skipping device node: not permitted");
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        context: format!("mknod {}", path.display()),
+                        source: e.into(),
+                    })
+                }
+            }
+            record(cx, k);
+        }
+        T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => {}
+        other => {
+            tracing::warn!(path = %raw.display(), kind = ?other, "skipping unsupported tar entry type");
+        }
+    }
+    cx.created.insert(path);
+    Ok(())
+}
+
+fn set_xattrs(path: &Path, xattrs: &[(String, Vec<u8>)]) {
+    for (k, v) in xattrs {
+        if let Err(e) = rustix::fs::lsetxattr(path, k.as_str(), v, rustix::fs::XattrFlags::empty())
+        {
+            tracing::warn!(path = %path.display(), xattr = %k, error = %e, "could not set xattr");
+        }
+    }
+}
+
+/// Ownership (when permitted), then mode (chown clears setuid), then mtime.
+fn finish_meta(
+    cx: &Ctx<'_>,
+    path: &Path,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    symlink: bool,
+) -> Result<()> {
+    if cx.opts.same_owner {
+        let u = u32::try_from(uid).map_err(|_| unsafe_entry(path, "uid out of range"))?;
+        let g = u32::try_from(gid).map_err(|_| unsafe_entry(path, "gid out of range"))?;
+        rustix::fs::chownat(
+            CWD,
+            path,
+            Some(rustix::fs::Uid::from_raw(u)),
+            Some(rustix::fs::Gid::from_raw(g)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .ctx(|| format!("chown {}", path.display()))?;
+    }
+    if !symlink {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .ctx(|| format!("chmod {}", path.display()))?;
+    }
+    let ts = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        CWD,
+        path,
+        &Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .ctx(|| format!("set mtime of {}", path.display()))?;
+    Ok(())
+}
+
+/// Whether two paths are the same inode (used when flattening hardlinks).
+pub(crate) fn same_inode(a: &Path, b: &Path) -> bool {
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}

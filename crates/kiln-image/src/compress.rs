@@ -1,0 +1,306 @@
+//! Streaming compressors for layer blobs: block-parallel gzip and multi-threaded zstd,
+//! both producing bytes that depend only on the input and the level, never on the
+//! number of threads.
+//!
+//! The gzip writer is written here (pigz-style, on flate2 + crc32fast) rather than taken
+//! from the `gzp` crate: gzp's default deflate backend needs a C build (libdeflate /
+//! zlib-ng), and kiln needs a guarantee that the output is identical for any thread count,
+//! which this ~150-line design makes obvious: the input is cut into fixed 128 KiB blocks,
+//! each compressed independently as raw deflate primed with the previous block's last
+//! 32 KiB as dictionary (like `pigz`), ended with a sync flush so the pieces concatenate
+//! into one valid deflate stream; workers only change *when* a block is compressed.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use flate2::{Compress, FlushCompress, Status};
+
+use crate::media::Compression;
+
+/// Uncompressed bytes per gzip block (pigz's default `-b 128`).
+const BLOCK: usize = 128 * 1024;
+/// Deflate window: how much of the previous block primes the next.
+const DICT: usize = 32 * 1024;
+
+/// Number of worker threads to use when the caller does not say.
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A compressing writer for one of the [`Compression`] kinds.
+pub(crate) enum Compressor<W: Write> {
+    None(W),
+    Gzip(Box<ParGzWriter<W>>),
+    Zstd(zstd::Encoder<'static, W>),
+}
+
+impl<W: Write> Compressor<W> {
+    pub(crate) fn new(inner: W, c: &Compression, threads: usize) -> io::Result<Self> {
+        Ok(match *c {
+            Compression::None => Compressor::None(inner),
+            Compression::Gzip { level } => {
+                Compressor::Gzip(Box::new(ParGzWriter::new(inner, level.min(9), threads)?))
+            }
+            Compression::Zstd { level } => {
+                let mut e = zstd::Encoder::new(inner, level)?;
+                e.include_checksum(true)?;
+                // Any worker count >= 1 yields the same frame; 0 would differ.
+                e.multithread(threads.max(1) as u32)?;
+                Compressor::Zstd(e)
+            }
+        })
+    }
+
+    pub(crate) fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::None(w) => Ok(w),
+            Compressor::Gzip(g) => g.finish(),
+            Compressor::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::None(w) => w.write(buf),
+            Compressor::Gzip(g) => g.write(buf),
+            Compressor::Zstd(z) => z.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::None(w) => w.flush(),
+            Compressor::Gzip(_) => Ok(()),
+            Compressor::Zstd(z) => z.flush(),
+        }
+    }
+}
+
+struct Job {
+    dict: Vec<u8>,
+    data: Vec<u8>,
+    last: bool,
+    level: u32,
+    reply: SyncSender<io::Result<Vec<u8>>>,
+}
+
+/// Block-parallel gzip writer (see the module docs).
+pub(crate) struct ParGzWriter<W: Write> {
+    inner: W,
+    level: u32,
+    buf: Vec<u8>,
+    dict: Vec<u8>,
+    crc: crc32fast::Hasher,
+    total: u64,
+    pending: VecDeque<Receiver<io::Result<Vec<u8>>>>,
+    max_pending: usize,
+    pool: Pool,
+}
+
+impl<W: Write> ParGzWriter<W> {
+    pub(crate) fn new(mut inner: W, level: u32, threads: usize) -> io::Result<Self> {
+        let threads = threads.max(1);
+        // gzip header: no name, mtime 0, XFL per level, OS = unknown (255).
+        let xfl = match level {
+            9 => 2,
+            0 | 1 => 4,
+            _ => 0,
+        };
+        inner.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let rx = Arc::clone(&rx);
+            let h = std::thread::Builder::new()
+                .name(format!("kiln-gzip-{i}"))
+                .spawn(move || worker(&rx))?;
+            workers.push(h);
+        }
+        Ok(ParGzWriter {
+            inner,
+            level,
+            buf: Vec::with_capacity(BLOCK),
+            dict: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+            total: 0,
+            pending: VecDeque::new(),
+            max_pending: threads * 2,
+            pool: Pool {
+                jobs: Some(tx),
+                workers,
+            },
+        })
+    }
+
+    fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
+        let next_dict = data
+            .get(data.len().saturating_sub(DICT)..)
+            .unwrap_or_default()
+            .to_vec();
+        let dict = std::mem::replace(&mut self.dict, next_dict);
+        let (reply, rx) = mpsc::sync_channel(1);
+        let job = Job {
+            dict,
+            data,
+            last,
+            level: self.level,
+            reply,
+        };
+        self.pool
+            .jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("gzip writer already finished"))?
+            .send(job)
+            .map_err(|_| io::Error::other("gzip worker pool stopped"))?;
+        self.pending.push_back(rx);
+        while self.pending.len() > self.max_pending {
+            self.drain_one()?;
+        }
+        Ok(())
+    }
+
+    fn drain_one(&mut self) -> io::Result<()> {
+        if let Some(rx) = self.pending.pop_front() {
+            let out = rx
+                .recv()
+                .map_err(|_| io::Error::other("gzip worker died"))??;
+            self.inner.write_all(&out)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> io::Result<W> {
+        self.dispatch(true)?;
+        while !self.pending.is_empty() {
+            self.drain_one()?;
+        }
+        let crc = std::mem::take(&mut self.crc).finalize();
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&crc.to_le_bytes());
+        trailer[4..].copy_from_slice(&(self.total as u32).to_le_bytes());
+        self.inner.write_all(&trailer)?;
+        self.pool.shutdown();
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for ParGzWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = BLOCK - self.buf.len();
+        let take = buf.get(..room.min(buf.len())).unwrap_or(buf);
+        self.buf.extend_from_slice(take);
+        self.crc.update(take);
+        self.total += take.len() as u64;
+        if self.buf.len() >= BLOCK {
+            self.dispatch(false)?;
+        }
+        Ok(take.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The worker threads; dropping the pool stops and joins them.
+struct Pool {
+    jobs: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    fn shutdown(&mut self) {
+        self.jobs = None;
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn worker(rx: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = match rx.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let out = deflate_block(&job);
+        // The writer may have gone away (error elsewhere); nothing to do then.
+        let _ = job.reply.send(out);
+    }
+}
+
+/// Compresses one block as raw deflate, primed with `dict`, ending in a sync flush (or
+/// the final block).
+fn deflate_block(job: &Job) -> io::Result<Vec<u8>> {
+    let mut c = Compress::new(flate2::Compression::new(job.level), false);
+    if !job.dict.is_empty() {
+        c.set_dictionary(&job.dict).map_err(io::Error::other)?;
+    }
+    let flush = if job.last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let mut out = Vec::with_capacity(job.data.len() + job.data.len() / 8 + 1024);
+    loop {
+        let consumed = usize::try_from(c.total_in()).map_err(io::Error::other)?;
+        let rest = job.data.get(consumed..).unwrap_or_default();
+        let status = c
+            .compress_vec(rest, &mut out, flush)
+            .map_err(io::Error::other)?;
+        let all_in = usize::try_from(c.total_in()).map_err(io::Error::other)? == job.data.len();
+        let done = if job.last {
+            status == Status::StreamEnd
+        } else {
+            all_in && out.len() < out.capacity()
+        };
+        if done {
+            return Ok(out);
+        }
+        out.reserve(64 * 1024);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn gz(data: &[u8], threads: usize) -> Vec<u8> {
+        let mut w = ParGzWriter::new(Vec::new(), 6, threads).unwrap();
+        w.write_all(data).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn round_trips_and_ignores_thread_count() {
+        let data: Vec<u8> = (0..700_000u32)
+            .map(|i| (i % 251 ^ (i / 1000)) as u8)
+            .collect();
+        let a = gz(&data, 1);
+        let b = gz(&data, 3);
+        assert_eq!(a, b);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&a[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        let mut empty = Vec::new();
+        flate2::read::GzDecoder::new(&gz(b"", 2)[..])
+            .read_to_end(&mut empty)
+            .unwrap();
+        assert!(empty.is_empty());
+    }
+}

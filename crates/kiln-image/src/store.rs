@@ -1,0 +1,194 @@
+//! The content-addressed blob store: `<root>/blobs/sha256/<hex>`, written atomically
+//! (temp file in the same directory + fsync + rename) and verified by digest, so a
+//! killed build never leaves a partial blob and several builds may share one store.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+
+/// A content-addressed directory of blobs.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+    blobs: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) the store rooted at `root`.
+    pub fn open(root: &Path) -> Result<Self> {
+        let blobs = root.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs).ctx(|| format!("create blob store {}", blobs.display()))?;
+        Ok(BlobStore {
+            root: root.to_path_buf(),
+            blobs,
+        })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob for `d` lives (whether or not it exists).
+    pub fn path(&self, d: &Digest) -> PathBuf {
+        self.blobs.join(d.hex())
+    }
+
+    /// Whether the store holds `d`.
+    pub fn contains(&self, d: &Digest) -> bool {
+        self.path(d).is_file()
+    }
+
+    /// Stores `bytes`, returning their digest.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = Digest::sha256(bytes);
+        if self.contains(&d) {
+            return Ok(d);
+        }
+        let mut w = self.writer()?;
+        w.write_all(bytes).ctx(|| "write blob")?;
+        let (got, _) = w.commit()?;
+        Ok(got)
+    }
+
+    /// A writer for a new blob; nothing is left behind unless [`BlobWriter::commit`] is called.
+    pub fn writer(&self) -> Result<BlobWriter> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&self.blobs)
+            .ctx(|| format!("create temp blob in {}", self.blobs.display()))?;
+        Ok(BlobWriter {
+            file: BufWriter::with_capacity(256 * 1024, tmp),
+            hasher: Sha256::new(),
+            size: 0,
+            blobs: self.blobs.clone(),
+        })
+    }
+
+    /// Copies everything from `r` into the store, verifying it hashes to `expected`.
+    pub fn put_verified(&self, r: &mut dyn Read, expected: &Digest) -> Result<u64> {
+        let mut w = self.writer()?;
+        let n = io::copy(r, &mut w).ctx(|| format!("copy blob {expected}"))?;
+        w.commit_expecting(expected)?;
+        Ok(n)
+    }
+
+    /// Opens a blob for reading (not re-verified).
+    pub fn open_blob(&self, d: &Digest) -> Result<File> {
+        File::open(self.path(d)).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::BlobNotFound(d.to_string())
+            } else {
+                Error::Io {
+                    context: format!("open blob {d}"),
+                    source: e,
+                }
+            }
+        })
+    }
+
+    /// Reads a whole blob, verifying its digest (meant for configs, manifests, indexes).
+    pub fn read_bytes(&self, d: &Digest) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.open_blob(d)?
+            .read_to_end(&mut buf)
+            .ctx(|| format!("read blob {d}"))?;
+        let got = Digest::sha256(&buf);
+        if &got != d {
+            return Err(Error::DigestMismatch {
+                what: format!("stored blob {}", self.path(d).display()),
+                expected: d.to_string(),
+                actual: got.to_string(),
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Size in bytes of a stored blob.
+    pub fn size(&self, d: &Digest) -> Result<u64> {
+        Ok(self
+            .open_blob(d)?
+            .metadata()
+            .ctx(|| format!("stat blob {d}"))?
+            .len())
+    }
+}
+
+/// An in-progress blob. Implements [`Write`]; [`BlobWriter::commit`] makes it visible.
+pub struct BlobWriter {
+    file: BufWriter<tempfile::NamedTempFile>,
+    hasher: Sha256,
+    size: u64,
+    blobs: PathBuf,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(buf.get(..n).unwrap_or(buf));
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.size
+    }
+
+    /// Fsyncs and atomically renames the blob into place; returns its digest and size.
+    pub fn commit(self) -> Result<(Digest, u64)> {
+        self.commit_inner(None)
+    }
+
+    /// Like [`commit`](Self::commit) but fails (leaving nothing behind) unless the
+    /// content hashes to `expected`.
+    pub fn commit_expecting(self, expected: &Digest) -> Result<(Digest, u64)> {
+        self.commit_inner(Some(expected))
+    }
+
+    fn commit_inner(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let digest = Digest::from_hasher(self.hasher);
+        if let Some(e) = expected {
+            if e != &digest {
+                return Err(Error::DigestMismatch {
+                    what: "blob".into(),
+                    expected: e.to_string(),
+                    actual: digest.to_string(),
+                });
+            }
+        }
+        let tmp = self
+            .file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx(|| "flush blob")?;
+        let dest = self.blobs.join(digest.hex());
+        if dest.is_file() {
+            // Same content already stored by someone else; the temp file is removed on drop.
+            return Ok((digest, self.size));
+        }
+        tmp.as_file().sync_all().ctx(|| "fsync blob")?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .ctx(|| "chmod blob")?;
+        tmp.persist(&dest)
+            .map_err(|e| e.error)
+            .ctx(|| format!("rename blob into {}", dest.display()))?;
+        if let Ok(dir) = File::open(&self.blobs) {
+            // Best effort: make the rename itself durable.
+            let _ = dir.sync_all();
+        }
+        Ok((digest, self.size))
+    }
+}
