@@ -74,7 +74,7 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile, ParseError> {
             f.at.line
                 .checked_sub(1)
                 .and_then(|i| lines.get(i))
-                .map(|l| l.to_string())
+                .map(|l| clean(l).to_string())
                 .unwrap_or_default();
         ParseError {
             file: file.to_string(),
@@ -86,14 +86,12 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile, ParseError> {
     })
 }
 
-/// Physical lines: `\n` separated, one trailing `\r` dropped, a leading
-/// byte-order mark removed.
+/// Physical lines, `\n` separated, a leading byte-order mark removed. The
+/// `\r` of CRLF endings stays: heredoc bodies keep it, as Docker does;
+/// everything else reads the line through [`clean`].
 fn split_lines(text: &str) -> Vec<&str> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines: Vec<&str> = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .collect();
+    let mut lines: Vec<&str> = text.split('\n').collect();
     if text.ends_with('\n') || text.is_empty() {
         lines.pop();
     }
@@ -107,6 +105,7 @@ fn parse_directives(lines: &[&str]) -> Res<Directives> {
     let mut d = Directives::default();
     let mut seen_escape = false;
     for (n, raw) in lines.iter().enumerate() {
+        let raw = clean(raw);
         let col = raw.chars().take_while(|c| c.is_whitespace()).count() + 1;
         let trimmed = raw.trim_start();
         let Some((key, value)) = directive(trimmed) else {
@@ -170,18 +169,27 @@ fn directive(line: &str) -> Option<(&str, &str)> {
     Some((key, value))
 }
 
+/// A line without its trailing carriage returns.
+fn clean(raw: &str) -> &str {
+    raw.trim_end_matches('\r')
+}
+
 fn is_comment(raw: &str) -> bool {
     raw.trim_start().starts_with('#')
 }
 
-/// The length of `s` once a trailing escape character (and blanks after
-/// it) is removed, or `None` when the line does not continue.
+/// The length of the line once a trailing escape character (and blanks
+/// after it) is removed, or `None` when the line does not continue.
 fn continuation(chars: &[char], escape: char) -> Option<usize> {
     let mut end = chars.len();
     while end > 0 && matches!(chars.get(end - 1), Some(' ' | '\t')) {
         end -= 1;
     }
-    (end > 0 && chars.get(end - 1) == Some(&escape)).then(|| end - 1)
+    // An escape character escaped by another one does not continue the
+    // line (`echo a\\`), as in Docker.
+    let k = end.checked_sub(1)?;
+    let before = k.checked_sub(1).and_then(|b| chars.get(b));
+    (chars.get(k) == Some(&escape) && before != Some(&escape)).then_some(k)
 }
 
 fn parse_lines(lines: &[&str]) -> Res<Dockerfile> {
@@ -191,7 +199,7 @@ fn parse_lines(lines: &[&str]) -> Res<Dockerfile> {
     let mut seen_from = false;
     let mut n = 0;
     while n < lines.len() {
-        let raw = lines.get(n).copied().unwrap_or_default();
+        let raw = clean(lines.get(n).copied().unwrap_or_default());
         n += 1;
         let lead = raw.chars().take_while(|c| c.is_whitespace()).count();
         let first: Vec<char> = raw.chars().skip(lead).collect();
@@ -202,7 +210,7 @@ fn parse_lines(lines: &[&str]) -> Res<Dockerfile> {
         let mut line = Line::default();
         let mut ended = append(&mut line, &first, n, lead + 1, escape);
         while !ended && n < lines.len() {
-            let raw = lines.get(n).copied().unwrap_or_default();
+            let raw = clean(lines.get(n).copied().unwrap_or_default());
             n += 1;
             if is_comment(raw) || raw.trim_start().is_empty() {
                 continue;
@@ -225,15 +233,19 @@ fn parse_lines(lines: &[&str]) -> Res<Dockerfile> {
                     let body = lines.get(n).copied().unwrap_or_default();
                     n += 1;
                     let candidate = if opener.strip_tabs {
-                        body.trim_start_matches('\t')
+                        clean(body).trim_start_matches('\t')
                     } else {
-                        body
+                        clean(body)
                     };
                     if candidate == opener.name {
                         terminated = true;
                         break;
                     }
-                    content.push_str(if opener.strip_tabs { candidate } else { body });
+                    content.push_str(if opener.strip_tabs {
+                        body.trim_start_matches('\t')
+                    } else {
+                        body
+                    });
                     content.push('\n');
                 }
                 if !terminated {

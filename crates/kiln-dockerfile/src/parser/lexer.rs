@@ -403,7 +403,7 @@ fn unquote_word(s: &str) -> Option<String> {
                 match chars.next()? {
                     '"' => break,
                     '\\' => match chars.next()? {
-                        n @ ('"' | '\\' | '$' | '`') => out.push(n),
+                        n @ ('"' | '\\' | '$') => out.push(n),
                         n => {
                             out.push('\\');
                             out.push(n);
