@@ -210,14 +210,14 @@ pub fn copy_xattrs(src: &Path, dst: &Path) {
 /// Extended attributes of `path` (not followed), best effort.
 pub fn read_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
     let mut names = vec![0u8; 4096];
-    let n = match rustix::fs::llistxattr(path, &mut names) {
+    let n = match rustix::fs::llistxattr(path, &mut names[..]) {
         Ok(n) => n,
         Err(rustix::io::Errno::RANGE) => {
             let Ok(size) = rustix::fs::llistxattr(path, &mut [0u8; 0][..]) else {
                 return Vec::new();
             };
             names = vec![0u8; size];
-            match rustix::fs::llistxattr(path, &mut names) {
+            match rustix::fs::llistxattr(path, &mut names[..]) {
                 Ok(n) => n,
                 Err(_) => return Vec::new(),
             }
@@ -232,11 +232,9 @@ pub fn read_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
         let Ok(name) = std::str::from_utf8(name) else {
             continue;
         };
-        let Ok(size) = rustix::fs::lgetxattr(path, name, &mut [0u8; 0][..]) else {
-            continue;
-        };
-        let mut value = vec![0u8; size];
-        if let Ok(len) = rustix::fs::lgetxattr(path, name, &mut value) {
+        // Linux caps a value at 64 KiB.
+        let mut value = vec![0u8; 65536];
+        if let Ok(len) = rustix::fs::lgetxattr(path, name, &mut value[..]) {
             value.truncate(len);
             out.push((name.to_string(), value));
         }
