@@ -1,0 +1,2 @@
+FROM alpine
+ARG MSG="hello world" OTHER='x y'

@@ -1,0 +1,2 @@
+FROM alpine
+ENV	KEY	value with spaces

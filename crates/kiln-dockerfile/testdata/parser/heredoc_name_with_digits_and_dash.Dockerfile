@@ -1,0 +1,4 @@
+FROM alpine
+RUN <<END-1
+body
+END-1

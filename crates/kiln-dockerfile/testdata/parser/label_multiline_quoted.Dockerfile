@@ -1,0 +1,3 @@
+FROM alpine
+LABEL description="line one \
+  line two"
