@@ -410,6 +410,11 @@ impl Flags {
             .find(|(n, _, _)| *n == name)
             .and_then(|(_, v, _)| v.clone())
     }
+    /// A string flag whose empty value means "not set", as Docker treats
+    /// `--from=`, `--chown=`, `--platform=`.
+    fn non_empty(&self, name: &str) -> Option<String> {
+        self.string(name).filter(|v| !v.is_empty())
+    }
     fn strings(&self, name: &str) -> Vec<(String, Span)> {
         self.values
             .iter()
@@ -516,7 +521,7 @@ fn build(
             InstructionKind::From(From {
                 image: words.first().map(|w| w.text.clone()).unwrap_or_default(),
                 name,
-                platform: flags.string("platform"),
+                platform: flags.non_empty("platform"),
             })
         }
         "RUN" => {
@@ -721,9 +726,9 @@ fn build(
                 sources: items,
                 dest,
                 json_form: list.json,
-                from: flags.string("from"),
-                chown: flags.string("chown"),
-                chmod: flags.string("chmod"),
+                from: flags.non_empty("from"),
+                chown: flags.non_empty("chown"),
+                chmod: flags.non_empty("chmod"),
                 link: flags.bool("link").unwrap_or(false),
                 parents: flags.bool("parents").unwrap_or(false),
                 exclude: flags
@@ -731,7 +736,7 @@ fn build(
                     .into_iter()
                     .map(|(v, _)| v)
                     .collect(),
-                checksum: flags.string("checksum"),
+                checksum: flags.non_empty("checksum"),
                 keep_git_dir: flags.bool("keep-git-dir").unwrap_or(false),
                 unpack: flags.bool("unpack"),
                 heredocs: if list.json { Vec::new() } else { heredocs },

@@ -415,3 +415,51 @@ fn mount_errors() {
         );
     }
 }
+
+#[test]
+fn empty_string_flags_mean_unset() {
+    match last("COPY --from= --chown= --chmod= a b") {
+        InstructionKind::Copy(c) => {
+            assert_eq!((c.from, c.chown, c.chmod), (None, None, None));
+        }
+        other => panic!("{other:?}"),
+    }
+    match last("ADD --checksum= a b") {
+        InstructionKind::Add(c) => assert_eq!(c.checksum, None),
+        other => panic!("{other:?}"),
+    }
+    let df = parse("D", "FROM --platform= a").unwrap();
+    match &df.instructions[0].kind {
+        InstructionKind::From(f) => assert_eq!(f.platform, None),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        err("FROM a\nRUN --network= x\n"),
+        (2, 5, "unsupported network mode \"\"".to_string())
+    );
+}
+
+#[test]
+fn continuation_rules() {
+    let runs = |text: &str| -> Vec<String> {
+        parse("D", text)
+            .unwrap()
+            .instructions
+            .iter()
+            .filter_map(|i| match &i.kind {
+                InstructionKind::Run(r) => match &r.command {
+                    Command::Shell(s) => Some(s.clone()),
+                    Command::Exec(v) => Some(v.join("|")),
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(runs("FROM a\nRUN a\\\nb\n"), ["ab"]);
+    assert_eq!(runs("FROM a\nRUN a \\ \t \n b\n"), ["a  b"]);
+    assert_eq!(runs("FROM a\nRUN a\\\\\nRUN b\n"), ["a\\\\", "b"]);
+    assert_eq!(runs("FROM a\nRUN a \\\n#c\n\n b \\\n c\n"), ["a  b  c"]);
+    assert_eq!(runs("# escape=`\nFROM a\nRUN a `\n b\\\nRUN c\n"), ["a  b\\", "c"]);
+    assert_eq!(runs("FROM a\nRUN a # b \\\n c\n"), ["a # b  c"]);
+    assert_eq!(runs("FROM a\nRUN [\"a\", \\\n \"b\"]\n"), ["a|b"]);
+}
