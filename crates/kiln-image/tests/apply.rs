@@ -1,0 +1,135 @@
+//! apply_layer: whiteouts, opaque dirs, hardlinks, setuid, and escape attempts.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use common::entry;
+use kiln_image::*;
+
+fn plain() -> LayerOptions {
+    LayerOptions {
+        compression: Compression::Gzip { level: 6 },
+        format: Format::Oci,
+        mtime_clamp: None,
+    }
+}
+
+#[test]
+fn whiteouts_opaque_hardlinks_setuid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&tmp.path().join("s")).unwrap();
+    let l1 = write_layer(
+        &store,
+        vec![
+            entry("a", EntryKind::Dir, 0o755),
+            entry("a/x", EntryKind::Bytes(b"x1".to_vec()), 0o644),
+            entry("a/hl", EntryKind::Hardlink { target: "a/x".into() }, 0o644),
+            entry("b", EntryKind::Dir, 0o750),
+            entry("b/old", EntryKind::Bytes(b"old".to_vec()), 0o644),
+            entry("b/sub", EntryKind::Dir, 0o755),
+            entry("b/sub/deep", EntryKind::Bytes(b"deep".to_vec()), 0o644),
+            entry("bin", EntryKind::Dir, 0o755),
+            entry("bin/su", EntryKind::Bytes(b"#!su".to_vec()), 0o4755),
+            entry("lib", EntryKind::Symlink { target: "/usr/lib".into() }, 0o777),
+            entry("usr/lib", EntryKind::Dir, 0o755),
+            entry("p", EntryKind::Fifo, 0o640),
+        ],
+        &plain(),
+    )
+    .unwrap();
+    let l2 = write_layer(
+        &store,
+        vec![
+            entry("a/x", EntryKind::Whiteout, 0o644),
+            entry("b", EntryKind::OpaqueDir, 0o755),
+            entry("b/new", EntryKind::Bytes(b"new".to_vec()), 0o600),
+            entry("lib/libc.so", EntryKind::Bytes(b"elf".to_vec()), 0o755),
+        ],
+        &plain(),
+    )
+    .unwrap();
+    let root = tmp.path().join("root");
+    let o = ApplyOptions { same_owner: false };
+    apply_layer(&store, &l1.digest, &root, &o).unwrap();
+    let x = fs::metadata(root.join("a/x")).unwrap();
+    let hl = fs::metadata(root.join("a/hl")).unwrap();
+    assert_eq!((x.ino(), x.nlink()), (hl.ino(), 2));
+    assert_eq!(x.mtime(), 1_700_000_000);
+    assert_eq!(fs::metadata(root.join("b")).unwrap().mtime(), 1_700_000_000);
+    assert_eq!(fs::metadata(root.join("b")).unwrap().permissions().mode() & 0o7777, 0o750);
+    assert_eq!(fs::metadata(root.join("bin/su")).unwrap().permissions().mode() & 0o7777, 0o4755);
+    let p = fs::symlink_metadata(root.join("p")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&p.file_type()));
+
+    apply_layer(&store, &l2.digest, &root, &o).unwrap();
+    assert!(!root.join("a/x").exists());
+    assert_eq!(fs::read(root.join("a/hl")).unwrap(), b"x1");
+    assert!(!root.join("b/old").exists());
+    assert!(!root.join("b/sub").exists());
+    assert_eq!(fs::read(root.join("b/new")).unwrap(), b"new");
+    // The absolute symlink in a parent path resolves inside the root.
+    assert_eq!(fs::read(root.join("usr/lib/libc.so")).unwrap(), b"elf");
+    assert_eq!(fs::read_link(root.join("lib")).unwrap().to_str(), Some("/usr/lib"));
+}
+
+/// Builds a raw uncompressed tar from (name, typeflag, linkname, data) with names
+/// written verbatim (the tar crate refuses to write `..`).
+fn raw_tar(entries: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, tf, link, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(tar::EntryType::new(*tf));
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+#[test]
+fn escapes_are_rejected_or_contained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&tmp.path().join("s")).unwrap();
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let root = tmp.path().join("root");
+    let o = ApplyOptions { same_owner: false };
+
+    let dotdot = store.put_bytes(&raw_tar(&[("../evil", b'0', "", b"pwn")])).unwrap();
+    let err = apply_layer(&store, &dotdot, &root, &o).unwrap_err();
+    assert_eq!(err.to_string(), "unsafe or malformed layer entry \"../evil\": path contains '..'");
+    assert!(!tmp.path().join("evil").exists());
+
+    // A symlink to an absolute path outside, then a file through it.
+    let abs = outside.to_str().unwrap();
+    let via = store
+        .put_bytes(&raw_tar(&[
+            ("esc", b'2', abs, b""),
+            ("esc/pwned", b'0', "", b"pwn"),
+            ("rel", b'2', "../../../../..", b""),
+            ("rel/pwned2", b'0', "", b"pwn"),
+        ]))
+        .unwrap();
+    apply_layer(&store, &via, &root, &o).unwrap();
+    assert!(!outside.join("pwned").exists());
+    assert!(!tmp.path().join("pwned2").exists());
+    assert_eq!(fs::read(root.join(abs.trim_start_matches('/')).join("pwned")).unwrap(), b"pwn");
+    assert_eq!(fs::read(root.join("pwned2")).unwrap(), b"pwn");
+
+    // A hardlink to a file outside the root cannot be made.
+    let hl = store.put_bytes(&raw_tar(&[("h", b'1', "../outside/secret", b"")])).unwrap();
+    assert!(apply_layer(&store, &hl, &root, &o).is_err());
+    // A whiteout through a symlink does not delete outside files.
+    fs::write(outside.join("keep"), b"k").unwrap();
+    let wh = store.put_bytes(&raw_tar(&[("esc/.wh.keep", b'0', "", b"")])).unwrap();
+    apply_layer(&store, &wh, &root, &o).unwrap();
+    assert!(outside.join("keep").exists());
+}
