@@ -459,7 +459,241 @@ fn continuation_rules() {
     assert_eq!(runs("FROM a\nRUN a \\ \t \n b\n"), ["a  b"]);
     assert_eq!(runs("FROM a\nRUN a\\\\\nRUN b\n"), ["a\\\\", "b"]);
     assert_eq!(runs("FROM a\nRUN a \\\n#c\n\n b \\\n c\n"), ["a  b  c"]);
-    assert_eq!(runs("# escape=`\nFROM a\nRUN a `\n b\\\nRUN c\n"), ["a  b\\", "c"]);
+    assert_eq!(
+        runs("# escape=`\nFROM a\nRUN a `\n b\\\nRUN c\n"),
+        ["a  b\\", "c"]
+    );
     assert_eq!(runs("FROM a\nRUN a # b \\\n c\n"), ["a # b  c"]);
     assert_eq!(runs("FROM a\nRUN [\"a\", \\\n \"b\"]\n"), ["a|b"]);
+}
+
+/// One valid line per instruction, in every keyword spelling.
+const SAMPLES: &[(&str, &str)] = &[
+    ("ADD", "a b"),
+    ("ARG", "a"),
+    ("CMD", "a"),
+    ("COPY", "a b"),
+    ("ENTRYPOINT", "a"),
+    ("ENV", "a=b"),
+    ("EXPOSE", "80"),
+    ("HEALTHCHECK", "CMD a"),
+    ("LABEL", "a=b"),
+    ("MAINTAINER", "m"),
+    ("ONBUILD", "RUN a"),
+    ("RUN", "a"),
+    ("SHELL", "[\"sh\", \"-c\"]"),
+    ("STOPSIGNAL", "9"),
+    ("USER", "u"),
+    ("VOLUME", "/v"),
+    ("WORKDIR", "/w"),
+];
+
+#[test]
+fn every_keyword_in_any_case() {
+    for (kw, args) in SAMPLES {
+        let lower = kw.to_lowercase();
+        let mut mixed: String = String::new();
+        for (i, c) in kw.chars().enumerate() {
+            mixed.push(if i % 2 == 0 {
+                c
+            } else {
+                c.to_ascii_lowercase()
+            });
+        }
+        for spelling in [kw.to_string(), lower, mixed] {
+            let kind = last(&format!("{spelling} {args}"));
+            assert_eq!(kind.keyword(), *kw, "{spelling}");
+        }
+    }
+}
+
+#[test]
+fn every_instruction_rejects_unknown_flags_at_the_flag() {
+    for (kw, args) in SAMPLES {
+        if *kw == "STOPSIGNAL" {
+            // Docker splits flags off STOPSIGNAL but never checks them.
+            assert_eq!(
+                last("STOPSIGNAL --x=1 9"),
+                InstructionKind::Stopsignal("9".into())
+            );
+            continue;
+        }
+        let text = format!("FROM a\n{kw} --zzz=1 {args}\n");
+        let want_col = kw.len() + 2;
+        assert_eq!(
+            err(&text),
+            (2, want_col, "unknown flag: zzz".to_string()),
+            "{kw}"
+        );
+    }
+}
+
+#[test]
+fn every_instruction_needs_a_stage() {
+    for (kw, args) in SAMPLES {
+        let text = format!("{kw} {args}\nFROM a\n");
+        if *kw == "ARG" {
+            assert!(parse("D", &text).is_ok());
+        } else {
+            assert_eq!(
+                err(&text),
+                (1, 1, "no build stage in current context".to_string()),
+                "{kw}"
+            );
+        }
+    }
+}
+
+#[test]
+fn flag_sets_per_instruction() {
+    // (instruction line, flag that must be accepted)
+    let accepted = [
+        "FROM --platform=linux/arm64 a",
+        "RUN --mount=type=tmpfs,target=/t --mount=type=ssh a",
+        "RUN --network=default a",
+        "RUN --security=sandbox a",
+        "COPY --from=0 a b",
+        "COPY --chown=a:b a b",
+        "COPY --chmod=u+x a b",
+        "COPY --link a b",
+        "COPY --parents=true a b",
+        "COPY --exclude=a --exclude=b a b",
+        "ADD --chown=1 a b",
+        "ADD --chmod=600 a b",
+        "ADD --link=false a b",
+        "ADD --exclude=x a b",
+        "ADD --keep-git-dir a b",
+        "ADD --checksum=sha256:00 a b",
+        "ADD --unpack=true a b",
+        "HEALTHCHECK --interval=1s CMD a",
+        "HEALTHCHECK --timeout=1s CMD a",
+        "HEALTHCHECK --start-period=1s CMD a",
+        "HEALTHCHECK --start-interval=1s CMD a",
+        "HEALTHCHECK --retries=0 CMD a",
+    ];
+    for line in accepted {
+        let text = if line.starts_with("FROM") {
+            line.to_string()
+        } else {
+            format!("FROM a\n{line}")
+        };
+        if let Err(e) = parse("D", &text) {
+            panic!("{line}: {e}");
+        }
+    }
+    let rejected = [
+        ("FROM --from=x a", "unknown flag: from"),
+        ("RUN --from=x a", "unknown flag: from"),
+        ("RUN --link a", "unknown flag: link"),
+        ("COPY --unpack a b", "unknown flag: unpack"),
+        ("COPY --keep-git-dir a b", "unknown flag: keep-git-dir"),
+        ("ADD --from=x a b", "unknown flag: from"),
+        ("HEALTHCHECK --platform=x CMD a", "unknown flag: platform"),
+        ("COPY --link --link a b", "duplicate flag specified: link"),
+        (
+            "COPY --chmod=1 --chmod=2 a b",
+            "duplicate flag specified: chmod",
+        ),
+        (
+            "COPY --chown=1 --chown=2 a b",
+            "duplicate flag specified: chown",
+        ),
+        (
+            "RUN --security=insecure --security=sandbox a",
+            "duplicate flag specified: security",
+        ),
+        ("COPY --Link a b", "unknown flag: Link"),
+    ];
+    for (line, msg) in rejected {
+        let text = if line.starts_with("FROM") {
+            line.to_string()
+        } else {
+            format!("FROM a\n{line}")
+        };
+        let e = parse("D", &text).expect_err(line);
+        assert!(e.message.starts_with(msg), "{line}: {}", e.message);
+    }
+}
+
+#[test]
+fn copy_sources_and_destination() {
+    let cases: &[(&str, &[&str], &str, bool)] = &[
+        ("COPY a b", &["a"], "b", false),
+        ("COPY a b c d/", &["a", "b", "c"], "d/", false),
+        ("COPY  a\tb ", &["a"], "b", false),
+        ("COPY [\"a\", \"b\", \"c\"]", &["a", "b"], "c", true),
+        ("COPY --from=x [\"a b\", \"c\"]", &["a b"], "c", true),
+        ("COPY $SRC ${DEST}", &["$SRC"], "${DEST}", false),
+        ("COPY [\"a\"] b", &["[\"a\"]"], "b", false),
+        ("ADD https://x/y.tgz /", &["https://x/y.tgz"], "/", false),
+    ];
+    for (line, sources, dest, json) in cases {
+        let c = match last(line) {
+            InstructionKind::Copy(c) | InstructionKind::Add(c) => c,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(c.sources, *sources, "{line}");
+        assert_eq!(c.dest, *dest, "{line}");
+        assert_eq!(c.json_form, *json, "{line}");
+    }
+}
+
+#[test]
+fn volume_expose_user_workdir_values() {
+    assert_eq!(
+        last("VOLUME /a  /b\t/c"),
+        InstructionKind::Volume(vec!["/a".into(), "/b".into(), "/c".into()])
+    );
+    assert_eq!(
+        last("VOLUME [\" /a \"]"),
+        InstructionKind::Volume(vec!["/a".into()])
+    );
+    assert_eq!(
+        last("EXPOSE 80/tcp $PORT"),
+        InstructionKind::Expose(vec!["80/tcp".into(), "$PORT".into()])
+    );
+    assert_eq!(
+        last("USER  1000:1000  "),
+        InstructionKind::User("1000:1000".into())
+    );
+    assert_eq!(
+        last("WORKDIR C:\\\\app"),
+        InstructionKind::Workdir("C:\\\\app".into())
+    );
+    assert_eq!(
+        last("MAINTAINER a <b@c>"),
+        InstructionKind::Maintainer("a <b@c>".into())
+    );
+    assert_eq!(
+        last("STOPSIGNAL SIGKILL"),
+        InstructionKind::Stopsignal("SIGKILL".into())
+    );
+}
+
+#[test]
+fn onbuild_triggers() {
+    match last("ONBUILD ADD --chown=1 . /src") {
+        InstructionKind::Onbuild(inner) => {
+            assert_eq!(inner.original, "ADD --chown=1 . /src");
+            assert_eq!(inner.span, Span { line: 2, column: 9 });
+            match &inner.kind {
+                InstructionKind::Add(c) => assert_eq!(c.chown.as_deref(), Some("1")),
+                other => panic!("{other:?}"),
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    match last("ONBUILD COPY <<EOF /x\nhello\nEOF") {
+        InstructionKind::Onbuild(inner) => {
+            assert_eq!(inner.original, "COPY <<EOF /x\nhello\nEOF");
+            match &inner.kind {
+                InstructionKind::Copy(c) => {
+                    assert_eq!(c.heredocs.len(), 1);
+                    assert_eq!(c.heredocs[0].content, "hello\n");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        other => panic!("{other:?}"),
+    }
 }
