@@ -72,7 +72,10 @@ impl Vars for BTreeMap<String, String> {
 /// wins, as when ENV redefines a variable.
 impl Vars for &[(String, String)] {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -348,12 +351,11 @@ impl<'a> Lexer<'a> {
     }
 
     fn run(&mut self, word: &str) -> Result<(String, Vec<String>), ExpandError> {
-        self.process_stop_on(None, false)
-            .map_err(|e| ExpandError {
-                message: e.message,
-                offset: e.offset,
-                word: word.to_string(),
-            })
+        self.process_stop_on(None, false).map_err(|e| ExpandError {
+            message: e.message,
+            offset: e.offset,
+            word: word.to_string(),
+        })
     }
 
     fn peek(&self) -> Option<char> {
@@ -652,8 +654,8 @@ impl<'a> Lexer<'a> {
                     Some(rest) => (true, rest),
                     None => (false, word.as_str()),
                 };
-                let glob = ShellGlob::compile(pattern)
-                    .map_err(|e| invalid_pattern(pattern, &e, start))?;
+                let glob =
+                    ShellGlob::compile(pattern).map_err(|e| invalid_pattern(pattern, &e, start))?;
                 let value: Vec<char> = value.unwrap_or_default().chars().collect();
                 Ok(if ch == '#' {
                     glob.trim_prefix(&value, greedy)
@@ -801,7 +803,11 @@ impl ShellGlob {
 
     fn trim_suffix(&self, value: &[char], greedy: bool) -> String {
         let reversed: Vec<char> = value.iter().rev().copied().collect();
-        let mut kept: Vec<char> = self.reversed().trim_prefix(&reversed, greedy).chars().collect();
+        let mut kept: Vec<char> = self
+            .reversed()
+            .trim_prefix(&reversed, greedy)
+            .chars()
+            .collect();
         kept.reverse();
         kept.into_iter().collect()
     }

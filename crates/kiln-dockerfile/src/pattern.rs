@@ -379,8 +379,10 @@ impl Pattern {
         if self.matches_exact(path) {
             return true;
         }
-        path.match_indices('/')
-            .any(|(i, _)| path.get(..i).is_some_and(|parent| self.matches_exact(parent)))
+        path.match_indices('/').any(|(i, _)| {
+            path.get(..i)
+                .is_some_and(|parent| self.matches_exact(parent))
+        })
     }
 }
 

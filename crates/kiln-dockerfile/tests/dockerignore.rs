@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_dockerfile::dockerignore::{dockerignore_lines, dockerignore_path_for, parse_dockerignore};
+use kiln_dockerfile::dockerignore::{
+    dockerignore_lines, dockerignore_path_for, parse_dockerignore,
+};
 
 fn files_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/dockerignore/files")
@@ -58,7 +60,9 @@ fn expected_files() {
         }
         let got_lines = dockerignore_lines(&text);
         if got_lines != want_lines {
-            failures.push(format!("{stem}: patterns {got_lines:?}, want {want_lines:?}"));
+            failures.push(format!(
+                "{stem}: patterns {got_lines:?}, want {want_lines:?}"
+            ));
         }
         let strings: Vec<String> = want_lines.into_iter().map(|(_, p)| p).collect();
         if set.to_strings() != strings {
@@ -75,7 +79,10 @@ fn errors_name_the_line() {
     assert_eq!(err.line, Some(3));
     assert_eq!(err.pattern, "[abc");
     assert_eq!(err.message, "syntax error in pattern");
-    assert_eq!(err.to_string(), r#"line 3: invalid pattern "[abc": syntax error in pattern"#);
+    assert_eq!(
+        err.to_string(),
+        r#"line 3: invalid pattern "[abc": syntax error in pattern"#
+    );
 
     let err = parse_dockerignore(&read("bad-bang.dockerignore")).unwrap_err();
     assert_eq!(err.line, Some(2));
@@ -110,7 +117,10 @@ fn lookup_order() {
     let paths = dockerignore_path_for(Path::new("ctx/Dockerfile"), Path::new("ctx"));
     assert_eq!(
         paths,
-        [PathBuf::from("ctx/Dockerfile.dockerignore"), PathBuf::from("ctx/.dockerignore")]
+        [
+            PathBuf::from("ctx/Dockerfile.dockerignore"),
+            PathBuf::from("ctx/.dockerignore")
+        ]
     );
     // A Dockerfile named `.` has no name: only the context's file applies.
     let paths = dockerignore_path_for(Path::new("/"), Path::new("/ctx"));

@@ -95,7 +95,10 @@ fn run_file(path: &Path) -> (usize, Vec<String>) {
             let (offset, rest) = rest.split_once(' ').expect("offset");
             let offset: usize = offset.parse().expect("numeric offset");
             let (messages, tail) = take_bracketed(rest).unwrap();
-            assert!(messages.len() == 1 && tail.is_empty(), "{at}: bad error line");
+            assert!(
+                messages.len() == 1 && tail.is_empty(),
+                "{at}: bad error line"
+            );
             let result: Result<String, ExpandError> = match mode {
                 Mode::Word => expand_word(input, &env, escape).map(|e| e.value),
                 Mode::Words => expand_words(input, &env, escape).map(|w| format!("{w:?}")),
@@ -147,11 +150,15 @@ fn run_file(path: &Path) -> (usize, Vec<String>) {
             Err(e) => failures.push(format!("{at}: {input:?}: unexpected error {e}")),
             Ok((values, used)) => {
                 if values != expected {
-                    failures.push(format!("{at}: {input:?}: expected {expected:?}, got {values:?}"));
+                    failures.push(format!(
+                        "{at}: {input:?}: expected {expected:?}, got {values:?}"
+                    ));
                 }
                 if let Some(want) = want_used {
                     if used != want {
-                        failures.push(format!("{at}: {input:?}: expected uses {want:?}, got {used:?}"));
+                        failures.push(format!(
+                            "{at}: {input:?}: expected uses {want:?}, got {used:?}"
+                        ));
                     }
                 }
             }
@@ -176,7 +183,10 @@ fn golden_tables() {
         .filter(|p| p.extension().is_some_and(|e| e == "txt"))
         .collect();
     files.sort();
-    assert!(files.len() >= 6, "expected the expansion tables, found {files:?}");
+    assert!(
+        files.len() >= 6,
+        "expected the expansion tables, found {files:?}"
+    );
     let mut total = 0;
     let mut failures = Vec::new();
     for file in &files {
@@ -185,14 +195,22 @@ fn golden_tables() {
         total += cases;
         failures.append(&mut f);
     }
-    assert!(failures.is_empty(), "{} of {total} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(total >= 250, "only {total} cases");
 }
 
 #[test]
 fn error_display_names_word_and_message() {
     let err = expand_word("x${N:?set it}", &(), '\\').unwrap_err();
-    assert_eq!(err.to_string(), r#"failed to process "x${N:?set it}": N: set it"#);
+    assert_eq!(
+        err.to_string(),
+        r#"failed to process "x${N:?set it}": N: set it"#
+    );
     assert_eq!(err.offset, 1);
 }
 
@@ -214,10 +232,18 @@ fn vars_implementations_agree() {
     ];
     assert_eq!(expand_word("$A", &list, '\\').unwrap().value, "second");
     let slice: &[(String, String)] = &list;
-    assert_eq!(expand_word("${E-unset}${E:-empty}", &slice, '\\').unwrap().value, "empty");
+    assert_eq!(
+        expand_word("${E-unset}${E:-empty}", &slice, '\\')
+            .unwrap()
+            .value,
+        "empty"
+    );
 
     let closure = VarsFn(|name: &str| (name == "X").then(|| "from-fn".to_string()));
-    assert_eq!(expand_word("${X}/${Y:-d}", &closure, '\\').unwrap().value, "from-fn/d");
+    assert_eq!(
+        expand_word("${X}/${Y:-d}", &closure, '\\').unwrap().value,
+        "from-fn/d"
+    );
     assert_eq!(closure.get("Y"), None);
 }
 
@@ -233,8 +259,14 @@ fn used_lists_set_and_unset_names_once() {
 #[test]
 fn words_and_word_agree_on_content() {
     let env: BTreeMap<String, String> = [("P".to_string(), "80/tcp  443".to_string())].into();
-    assert_eq!(expand_words("$P 8080", &env, '\\').unwrap(), ["80/tcp", "443", "8080"]);
-    assert_eq!(expand_word("$P 8080", &env, '\\').unwrap().value, "80/tcp  443 8080");
+    assert_eq!(
+        expand_words("$P 8080", &env, '\\').unwrap(),
+        ["80/tcp", "443", "8080"]
+    );
+    assert_eq!(
+        expand_word("$P 8080", &env, '\\').unwrap().value,
+        "80/tcp  443 8080"
+    );
 }
 
 #[test]
@@ -250,12 +282,33 @@ fn heredoc_keeps_quotes_but_honours_escapes() {
 #[test]
 fn instruction_expansion_table() {
     for kw in [
-        "FROM", "ARG", "ENV", "LABEL", "WORKDIR", "USER", "STOPSIGNAL", "VOLUME", "EXPOSE", "COPY",
-        "ADD", "RUN", "copy", "Env",
+        "FROM",
+        "ARG",
+        "ENV",
+        "LABEL",
+        "WORKDIR",
+        "USER",
+        "STOPSIGNAL",
+        "VOLUME",
+        "EXPOSE",
+        "COPY",
+        "ADD",
+        "RUN",
+        "copy",
+        "Env",
     ] {
         assert!(expands(kw), "{kw} expands");
     }
-    for kw in ["CMD", "ENTRYPOINT", "SHELL", "HEALTHCHECK", "MAINTAINER", "ONBUILD", "cmd", "BOGUS"] {
+    for kw in [
+        "CMD",
+        "ENTRYPOINT",
+        "SHELL",
+        "HEALTHCHECK",
+        "MAINTAINER",
+        "ONBUILD",
+        "cmd",
+        "BOGUS",
+    ] {
         assert!(!expands(kw), "{kw} does not expand");
     }
     assert!(!expands_arguments("RUN"));
@@ -283,6 +336,8 @@ fn instruction_expansion_table() {
     for (kw, flag, want) in cases {
         assert_eq!(flag_expansion(kw, flag), want, "{kw} --{flag}");
     }
-    assert!(from_variable_error("COPY").starts_with("variable expansion is not supported for --from"));
+    assert!(
+        from_variable_error("COPY").starts_with("variable expansion is not supported for --from")
+    );
     assert!(from_variable_error("run").starts_with("'from' doesn't support variable expansion"));
 }

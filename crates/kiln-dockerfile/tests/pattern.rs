@@ -35,7 +35,9 @@ fn sections(text: &str) -> Vec<Section> {
         match kind {
             "p" => section.patterns.push(arg.to_string()),
             "x" | "i" | "skip" | "walk" | "err" | "msg" => {
-                section.checks.push((number, kind.to_string(), arg.to_string()))
+                section
+                    .checks
+                    .push((number, kind.to_string(), arg.to_string()))
             }
             other => panic!("line {number}: unknown directive {other:?}"),
         }
@@ -55,7 +57,10 @@ fn run_file(path: &Path) -> (usize, Vec<String>) {
             Ok(set) => Some(set),
             Err(e) => {
                 if !section.checks.iter().any(|(_, k, _)| k == "err") {
-                    failures.push(format!("{name}:{}: patterns rejected: {e}", section.start_line));
+                    failures.push(format!(
+                        "{name}:{}: patterns rejected: {e}",
+                        section.start_line
+                    ));
                 }
                 None
             }
@@ -116,7 +121,12 @@ fn pattern_tables() {
         total += count;
         failures.append(&mut f);
     }
-    assert!(failures.is_empty(), "{} of {total} checks failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {total} checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(total >= 200, "only {total} checks");
 }
 
@@ -169,7 +179,10 @@ fn empty_set_excludes_nothing() {
 #[test]
 fn error_display() {
     let err = PatternSet::new(&["ok", "bad["]).unwrap_err();
-    assert_eq!(err.to_string(), r#"invalid pattern "bad[": syntax error in pattern"#);
+    assert_eq!(
+        err.to_string(),
+        r#"invalid pattern "bad[": syntax error in pattern"#
+    );
 }
 
 #[test]
