@@ -812,9 +812,67 @@ impl ShellGlob {
         kept.into_iter().collect()
     }
 
-    /// The leftmost match at or after `from`, longest at that start.
+    /// Marks state `k` (and what it reaches without input) as reached by
+    /// a match attempt that started at `start`, keeping the leftmost start.
+    fn add_thread(&self, set: &mut [Option<usize>], mut k: usize, start: usize) {
+        loop {
+            let Some(slot) = set.get_mut(k) else { return };
+            match slot {
+                Some(existing) if *existing <= start => return,
+                _ => *slot = Some(start),
+            }
+            match self.toks.get(k) {
+                Some(GlobTok::Star) => k += 1,
+                _ => return,
+            }
+        }
+    }
+
+    /// The leftmost match at or after `from`, longest at that start, in
+    /// one pass: every state remembers the leftmost start reaching it
+    /// (the state alone decides the future, so a later start in the same
+    /// state can never do better).
     fn find(&self, text: &[char], from: usize) -> Option<(usize, usize)> {
-        (from..=text.len()).find_map(|s| self.match_ends(text, s).last().map(|&e| (s, e)))
+        let n = self.toks.len();
+        let mut best: Option<(usize, usize)> = None;
+        let mut current: Vec<Option<usize>> = vec![None; n + 1];
+        let mut pos = from;
+        loop {
+            if best.is_none() && pos <= text.len() {
+                self.add_thread(&mut current, 0, pos);
+            }
+            if let Some(Some(s)) = current.get(n) {
+                if best.is_none_or(|(bs, _)| *s <= bs) {
+                    best = Some((*s, pos));
+                }
+            }
+            if let Some((bs, _)) = best {
+                for slot in current.iter_mut() {
+                    if slot.is_some_and(|s| s > bs) {
+                        *slot = None;
+                    }
+                }
+            }
+            let Some(&c) = text.get(pos) else { break };
+            let mut next: Vec<Option<usize>> = vec![None; n + 1];
+            for (k, tok) in self.toks.iter().enumerate() {
+                let Some(Some(start)) = current.get(k).copied() else {
+                    continue;
+                };
+                match *tok {
+                    GlobTok::Lit(l) if l == c => self.add_thread(&mut next, k + 1, start),
+                    GlobTok::One if c != '\n' => self.add_thread(&mut next, k + 1, start),
+                    GlobTok::Star if c != '\n' => self.add_thread(&mut next, k, start),
+                    _ => {}
+                }
+            }
+            current = next;
+            pos += 1;
+            if best.is_some() && current.iter().all(Option::is_none) {
+                break;
+            }
+        }
+        best
     }
 
     /// `${V/p/r}` and `${V//p/r}`. Replace-all follows Go's regexp rules:

@@ -341,3 +341,26 @@ fn instruction_expansion_table() {
     );
     assert!(from_variable_error("run").starts_with("'from' doesn't support variable expansion"));
 }
+
+#[test]
+fn long_values_stay_fast() {
+    let long = "b".repeat(20_000);
+    let env: BTreeMap<String, String> = [("V".to_string(), long.clone())].into();
+    let start = std::time::Instant::now();
+    // Patterns that never match force a scan of every start position.
+    assert_eq!(expand_word("${V//*a/x}", &env, '\\').unwrap().value, long);
+    assert_eq!(expand_word("${V/b*a/x}", &env, '\\').unwrap().value, long);
+    assert_eq!(expand_word("${V##*a}", &env, '\\').unwrap().value, long);
+    assert_eq!(expand_word("${V%%a*}", &env, '\\').unwrap().value, long);
+    // And ones that match everywhere.
+    assert_eq!(
+        expand_word("${V//b/c}", &env, '\\').unwrap().value,
+        "c".repeat(20_000)
+    );
+    assert_eq!(expand_word("${V/*/x}", &env, '\\').unwrap().value, "x");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
