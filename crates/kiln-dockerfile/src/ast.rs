@@ -121,19 +121,21 @@ pub struct From {
 /// `heredocs` is non-empty only for the shell form, and `command` is then
 /// `Command::Shell` holding the instruction text after the flags, heredoc
 /// openers included but bodies excluded (`<<EOF`, `cat <<EOF > /x`). Each
-/// body is already tab-stripped when `strip_tabs`. An executor does:
+/// body is already tab-stripped when `strip_tabs`. An executor does (and
+/// `crate::parser::run_script` computes exactly this):
 ///
 /// 1. If the whole shell text is one heredoc opener
 ///    (`crate::parser::heredoc_opener(text.trim())` is `Some`) — e.g.
 ///    `RUN <<EOF` — the first heredoc's body is the script:
-///    - if the body starts with `#!`, write it to a file named after the
-///      delimiter with mode 0755 and run that file directly (no shell);
-///    - otherwise run the body as the shell-form command, i.e. the stage's
-///      `SHELL` plus the body as one argument (`/bin/sh -c "<body>"`).
+///    - if the body starts with `#!`, it is written with mode 0755 to a
+///      read-only file `/dev/pipes/<name>` and the shell form
+///      `/dev/pipes/<name>` runs (`SHELL` + that path), so the shebang's
+///      interpreter runs it;
+///    - otherwise the body itself is the shell-form command
+///      (`SHELL` + body as one argument, e.g. `/bin/sh -c "<body>"`).
 /// 2. Otherwise (`RUN cat <<EOF > /x`, several heredocs, …) the script
 ///    passed to the shell is the text followed, for each heredoc in order,
-///    by `"\n" + content + name` — a real shell heredoc the shell itself
-///    reads.
+///    by `"\n" + content + name` — a real shell heredoc the shell reads.
 ///
 /// Variables in bodies are never expanded by kiln for RUN: the shell does
 /// it (or not, for quoted delimiters in case 2).

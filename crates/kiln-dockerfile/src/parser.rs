@@ -1015,3 +1015,49 @@ fn healthcheck(line: &Line, head: &Head) -> Res<InstructionKind> {
         retries,
     }))
 }
+
+/// What a RUN instruction executes once its heredocs are applied the way
+/// BuildKit applies them (Linux images).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunScript {
+    /// Exec form: run these arguments as they are.
+    Exec(Vec<String>),
+    /// Shell form: run the stage's `SHELL` followed by this one argument.
+    Shell(String),
+    /// `RUN <<EOF` whose body starts with `#!`: write `content` to a
+    /// read-only file at `path` (`/dev/pipes/<name>`, mode 0755) and run the
+    /// shell form `path`, so the kernel honours the shebang.
+    ShebangFile { path: String, content: String },
+}
+
+/// Applies the heredoc convention documented on [`Run`]:
+/// - no heredocs: the command as written;
+/// - the command is only a heredoc opener: its body is the script (or a
+///   `#!` file);
+/// - otherwise the command text followed by `"\n" + body + name` for each
+///   heredoc, handed to the shell, which reads them as real heredocs.
+pub fn run_script(run: &Run) -> RunScript {
+    let text = match &run.command {
+        Command::Exec(v) => return RunScript::Exec(v.clone()),
+        Command::Shell(s) => s,
+    };
+    let Some(first) = run.heredocs.first() else {
+        return RunScript::Shell(text.clone());
+    };
+    if heredoc_opener(text.trim()).is_some() {
+        if first.content.starts_with("#!") {
+            return RunScript::ShebangFile {
+                path: format!("/dev/pipes/{}", first.name),
+                content: first.content.clone(),
+            };
+        }
+        return RunScript::Shell(first.content.clone());
+    }
+    let mut full = text.clone();
+    for h in &run.heredocs {
+        full.push('\n');
+        full.push_str(&h.content);
+        full.push_str(&h.name);
+    }
+    RunScript::Shell(full)
+}

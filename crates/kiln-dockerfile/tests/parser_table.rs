@@ -697,3 +697,40 @@ fn onbuild_triggers() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn run_scripts_follow_the_heredoc_convention() {
+    use kiln_dockerfile::parser::{run_script, RunScript};
+    let script = |body: &str| match last(body) {
+        InstructionKind::Run(r) => run_script(&r),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(script("RUN echo hi"), RunScript::Shell("echo hi".into()));
+    assert_eq!(
+        script("RUN [\"a\", \"b\"]"),
+        RunScript::Exec(vec!["a".into(), "b".into()])
+    );
+    assert_eq!(
+        script("RUN <<EOF\necho 1\necho 2\nEOF"),
+        RunScript::Shell("echo 1\necho 2\n".into())
+    );
+    assert_eq!(
+        script("RUN <<-EOT\n\techo 1\n\tEOT"),
+        RunScript::Shell("echo 1\n".into())
+    );
+    assert_eq!(
+        script("RUN <<py\n#!/usr/bin/env python3\nprint(1)\npy"),
+        RunScript::ShebangFile {
+            path: "/dev/pipes/py".into(),
+            content: "#!/usr/bin/env python3\nprint(1)\n".into()
+        }
+    );
+    assert_eq!(
+        script("RUN cat <<A > /a && cat <<'B' > /b\n1\nA\n$2\nB"),
+        RunScript::Shell("cat <<A > /a && cat <<'B' > /b\n1\nA\n$2\nB".into())
+    );
+    assert_eq!(
+        script("RUN --network=none python3 <<EOF\nprint(1)\nEOF"),
+        RunScript::Shell("python3 <<EOF\nprint(1)\nEOF".into())
+    );
+}
