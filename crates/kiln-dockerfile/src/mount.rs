@@ -236,7 +236,13 @@ pub fn parse_mount(spec: &str) -> Result<Mount, MountError> {
         match key.as_str() {
             "type" => {
                 m.kind = MountType::parse(&value.to_ascii_lowercase()).ok_or_else(|| {
-                    MountError::new(format!("unsupported mount type \"{value}\""))
+                    let hint = crate::parser::suggest_word(
+                        value,
+                        &["bind", "cache", "tmpfs", "secret", "ssh"],
+                    )
+                    .map(|s| format!(" (did you mean {s}?)"))
+                    .unwrap_or_default();
+                    MountError::new(format!("unsupported mount type \"{value}\"{hint}"))
                 })?;
             }
             "from" => m.from = Some(value.to_string()),

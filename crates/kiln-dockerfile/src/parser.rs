@@ -62,8 +62,8 @@ fn fault(at: Span, message: impl Into<String>) -> Fault {
 type Res<T> = Result<T, Fault>;
 
 /// The closest of `candidates` to `word` when it looks like a typo.
-pub(crate) fn suggest_word<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    lexer::suggest(word, candidates)
+pub(crate) fn suggest_word(word: &str, candidates: &[&str]) -> Option<String> {
+    lexer::suggest(word, candidates, true)
 }
 
 /// Parses a Dockerfile. `file` is the name shown in errors.
@@ -446,7 +446,7 @@ fn parse_flags(line: &Line, words: &[Word], allowed: &[(&'static str, FlagKind)]
         };
         let Some((canon, kind)) = allowed.iter().find(|(n, _)| *n == name).copied() else {
             let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
-            let hint = lexer::suggest(name, &names)
+            let hint = lexer::suggest(name, &names, true)
                 .map(|s| format!(" (did you mean {s}?)"))
                 .unwrap_or_default();
             return Err(fault(at, format!("unknown flag: {name}{hint}")));
@@ -780,7 +780,7 @@ fn build(
             InstructionKind::Onbuild(Box::new(inner))
         }
         _ => {
-            let hint = lexer::suggest(&head.keyword, KEYWORDS)
+            let hint = lexer::suggest(&head.keyword, KEYWORDS, false)
                 .map(|s| format!(" (did you mean {s}?)"))
                 .unwrap_or_default();
             return Err(fault(

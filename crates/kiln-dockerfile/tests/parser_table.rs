@@ -38,7 +38,7 @@ fn errors_carry_exact_locations_and_messages() {
         ("ENV a=b\n", (1, 1, "no build stage in current context")),
         ("FROM a\nFOO\n", (2, 1, "unknown instruction: FOO (did you mean FROM?)")),
         ("FROM a\nWORKDIRR /x\n", (2, 1, "unknown instruction: WORKDIRR (did you mean WORKDIR?)")),
-        ("FROM a\nexpse 80\n", (2, 1, "unknown instruction: expse (did you mean EXPOSE?)")),
+        ("FROM a\nexpse 80\n", (2, 1, "unknown instruction: expse (did you mean expose?)")),
         ("FROM a\nRUN --mount=type=cache,sharing=x,target=/c true\n", (2, 5, "unsupported sharing value \"x\"")),
         ("FROM a\nRUN --mount=type=secret true\n", (2, 5, "invalid secret mount. one of source, target required")),
         ("FROM a\nRUN --mount=target=/x,size=1m true\n", (2, 5, "unexpected key 'size' for mount type 'bind'")),
@@ -332,7 +332,11 @@ fn mount_defaults() {
 fn mount_errors() {
     let cases = [
         ("type=foo", "unsupported mount type \"foo\""),
-        ("type=cahce", "unsupported mount type \"cahce\""),
+        (
+            "type=cahce",
+            "unsupported mount type \"cahce\" (did you mean cache?)",
+        ),
+        ("type=CACHX", "unsupported mount type \"CACHX\""),
         ("target", "invalid field 'target' must be a key=value pair"),
         ("", "invalid field '' must be a key=value pair"),
         (

@@ -571,18 +571,48 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     prev.last().copied().unwrap_or(0)
 }
 
-/// The closest candidate to `word` if it is close enough to be a typo.
-pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let lower = word.to_lowercase();
-    if lower.chars().count() > 64 {
+/// Docker's "did you mean" rule: the first candidate at edit distance 1
+/// or 2 with no closer one after it; none when `word` is itself a
+/// candidate. Case-insensitive matching answers in the case of `word`
+/// (all lower, all upper, else lower).
+pub(crate) fn suggest(word: &str, candidates: &[&str], case_sensitive: bool) -> Option<String> {
+    let fold = |s: &str| {
+        if case_sensitive {
+            s.to_string()
+        } else {
+            s.to_lowercase()
+        }
+    };
+    let val = fold(word);
+    // Words much longer than every candidate are never within distance 2.
+    let longest = candidates.iter().map(|c| c.chars().count()).max()?;
+    if val.chars().count() > longest + 2 {
         return None;
     }
-    candidates
-        .iter()
-        .map(|c| (edit_distance(&lower, &c.to_lowercase()), *c))
-        .filter(|(d, c)| *d > 0 && *d <= 2 && *d * 2 <= c.len().max(lower.len()))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+    let mut best: Option<String> = None;
+    let mut min = 3;
+    for c in candidates {
+        let opt = fold(c);
+        if opt == val {
+            return None;
+        }
+        let d = edit_distance(&val, &opt);
+        if d < min {
+            min = d;
+            best = Some(opt);
+        }
+    }
+    let best = best?;
+    if case_sensitive {
+        return Some(best);
+    }
+    Some(
+        if word == word.to_uppercase() && word != word.to_lowercase() {
+            best.to_uppercase()
+        } else {
+            best
+        },
+    )
 }
 
 #[cfg(test)]
@@ -729,8 +759,16 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("RUUN", &["RUN", "FROM"]), Some("RUN"));
-        assert_eq!(suggest("frmo", &["RUN", "FROM"]), Some("FROM"));
-        assert_eq!(suggest("XYZZY", &["RUN", "FROM"]), None);
+        let kw = ["RUN", "FROM"];
+        assert_eq!(suggest("RUUN", &kw, false).as_deref(), Some("RUN"));
+        assert_eq!(suggest("frmo", &kw, false).as_deref(), Some("from"));
+        assert_eq!(suggest("Frmo", &kw, false).as_deref(), Some("from"));
+        assert_eq!(suggest("XYZZY", &kw, false), None);
+        assert_eq!(suggest("run", &kw, false), None);
+        assert_eq!(
+            suggest("chwon", &["chown", "chmod"], true).as_deref(),
+            Some("chown")
+        );
+        assert_eq!(suggest("CHOWN", &["chown"], true), None);
     }
 }
