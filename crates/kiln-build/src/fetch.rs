@@ -140,7 +140,7 @@ fn file_name_of(url: &reqwest::Url) -> String {
     // Like Go's path.Base: trailing slashes do not count.
     let last = url
         .path_segments()
-        .and_then(|s| s.filter(|seg| !seg.is_empty()).next_back())
+        .and_then(|mut s| s.rfind(|seg| !seg.is_empty()))
         .unwrap_or("");
     let decoded = percent_encoding::percent_decode_str(last)
         .decode_utf8_lossy()

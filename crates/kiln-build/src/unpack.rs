@@ -144,8 +144,12 @@ pub fn unpack_archive(
             error,
         };
         // Parents: resolved inside the destination, created when missing.
-        let parent_r = resolve_in_root(dest_dir, &parents.join("/"), true, Escape::Clamp)
-            .map_err(|_| UnpackError::Breakout { entry: name.clone() })?;
+        let parent_r =
+            resolve_in_root(dest_dir, &parents.join("/"), true, Escape::Clamp).map_err(|_| {
+                UnpackError::Breakout {
+                    entry: name.clone(),
+                }
+            })?;
         let mut parent = dest_dir.to_path_buf();
         for c in &parent_r.rel {
             parent.push(c);
@@ -181,7 +185,11 @@ pub fn unpack_archive(
             record(&mut written, &target, uid, gid);
             continue;
         }
-        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() || kind.is_gnu_longname() || kind.is_gnu_longlink() {
+        if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
             continue;
         }
         if !clear_non_dir(&target).map_err(werr)? {

@@ -66,21 +66,21 @@ pub fn resolve_chown(rootfs: &Path, spec: &str) -> Result<(u32, u32), UserError>
     if user.is_empty() || group.is_some_and(str::is_empty) {
         return Err(UserError::InvalidSpec(spec.to_string()));
     }
-    let (uid, primary_gid) = match user.parse::<u32>() {
-        Ok(uid) => (uid, uid),
-        Err(_) => {
-            let users = read_passwd(rootfs)?.ok_or_else(|| UserError::NoPasswd {
-                name: user.to_string(),
-            })?;
-            let e = users
-                .iter()
-                .find(|e| e.name == user)
-                .ok_or_else(|| UserError::UnknownUser {
+    let (uid, primary_gid) =
+        match user.parse::<u32>() {
+            Ok(uid) => (uid, uid),
+            Err(_) => {
+                let users = read_passwd(rootfs)?.ok_or_else(|| UserError::NoPasswd {
                     name: user.to_string(),
                 })?;
-            (e.uid, e.gid)
-        }
-    };
+                let e = users.iter().find(|e| e.name == user).ok_or_else(|| {
+                    UserError::UnknownUser {
+                        name: user.to_string(),
+                    }
+                })?;
+                (e.uid, e.gid)
+            }
+        };
     let gid = match group {
         None => primary_gid,
         Some(g) => match g.parse::<u32>() {
@@ -144,7 +144,7 @@ pub fn lookup_user(rootfs: &Path, name_or_uid: &str) -> Result<UserInfo, UserErr
     if !entry.name.is_empty() {
         for g in read_group(rootfs)?.unwrap_or_default() {
             if g.gid != entry.gid
-                && g.members.iter().any(|m| *m == entry.name)
+                && g.members.contains(&entry.name)
                 && !supplementary.contains(&g.gid)
             {
                 supplementary.push(g.gid);
@@ -296,7 +296,11 @@ mod tests {
     #[test]
     fn passwd_through_absolute_symlink_stays_in_rootfs() {
         let r = rootfs();
-        std::fs::rename(r.path().join("etc/passwd"), r.path().join("etc/passwd.real")).unwrap();
+        std::fs::rename(
+            r.path().join("etc/passwd"),
+            r.path().join("etc/passwd.real"),
+        )
+        .unwrap();
         std::os::unix::fs::symlink("/etc/passwd.real", r.path().join("etc/passwd")).unwrap();
         assert_eq!(resolve_chown(r.path(), "web").unwrap(), (33, 33));
     }

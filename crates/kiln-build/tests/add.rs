@@ -119,21 +119,49 @@ fn local_archives_are_extracted_by_content() {
     for kind in ["tar", "gz", "bz2", "xz", "zst"] {
         let e = env();
         // The name says nothing: detection is by magic bytes.
-        fs::write(e.ctx.path().join("archive.bin"), compress(kind, &tar_bytes())).unwrap();
+        fs::write(
+            e.ctx.path().join("archive.bin"),
+            compress(kind, &tar_bytes()),
+        )
+        .unwrap();
         let changed = copy(&add_req(&e, &["archive.bin"], "/opt")).unwrap();
         let r = e.root.path();
-        assert_eq!(fs::read_to_string(r.join("opt/pkg/tool")).unwrap(), "tool\n", "{kind}");
+        assert_eq!(
+            fs::read_to_string(r.join("opt/pkg/tool")).unwrap(),
+            "tool\n",
+            "{kind}"
+        );
         let tool = meta(r, "opt/pkg/tool");
         assert_eq!(tool.mode() & 0o7777, 0o4755, "{kind}");
-        assert_eq!((tool.uid(), tool.gid()), (10, 20), "tar owners are kept ({kind})");
+        assert_eq!(
+            (tool.uid(), tool.gid()),
+            (10, 20),
+            "tar owners are kept ({kind})"
+        );
         assert_eq!(tool.mtime(), 1_600_000_000);
         let dir = meta(r, "opt/pkg");
         assert_eq!(dir.mode() & 0o7777, 0o750);
-        assert_eq!(dir.mtime(), 1_500_000_000, "dir mtime set after its contents");
-        assert_eq!(fs::read_link(r.join("opt/pkg/link")).unwrap().to_str(), Some("tool"));
+        assert_eq!(
+            dir.mtime(),
+            1_500_000_000,
+            "dir mtime set after its contents"
+        );
+        assert_eq!(
+            fs::read_link(r.join("opt/pkg/link")).unwrap().to_str(),
+            Some("tool")
+        );
         assert_eq!(meta(r, "opt/pkg/hard").ino(), tool.ino());
         let paths: Vec<&str> = changed.iter().map(|c| c.path.as_str()).collect();
-        assert_eq!(paths, vec!["opt", "opt/pkg", "opt/pkg/hard", "opt/pkg/link", "opt/pkg/tool"]);
+        assert_eq!(
+            paths,
+            vec![
+                "opt",
+                "opt/pkg",
+                "opt/pkg/hard",
+                "opt/pkg/link",
+                "opt/pkg/tool"
+            ]
+        );
     }
 }
 
@@ -162,7 +190,10 @@ fn chown_overrides_archive_owners_and_unpack_false_copies() {
     // a non-archive with an archive name is copied as is
     fs::write(e.ctx.path().join("fake.tar.gz"), "not an archive").unwrap();
     copy(&add_req(&e, &["fake.tar.gz"], "/f/")).unwrap();
-    assert_eq!(fs::read_to_string(r.join("f/fake.tar.gz")).unwrap(), "not an archive");
+    assert_eq!(
+        fs::read_to_string(r.join("f/fake.tar.gz")).unwrap(),
+        "not an archive"
+    );
 }
 
 #[test]
@@ -183,12 +214,19 @@ fn archive_breakout_is_rejected() {
     }
     fs::write(e.ctx.path().join("evil.tar"), &data).unwrap();
     let err = copy(&add_req(&e, &["evil.tar"], "/in/")).unwrap_err();
-    assert!(err.to_string().contains("\"../evil\" leads outside the destination"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("\"../evil\" leads outside the destination"),
+        "{err}"
+    );
     assert!(!e.root.path().parent().unwrap().join("evil").exists());
 }
 
+/// Status, extra headers and body of one canned response.
+type Route = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// A tiny HTTP/1.1 server on 127.0.0.1 serving fixed responses.
-fn serve(routes: HashMap<String, (u16, Vec<(String, String)>, Vec<u8>)>) -> String {
+fn serve(routes: HashMap<String, Route>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -204,10 +242,11 @@ fn serve(routes: HashMap<String, (u16, Vec<(String, String)>, Vec<u8>)>) -> Stri
             }
             let req = String::from_utf8_lossy(&buf);
             let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let (status, headers, body) = routes
-                .get(&path)
-                .cloned()
-                .unwrap_or((404, vec![], b"not found".to_vec()));
+            let (status, headers, body) =
+                routes
+                    .get(&path)
+                    .cloned()
+                    .unwrap_or((404, vec![], b"not found".to_vec()));
             let mut resp = format!(
                 "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
                 body.len()
@@ -235,7 +274,10 @@ fn urls_download_with_name_mode_mtime_and_checksum() {
         "/releases/tool.tar.gz".to_string(),
         (
             200,
-            vec![("Last-Modified".into(), "Wed, 21 Oct 2015 07:28:00 GMT".into())],
+            vec![(
+                "Last-Modified".into(),
+                "Wed, 21 Oct 2015 07:28:00 GMT".into(),
+            )],
             tgz.clone(),
         ),
     );
@@ -257,7 +299,10 @@ fn urls_download_with_name_mode_mtime_and_checksum() {
     let mut q = add_req(&e, &[&format!("{base}/plain")], "/etc/thing");
     q.chmod = Some("644".into());
     copy(&q).unwrap();
-    assert_eq!(fs::read_to_string(r.join("etc/thing")).unwrap(), "plain body");
+    assert_eq!(
+        fs::read_to_string(r.join("etc/thing")).unwrap(),
+        "plain body"
+    );
     assert_eq!(meta(r, "etc/thing").mode() & 0o7777, 0o644);
     // Matching checksum.
     let mut q = add_req(&e, &[&url], "/ok");
@@ -275,7 +320,10 @@ fn urls_download_with_name_mode_mtime_and_checksum() {
     let err = copy(&q).unwrap_err().to_string();
     assert_eq!(
         err,
-        format!("checksum mismatch for {url}: expected sha256:{wrong}, got sha256:{}", sha(&tgz))
+        format!(
+            "checksum mismatch for {url}: expected sha256:{wrong}, got sha256:{}",
+            sha(&tgz)
+        )
     );
     assert!(!r.join("bad").exists());
     let leftovers: Vec<_> = fs::read_dir(r)

@@ -23,8 +23,12 @@ fn mkdir(root: &Path, rel: &str, mode: u32) {
 
 fn set_mtime(p: &Path, secs: i64) {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
-    let f = fs::File::options().write(true).open(p).unwrap_or_else(|_| fs::File::open(p).unwrap());
-    f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t)).unwrap();
+    let f = fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap_or_else(|_| fs::File::open(p).unwrap());
+    f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+        .unwrap();
 }
 
 fn req<'a>(src: &'a Path, dst: &'a Path, sources: &[&str], dest: &str) -> CopyRequest<'a> {
@@ -86,7 +90,11 @@ fn dirs() -> Dirs {
         "root:x:0:0:root:/root:/bin/sh\ndev:x:1001:1001::/home/dev:/bin/sh\n",
     )
     .unwrap();
-    fs::write(d.root.path().join("etc/group"), "root:x:0:\ndev:x:1001:\nstaff:x:50:\n").unwrap();
+    fs::write(
+        d.root.path().join("etc/group"),
+        "root:x:0:\ndev:x:1001:\nstaff:x:50:\n",
+    )
+    .unwrap();
     d
 }
 
@@ -105,9 +113,15 @@ fn file_to_new_path_keeps_mode_and_mtime_and_resets_owner() {
     assert_eq!(owner(r, "a/b/foo"), (0, 0));
     assert_eq!(perm(r, "a"), 0o755);
     assert_eq!(perm(r, "a/b"), 0o755);
-    assert_eq!(changed, vec![ch("a", 0, 0), ch("a/b", 0, 0), ch("a/b/foo", 0, 0)]);
+    assert_eq!(
+        changed,
+        vec![ch("a", 0, 0), ch("a/b", 0, 0), ch("a/b/foo", 0, 0)]
+    );
     // No temp files left behind.
-    let names: Vec<_> = fs::read_dir(r.join("a/b")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(r.join("a/b"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec!["foo"]);
 }
 
@@ -128,7 +142,10 @@ fn destination_rules() {
     let mut q = req(c, r, &["foo"], "rel/bar");
     q.workdir = "/work/dir".into();
     copy(&q).unwrap();
-    assert_eq!(fs::read_to_string(r.join("work/dir/rel/bar")).unwrap(), "foo");
+    assert_eq!(
+        fs::read_to_string(r.join("work/dir/rel/bar")).unwrap(),
+        "foo"
+    );
     // "." is the WORKDIR as a directory
     let mut q = req(c, r, &["foo"], ".");
     q.workdir = "/wd".into();
@@ -156,16 +173,38 @@ fn directory_source_copies_contents() {
     let changed = copy(&req(c, r, &["dir"], "/dst")).unwrap();
     // The source directory itself is not created under dst: its contents are.
     assert!(!r.join("dst/dir").exists());
-    assert_eq!(perm(r, "dst"), 0o755, "a created destination directory is 0755");
+    assert_eq!(
+        perm(r, "dst"),
+        0o755,
+        "a created destination directory is 0755"
+    );
     assert_eq!(perm(r, "dst/sub"), 0o750);
     assert_eq!(md(r, "dst/sub").mtime(), 2_000_000);
     assert_eq!(perm(r, "dst/sub/f"), 0o600);
-    assert_eq!(fs::read_link(r.join("dst/link")).unwrap().to_str(), Some("sub/f"));
-    assert_eq!(fs::read_link(r.join("dst/abs")).unwrap().to_str(), Some("/outside/anything"));
-    assert_eq!(md(r, "dst/top").ino(), md(r, "dst/sub/hard").ino(), "hardlinks stay hardlinks");
+    assert_eq!(
+        fs::read_link(r.join("dst/link")).unwrap().to_str(),
+        Some("sub/f")
+    );
+    assert_eq!(
+        fs::read_link(r.join("dst/abs")).unwrap().to_str(),
+        Some("/outside/anything")
+    );
+    assert_eq!(
+        md(r, "dst/top").ino(),
+        md(r, "dst/sub/hard").ino(),
+        "hardlinks stay hardlinks"
+    );
     assert_eq!(
         paths(&changed),
-        vec!["dst", "dst/abs", "dst/link", "dst/sub", "dst/sub/f", "dst/sub/hard", "dst/top"]
+        vec![
+            "dst",
+            "dst/abs",
+            "dst/link",
+            "dst/sub",
+            "dst/sub/f",
+            "dst/sub/hard",
+            "dst/top"
+        ]
     );
     // Copying a directory onto a file fails.
     write(r, "file", "x", 0o644);
@@ -216,9 +255,15 @@ fn missing_and_escaping_sources() {
     let e = copy(&req(c, r, &["nope"], "/x")).unwrap_err();
     assert_eq!(e.to_string(), "\"nope\": not found");
     let e = copy(&req(c, r, &["foo", "nope/deeper"], "/x/")).unwrap_err();
-    assert!(matches!(&e, CopyError::NotFound { src } if src == "nope/deeper"), "{e}");
+    assert!(
+        matches!(&e, CopyError::NotFound { src } if src == "nope/deeper"),
+        "{e}"
+    );
     let e = copy(&req(c, r, &["../etc/passwd"], "/x")).unwrap_err();
-    assert!(matches!(&e, CopyError::OutsideContext { src } if src == "../etc/passwd"), "{e}");
+    assert!(
+        matches!(&e, CopyError::OutsideContext { src } if src == "../etc/passwd"),
+        "{e}"
+    );
     symlink("../../../../../../etc/passwd", c.join("escape")).unwrap();
     let e = copy(&req(c, r, &["escape"], "/esc")).unwrap_err();
     assert!(matches!(&e, CopyError::OutsideContext { .. }), "{e}");
@@ -269,7 +314,11 @@ fn chown_names_numbers_and_intermediate_dirs() {
     let changed = copy(&q).unwrap();
     assert_eq!(
         changed,
-        vec![ch("path", 1001, 1001), ch("path/to", 1001, 1001), ch("path/to/foo", 1001, 1001)]
+        vec![
+            ch("path", 1001, 1001),
+            ch("path/to", 1001, 1001),
+            ch("path/to/foo", 1001, 1001)
+        ]
     );
     for p in ["path", "path/to", "path/to/foo"] {
         assert_eq!(owner(r, p), (1001, 1001), "{p}");
@@ -277,7 +326,13 @@ fn chown_names_numbers_and_intermediate_dirs() {
     let mut q = req(c, r, &["qux"], "/path2/to/qux");
     q.chown = Some("1001:staff".into());
     copy(&q).unwrap();
-    for p in ["path2", "path2/to", "path2/to/qux", "path2/to/qux/quw", "path2/to/qux/quw/que"] {
+    for p in [
+        "path2",
+        "path2/to",
+        "path2/to/qux",
+        "path2/to/qux/quw",
+        "path2/to/qux/quw/que",
+    ] {
         assert_eq!(owner(r, p), (1001, 50), "{p}");
     }
     assert_eq!(perm(r, "path2/to/qux"), 0o755);
@@ -304,7 +359,9 @@ fn chown_names_numbers_and_intermediate_dirs() {
     q.chown = Some("dev".into());
     assert!(matches!(
         copy(&q),
-        Err(CopyError::User(kiln_build::users::UserError::NoPasswd { .. }))
+        Err(CopyError::User(
+            kiln_build::users::UserError::NoPasswd { .. }
+        ))
     ));
 }
 
@@ -340,7 +397,13 @@ fn copy_from_stage_preserves_owners_and_special_files() {
     assert!(md(r, "copied/fifo").file_type().is_fifo_like());
     assert_eq!(perm(r, "copied/fifo"), 0o640);
     let null = md(r, "copied/null");
-    assert_eq!((rustix::fs::major(null.rdev()), rustix::fs::minor(null.rdev())), (1, 3));
+    assert_eq!(
+        (
+            rustix::fs::major(null.rdev()),
+            rustix::fs::minor(null.rdev())
+        ),
+        (1, 3)
+    );
     // from the context: owners reset
     let r2 = tempfile::tempdir().unwrap();
     copy(&req(c, r2.path(), &["/app"], "/copied")).unwrap();
@@ -374,7 +437,11 @@ fn chmod_applies_to_files_dirs_and_created_parents() {
     q.chmod = Some("0640".into());
     copy(&q).unwrap();
     assert_eq!(perm(r, "new/parent/file"), 0o640);
-    assert_eq!(perm(r, "new/parent"), 0o640, "created parents take the --chmod mode");
+    assert_eq!(
+        perm(r, "new/parent"),
+        0o640,
+        "created parents take the --chmod mode"
+    );
     let mut q = req(c, r, &["qux"], "/sym");
     q.chmod = Some("a=rX,u+w".into());
     copy(&q).unwrap();
@@ -403,7 +470,10 @@ fn exclude_and_context_filter() {
     assert!(r.join("out/a.txt").exists());
     assert!(!r.join("out/b.md").exists());
     assert!(r.join("out/README.md").exists());
-    assert!(r.join("out/deep/x.md").exists(), "*.md matches only at the top");
+    assert!(
+        r.join("out/deep/x.md").exists(),
+        "*.md matches only at the top"
+    );
     assert!(!r.join("out/secret").exists());
     // an excluded named source is not found
     let e = copy(&req(c, r, &["src/secret"], "/s")).map(|_| ());
@@ -454,7 +524,10 @@ fn heredocs() {
     let mut q = req(c, r, &[], "/etc/conf");
     q.heredocs = vec![("EOF".into(), "line1\nline2\n".into())];
     let changed = copy(&q).unwrap();
-    assert_eq!(fs::read_to_string(r.join("etc/conf")).unwrap(), "line1\nline2\n");
+    assert_eq!(
+        fs::read_to_string(r.join("etc/conf")).unwrap(),
+        "line1\nline2\n"
+    );
     assert_eq!(perm(r, "etc/conf"), 0o644);
     assert_eq!(changed, vec![ch("etc/conf", 0, 0)]);
     let mut q = req(c, r, &[], "/scripts/");
@@ -474,7 +547,10 @@ fn file_onto_directory_inside_tree_is_an_error() {
     mkdir(r, "out/name", 0o755);
     write(r, "out/name/keep", "k", 0o644);
     let e = copy(&req(c, r, &["tree"], "/out")).unwrap_err();
-    assert!(matches!(&e, CopyError::CannotReplaceDir { path } if path == "out/name"), "{e}");
+    assert!(
+        matches!(&e, CopyError::CannotReplaceDir { path } if path == "out/name"),
+        "{e}"
+    );
     assert!(r.join("out/name/keep").exists());
 }
 
@@ -527,6 +603,11 @@ fn snapshot_entries_include_parents_owners_and_hardlinks() {
         ]
     );
     assert!(matches!(&entries[2].kind, EntryKind::File { size: 4, .. }));
-    assert_eq!(entries[3].kind, EntryKind::Hardlink { target: "opt/app/a".into() });
+    assert_eq!(
+        entries[3].kind,
+        EntryKind::Hardlink {
+            target: "opt/app/a".into()
+        }
+    );
     assert_eq!(entries[4].kind, EntryKind::Symlink { target: "a".into() });
 }

@@ -166,7 +166,11 @@ pub fn apply_meta(path: &Path, meta: &Meta, is_symlink: bool) -> io::Result<()> 
 }
 
 /// Sets access and modification times, not following a final symlink.
-pub fn set_times(path: &Path, atime: Option<(i64, i64)>, mtime: Option<(i64, i64)>) -> io::Result<()> {
+pub fn set_times(
+    path: &Path,
+    atime: Option<(i64, i64)>,
+    mtime: Option<(i64, i64)>,
+) -> io::Result<()> {
     let Some(m) = mtime else { return Ok(()) };
     let a = atime.unwrap_or(m);
     let ts = Timestamps {
@@ -271,7 +275,12 @@ pub fn clear_non_dir(target: &Path) -> io::Result<bool> {
 }
 
 /// Creates a device node or FIFO at `target`.
-pub fn make_special(target: &Path, ft: rustix::fs::FileType, perm: u32, rdev: u64) -> io::Result<()> {
+pub fn make_special(
+    target: &Path,
+    ft: rustix::fs::FileType,
+    perm: u32,
+    rdev: u64,
+) -> io::Result<()> {
     rustix::fs::mknodat(
         CWD,
         target,

@@ -226,12 +226,8 @@ impl ExcludeSet {
         for pat in &self.patterns {
             let mut hit = false;
             for end in (1..=comps.len()).rev() {
-                let candidate: Vec<char> = comps
-                    .get(..end)
-                    .unwrap_or(&[])
-                    .join("/")
-                    .chars()
-                    .collect();
+                let candidate: Vec<char> =
+                    comps.get(..end).unwrap_or(&[]).join("/").chars().collect();
                 if docker_match(&pat.text, &candidate) {
                     hit = true;
                     break;

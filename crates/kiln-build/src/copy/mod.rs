@@ -382,7 +382,12 @@ impl<'r, 'a> Copier<'r, 'a> {
     }
 
     /// Where a non-directory named `name` goes for destination `dest`.
-    fn file_target(&mut self, name: &str, dest: &str, dest_is_dir: bool) -> Result<PathBuf, CopyError> {
+    fn file_target(
+        &mut self,
+        name: &str,
+        dest: &str,
+        dest_is_dir: bool,
+    ) -> Result<PathBuf, CopyError> {
         if dest_is_dir {
             let dir = self.mkdir_all(dest)?;
             return Ok(dir.join(name));
@@ -462,7 +467,10 @@ impl<'r, 'a> Copier<'r, 'a> {
                 .map_err(|e| src_resolve_err(e, src))?;
             let host = r.host(root);
             let rel = r.rel_string();
-            if std::fs::symlink_metadata(&host).is_err() || self.filtered(&rel) || self.filtered(&path) {
+            if std::fs::symlink_metadata(&host).is_err()
+                || self.filtered(&rel)
+                || self.filtered(&path)
+            {
                 return Err(CopyError::NotFound {
                     src: src.to_string(),
                 });
@@ -476,8 +484,8 @@ impl<'r, 'a> Copier<'r, 'a> {
             }]);
         };
         let base = comps.get(..first_wild).unwrap_or(&[]).join("/");
-        let base_r =
-            resolve_in_root(root, &base, true, Escape::Reject).map_err(|e| src_resolve_err(e, src))?;
+        let base_r = resolve_in_root(root, &base, true, Escape::Reject)
+            .map_err(|e| src_resolve_err(e, src))?;
         let pattern = comps.get(first_wild..).unwrap_or(&[]);
         let mut found = Vec::new();
         walk_matches(&base_r.host(root), pattern, &mut Vec::new(), &mut found);
@@ -506,7 +514,13 @@ impl<'r, 'a> Copier<'r, 'a> {
     }
 
     /// Copies the entries of directory `src` into existing directory `target`.
-    fn copy_children(&mut self, src: &Path, src_rel: &str, rel: &str, target: &Path) -> Result<(), CopyError> {
+    fn copy_children(
+        &mut self,
+        src: &Path,
+        src_rel: &str,
+        rel: &str,
+        target: &Path,
+    ) -> Result<(), CopyError> {
         let mut names: Vec<_> = std::fs::read_dir(src)
             .map_err(io_err(src))?
             .filter_map(|e| e.ok().map(|e| e.file_name()))
@@ -524,7 +538,13 @@ impl<'r, 'a> Copier<'r, 'a> {
             } else {
                 format!("{src_rel}/{n}")
             };
-            self.copy_entry(&src.join(&name), &child_src_rel, &child_rel, &target.join(&name), true)?;
+            self.copy_entry(
+                &src.join(&name),
+                &child_src_rel,
+                &child_rel,
+                &target.join(&name),
+                true,
+            )?;
         }
         Ok(())
     }
@@ -606,9 +626,19 @@ impl<'r, 'a> Copier<'r, 'a> {
             } else if ft.is_fifo() {
                 fsops::make_special(&tmp, rustix::fs::FileType::Fifo, meta.perm, 0)?;
             } else if ft.is_char_device() {
-                fsops::make_special(&tmp, rustix::fs::FileType::CharacterDevice, meta.perm, md.rdev())?;
+                fsops::make_special(
+                    &tmp,
+                    rustix::fs::FileType::CharacterDevice,
+                    meta.perm,
+                    md.rdev(),
+                )?;
             } else if ft.is_block_device() {
-                fsops::make_special(&tmp, rustix::fs::FileType::BlockDevice, meta.perm, md.rdev())?;
+                fsops::make_special(
+                    &tmp,
+                    rustix::fs::FileType::BlockDevice,
+                    meta.perm,
+                    md.rdev(),
+                )?;
             } else {
                 return Err(io::Error::new(io::ErrorKind::Unsupported, "socket"));
             }
@@ -727,7 +757,13 @@ impl<'r, 'a> Copier<'r, 'a> {
         Ok(())
     }
 
-    fn write_heredoc(&mut self, name: &str, body: &str, dest: &str, dest_is_dir: bool) -> Result<(), CopyError> {
+    fn write_heredoc(
+        &mut self,
+        name: &str,
+        body: &str,
+        dest: &str,
+        dest_is_dir: bool,
+    ) -> Result<(), CopyError> {
         let base = name.rsplit('/').next().unwrap_or(name).to_string();
         let target = self.file_target(&base, dest, dest_is_dir)?;
         if !clear_non_dir(&target).map_err(io_err(&target))? {
@@ -744,7 +780,8 @@ impl<'r, 'a> Copier<'r, 'a> {
             atime: None,
         };
         let tmp = temp_sibling(&target);
-        let made = std::fs::write(&tmp, body.as_bytes()).and_then(|_| apply_meta(&tmp, &meta, false));
+        let made =
+            std::fs::write(&tmp, body.as_bytes()).and_then(|_| apply_meta(&tmp, &meta, false));
         if let Err(error) = made {
             let _ = std::fs::remove_file(&tmp);
             return Err(io_err(&target)(error));
@@ -754,7 +791,13 @@ impl<'r, 'a> Copier<'r, 'a> {
         Ok(())
     }
 
-    fn add_url(&mut self, url: &str, add: &AddOptions, dest: &str, dest_is_dir: bool) -> Result<(), CopyError> {
+    fn add_url(
+        &mut self,
+        url: &str,
+        add: &AddOptions,
+        dest: &str,
+        dest_is_dir: bool,
+    ) -> Result<(), CopyError> {
         let expected = match &add.checksum {
             Some(sum) => Some(parse_checksum(sum)?),
             None => None,
@@ -775,9 +818,13 @@ impl<'r, 'a> Copier<'r, 'a> {
                 });
             }
         }
-        if add.unpack == Some(true) && crate::unpack::detect_archive(tmp.path())
-            .map_err(|error| CopyError::Unpack { archive: url.to_string(), error })?
-            .is_some()
+        if add.unpack == Some(true)
+            && crate::unpack::detect_archive(tmp.path())
+                .map_err(|error| CopyError::Unpack {
+                    archive: url.to_string(),
+                    error,
+                })?
+                .is_some()
         {
             let dir = self.mkdir_all(dest)?;
             let written = crate::unpack::unpack_archive(tmp.path(), self.root(), &dir, self.chown)
@@ -812,7 +859,12 @@ impl<'r, 'a> Copier<'r, 'a> {
 /// Walks `dir` for entries whose path below it matches `pattern` component
 /// by component; a matching directory is not descended into. Symlinked
 /// directories are not descended either.
-fn walk_matches(dir: &Path, pattern: &[String], prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+fn walk_matches(
+    dir: &Path,
+    pattern: &[String],
+    prefix: &mut Vec<String>,
+    out: &mut Vec<Vec<String>>,
+) {
     let Some((first, rest)) = pattern.split_first() else {
         return;
     };
@@ -913,7 +965,10 @@ mod tests {
     #[test]
     fn checksums() {
         let hex = "a".repeat(64);
-        assert_eq!(parse_checksum(&format!("sha256:{hex}")).ok(), Some(hex.clone()));
+        assert_eq!(
+            parse_checksum(&format!("sha256:{hex}")).ok(),
+            Some(hex.clone())
+        );
         assert!(parse_checksum(&hex).is_err());
         assert!(parse_checksum("sha256:abc").is_err());
     }
