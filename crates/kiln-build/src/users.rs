@@ -105,9 +105,26 @@ pub fn lookup_group(rootfs: &Path, name: &str) -> Result<u32, UserError> {
         })
 }
 
-/// Looks up a user by name or numeric uid for `USER`. A numeric uid that has
-/// no passwd entry is valid, with gid 0 and home `/`.
-pub fn lookup_user(rootfs: &Path, name_or_uid: &str) -> Result<UserInfo, UserError> {
+/// Looks up a user for `USER`: a name or numeric uid, optionally
+/// `:group` (name or number, replacing the primary group). A numeric uid
+/// that has no passwd entry is valid, with gid 0 and home `/`.
+pub fn lookup_user(rootfs: &Path, spec: &str) -> Result<UserInfo, UserError> {
+    let (name_or_uid, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let mut info = lookup_user_only(rootfs, name_or_uid)?;
+    if let Some(g) = group {
+        info.gid = match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) if !g.is_empty() => lookup_group(rootfs, g)?,
+            Err(_) => return Err(UserError::InvalidSpec(spec.to_string())),
+        };
+    }
+    Ok(info)
+}
+
+fn lookup_user_only(rootfs: &Path, name_or_uid: &str) -> Result<UserInfo, UserError> {
     if name_or_uid.is_empty() {
         return Err(UserError::InvalidSpec(name_or_uid.to_string()));
     }
@@ -323,6 +340,8 @@ mod tests {
         assert_eq!(u.supplementary, vec![50, 999]);
         let u = lookup_user(r.path(), "4242").unwrap();
         assert_eq!((u.uid, u.gid, u.home.as_str()), (4242, 0, "/"));
+        assert_eq!(lookup_user(r.path(), "dev:staff").unwrap().gid, 50);
+        assert_eq!(lookup_user(r.path(), "4242:7").unwrap().gid, 7);
         assert!(matches!(
             lookup_user(r.path(), "ghost"),
             Err(UserError::UnknownUser { .. })
