@@ -225,7 +225,7 @@ fn parse_lines(lines: &[&str]) -> Res<Dockerfile> {
         let mut heredocs_read = Vec::new();
         let head = split_instruction(&line, whole)?;
         // Heredoc bodies follow the instruction's last line.
-        if let Some(openers) = heredoc_openers(&line, whole, &head, escape) {
+        if let Some(openers) = heredoc_openers(&line, whole, &head) {
             for (opener, at) in openers {
                 let mut content = String::new();
                 let mut terminated = false;
@@ -352,12 +352,7 @@ fn split_instruction(line: &Line, r: Range) -> Res<Head> {
 /// The heredoc openers of an instruction that may carry heredocs (RUN, COPY,
 /// ADD, or ONBUILD of one of those, in shell form), with the index of each
 /// opener's `<<`.
-fn heredoc_openers(
-    line: &Line,
-    whole: Range,
-    head: &Head,
-    escape: char,
-) -> Option<Vec<(HeredocOpener, usize)>> {
+fn heredoc_openers(line: &Line, whole: Range, head: &Head) -> Option<Vec<(HeredocOpener, usize)>> {
     let upper = head.keyword.to_ascii_uppercase();
     let (args, whole) = if upper == "ONBUILD" {
         let inner = split_instruction(line, head.args).ok()?;
@@ -371,7 +366,6 @@ fn heredoc_openers(
     } else {
         return None;
     };
-    let _ = escape;
     if !matches!(lexer::parse_json_array(&line.text(args)), Json::No) {
         return None;
     }

@@ -559,6 +559,8 @@ pub(crate) fn go_quote(s: &str) -> String {
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
+    // Indices below stay within `prev`/`cur`, which hold `b.len() + 1`
+    // entries by construction.
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
