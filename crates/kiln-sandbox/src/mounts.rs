@@ -1,0 +1,528 @@
+//! The container's mount table: resolving mount targets inside the rootfs,
+//! the stubs (missing mount points) that have to be created for them, the
+//! mounts themselves (overlay root, /proc, /dev, /sys, /etc files, RUN
+//! mounts), and removing the stubs from the upper dir after the run so they
+//! never reach a layer.
+//!
+//! Targets are resolved against the lower dir before the run: the upper dir
+//! is empty then, so the merged view equals the lower and every mount point
+//! (and which of its components are missing) is known up front. Cleanup runs
+//! on the upper dir directly once the container is gone: a stub is removed
+//! when it is still an empty dir or empty file, the directory it was created
+//! in gets its timestamps back, and directories that overlayfs copied up only
+//! to hold stubs (empty, not opaque, metadata equal to the lower's) are
+//! removed as well, so an untouched `/etc` does not show up as a change.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::sys::time::TimeSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IoContext, Result, SandboxError};
+use crate::spec::{Isolation, MountKind, Network, RunSpec};
+
+/// Symlink hops allowed while resolving one target (as the kernel's ELOOP limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolves `path` (absolute, container view) inside `root` the way the
+/// kernel would after a chroot: `..` never leaves the root and absolute
+/// symlinks restart at the root. Returns the path relative to the root, with
+/// no symlink components; missing trailing components are kept as given.
+///
+/// Hand-written because it only needs std and runs before the container
+/// starts (nothing else can change the tree meanwhile, so there is no race).
+pub(crate) fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf> {
+    let mut todo: VecDeque<String> = components(path).into();
+    let mut cur = PathBuf::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        if c == ".." {
+            cur.pop();
+            continue;
+        }
+        let cand = cur.join(&c);
+        match fs::symlink_metadata(root.join(&cand)) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > MAX_SYMLINKS {
+                    return Err(SandboxError::InvalidSpec(format!(
+                        "too many symlinks while resolving {path}"
+                    )));
+                }
+                let target = fs::read_link(root.join(&cand))
+                    .ctx(|| format!("read symlink {}", cand.display()))?;
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    cur = PathBuf::new();
+                }
+                for t in components(&target).into_iter().rev() {
+                    todo.push_front(t);
+                }
+            }
+            _ => cur = cand,
+        }
+    }
+    Ok(cur)
+}
+
+fn components(p: &str) -> Vec<String> {
+    Path::new(p)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            Component::ParentDir => Some("..".to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What to mount at one target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum What {
+    Proc,
+    Dev,
+    Sys,
+    /// A generated file (/etc/hosts, …) bind-mounted read-write.
+    File(PathBuf),
+    Bind { source: PathBuf, readonly: bool },
+    Tmpfs { size: Option<u64> },
+}
+
+/// One mount, resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Planned {
+    /// Target relative to the root, without symlinks.
+    pub rel: PathBuf,
+    pub what: What,
+    /// Missing components to create before mounting: (relative path, is_dir).
+    pub create: Vec<(PathBuf, bool)>,
+}
+
+/// Timestamps (seconds, nanoseconds) of a directory a stub was created in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Times {
+    pub rel: PathBuf,
+    pub atime: (i64, i64),
+    pub mtime: (i64, i64),
+}
+
+/// All mounts of a run, in mount order, plus what to restore afterwards.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Plan {
+    pub mounts: Vec<Planned>,
+    pub parents: Vec<Times>,
+}
+
+/// Generated files bind-mounted over the image's.
+pub(crate) struct EtcFiles<'a> {
+    pub hosts: &'a Path,
+    pub resolv: &'a Path,
+    pub hostname: &'a Path,
+}
+
+/// Resolves every mount of `spec` against the (still unchanged) lower dir.
+pub(crate) fn plan(spec: &RunSpec, etc: &EtcFiles<'_>) -> Result<Plan> {
+    let lower = &spec.rootfs;
+    let mut wanted: Vec<(String, What, bool)> = vec![
+        ("/proc".into(), What::Proc, true),
+        ("/dev".into(), What::Dev, true),
+        ("/sys".into(), What::Sys, true),
+        ("/etc/hosts".into(), What::File(etc.hosts.to_path_buf()), false),
+        ("/etc/resolv.conf".into(), What::File(etc.resolv.to_path_buf()), false),
+        ("/etc/hostname".into(), What::File(etc.hostname.to_path_buf()), false),
+    ];
+    for m in &spec.mounts {
+        let target = if m.target.starts_with('/') {
+            m.target.clone()
+        } else {
+            format!("{}/{}", spec.cwd.trim_end_matches('/'), m.target)
+        };
+        let (what, is_dir) = match &m.kind {
+            MountKind::Bind { source, readonly } => {
+                let md = fs::metadata(source)
+                    .ctx(|| format!("bind mount source {}", source.display()))?;
+                (
+                    What::Bind {
+                        source: source.clone(),
+                        readonly: *readonly,
+                    },
+                    md.is_dir(),
+                )
+            }
+            MountKind::Tmpfs { size } => (What::Tmpfs { size: *size }, true),
+        };
+        wanted.push((target, what, is_dir));
+    }
+
+    let mut plan = Plan::default();
+    let mut created: HashSet<PathBuf> = HashSet::new();
+    let mut parents_seen: HashSet<PathBuf> = HashSet::new();
+    for (target, what, is_dir) in wanted {
+        let rel = resolve_in_root(lower, &target)?;
+        if rel.as_os_str().is_empty() {
+            return Err(SandboxError::InvalidSpec(format!(
+                "mount target {target} resolves to the root"
+            )));
+        }
+        let mut create = Vec::new();
+        let mut prefix = PathBuf::new();
+        let mut parent_of_first_missing: Option<PathBuf> = None;
+        let n = rel.components().count();
+        for (i, c) in rel.components().enumerate() {
+            let parent = prefix.clone();
+            prefix.push(c);
+            if created.contains(&prefix) {
+                continue;
+            }
+            if fs::symlink_metadata(lower.join(&prefix)).is_err() {
+                if parent_of_first_missing.is_none() {
+                    parent_of_first_missing = Some(parent);
+                }
+                create.push((prefix.clone(), i + 1 < n || is_dir));
+                created.insert(prefix.clone());
+            }
+        }
+        if let Some(p) = parent_of_first_missing {
+            if !created.contains(&p) && parents_seen.insert(p.clone()) {
+                let md = fs::symlink_metadata(lower.join(&p))
+                    .ctx(|| format!("stat {}", lower.join(&p).display()))?;
+                plan.parents.push(Times {
+                    rel: p,
+                    atime: (md.atime(), md.atime_nsec()),
+                    mtime: (md.mtime(), md.mtime_nsec()),
+                });
+            }
+        }
+        plan.mounts.push(Planned { rel, what, create });
+    }
+    Ok(plan)
+}
+
+fn ms(e: nix::Error, what: impl FnOnce() -> String) -> SandboxError {
+    SandboxError::Setup(format!("{}: {e}", what()))
+}
+
+/// Mounts `source` on `target` with the given fs type, flags and data.
+fn do_mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    mount(source, target, fstype, flags, data).map_err(|e| {
+        ms(e, || {
+            format!(
+                "mount {} ({}) on {}",
+                source.map(|s| s.display().to_string()).unwrap_or_default(),
+                fstype.unwrap_or("bind"),
+                target.display()
+            )
+        })
+    })
+}
+
+/// Makes an existing mount at `target` read-only, keeping the flags the
+/// kernel locks in a user namespace (nosuid, nodev, noexec, atime).
+fn remount_readonly(target: &Path) -> Result<()> {
+    let st = statvfs(target).map_err(|e| ms(e, || format!("statvfs {}", target.display())))?;
+    let f = st.flags();
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    for (sf, mf) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(sf) {
+            flags |= mf;
+        }
+    }
+    do_mount(None, target, None, flags, None)
+}
+
+/// Mounts the overlay root on `merged`.
+pub(crate) fn mount_overlay(spec: &RunSpec, isolation: Isolation, merged: &Path) -> Result<()> {
+    let mut data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        spec.rootfs.display(),
+        spec.upper.display(),
+        spec.work.display()
+    );
+    if isolation == Isolation::Userns {
+        data.push_str(",userxattr");
+    } else {
+        // Keep every change visible as plain upper-dir entries: no redirect
+        // xattrs for renamed dirs (they are copied instead), no metadata-only
+        // copy-ups.
+        data.push_str(",redirect_dir=off,metacopy=off");
+    }
+    do_mount(
+        Some(Path::new("overlay")),
+        merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+    )
+}
+
+/// Device nodes every container gets: name, major, minor.
+const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Creates the stubs and performs every planned mount under `root`.
+/// Returns notes about things skipped (e.g. /sys in a user namespace).
+pub(crate) fn mount_all(
+    plan: &Plan,
+    root: &Path,
+    isolation: Isolation,
+    network: Network,
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for m in &plan.mounts {
+        for (rel, is_dir) in &m.create {
+            let p = root.join(rel);
+            if *is_dir {
+                fs::create_dir(&p).ctx(|| format!("create mount point {}", p.display()))?;
+            } else {
+                fs::File::create(&p).ctx(|| format!("create mount point {}", p.display()))?;
+            }
+        }
+        let target = root.join(&m.rel);
+        let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        match &m.what {
+            What::Proc => do_mount(
+                Some(Path::new("proc")),
+                &target,
+                Some("proc"),
+                nosuid_nodev_noexec,
+                None,
+            )?,
+            What::Dev => mount_dev(&target, isolation)?,
+            What::Sys => {
+                // A fresh sysfs needs a network namespace owned by our user
+                // namespace; otherwise bind the host's read-only.
+                let fresh = isolation == Isolation::Root || network == Network::None;
+                let fresh_ok = fresh
+                    && do_mount(
+                        Some(Path::new("sysfs")),
+                        &target,
+                        Some("sysfs"),
+                        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+                        None,
+                    )
+                    .is_ok();
+                if !fresh_ok {
+                    let bound = do_mount(
+                        Some(Path::new("/sys")),
+                        &target,
+                        None,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None,
+                    )
+                    .and_then(|()| remount_readonly(&target));
+                    if let Err(e) = bound {
+                        if isolation == Isolation::Root {
+                            return Err(e);
+                        }
+                        notes.push(format!("/sys not mounted in the user namespace: {e}"));
+                    }
+                }
+            }
+            What::File(source) => {
+                do_mount(Some(source), &target, None, MsFlags::MS_BIND, None)?;
+            }
+            What::Bind { source, readonly } => {
+                do_mount(
+                    Some(source),
+                    &target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )?;
+                if *readonly {
+                    remount_readonly(&target)?;
+                }
+            }
+            What::Tmpfs { size } => {
+                let mut data = "mode=1777".to_string();
+                if let Some(s) = size {
+                    data.push_str(&format!(",size={s}"));
+                }
+                do_mount(
+                    Some(Path::new("tmpfs")),
+                    &target,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(&data),
+                )?;
+            }
+        }
+    }
+    Ok(notes)
+}
+
+/// A tmpfs /dev with the standard nodes (made with mknod as root, bind-mounted
+/// from the host in a user namespace, where mknod is not permitted), pts, shm
+/// and the usual symlinks.
+fn mount_dev(dev: &Path, isolation: Isolation) -> Result<()> {
+    do_mount(
+        Some(Path::new("tmpfs")),
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for (name, major, minor) in DEVICES {
+        let p = dev.join(name);
+        if isolation == Isolation::Root {
+            mknod(
+                &p,
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(major, minor),
+            )
+            .map_err(|e| ms(e, || format!("mknod {}", p.display())))?;
+        } else {
+            fs::File::create(&p).ctx(|| format!("create {}", p.display()))?;
+            let host = Path::new("/dev").join(name);
+            do_mount(Some(&host), &p, None, MsFlags::MS_BIND, None)?;
+        }
+    }
+    let pts = dev.join("pts");
+    fs::create_dir(&pts).ctx(|| format!("create {}", pts.display()))?;
+    let pts_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    // gid=5 (tty) is not mapped in a single-id user namespace: retry without.
+    do_mount(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        pts_flags,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )
+    .or_else(|_| {
+        do_mount(
+            Some(Path::new("devpts")),
+            &pts,
+            Some("devpts"),
+            pts_flags,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )
+    })?;
+    let shm = dev.join("shm");
+    fs::create_dir(&shm).ctx(|| format!("create {}", shm.display()))?;
+    do_mount(
+        Some(Path::new("shm")),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let p = dev.join(link);
+        std::os::unix::fs::symlink(target, &p).ctx(|| format!("symlink {}", p.display()))?;
+    }
+    let _ = fs::set_permissions(dev, fs::Permissions::from_mode(0o755));
+    Ok(())
+}
+
+/// Removes the stubs of `plan` from `upper` (see the module docs).
+pub(crate) fn cleanup_stubs(plan: &Plan, upper: &Path, lower: &Path) -> Result<()> {
+    let mut created: Vec<&PathBuf> = plan
+        .mounts
+        .iter()
+        .flat_map(|m| m.create.iter().map(|(p, _)| p))
+        .collect();
+    created.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for rel in created {
+        let p = upper.join(rel);
+        let Ok(md) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if md.is_dir() {
+            // Not empty: the command put something there; keep it.
+            let _ = fs::remove_dir(&p);
+        } else if md.is_file() && md.len() == 0 {
+            fs::remove_file(&p).ctx(|| format!("remove mount stub {}", p.display()))?;
+        }
+    }
+    let mut parents: Vec<&Times> = plan.parents.iter().collect();
+    parents.sort_by_key(|t| std::cmp::Reverse(t.rel.components().count()));
+    for t in parents {
+        let p = upper.join(&t.rel);
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                &p,
+                &TimeSpec::new(t.atime.0, t.atime.1),
+                &TimeSpec::new(t.mtime.0, t.mtime.1),
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(|e| ms(e, || format!("restore times of {}", p.display())))?;
+        }
+        let mut rel = t.rel.clone();
+        while !rel.as_os_str().is_empty() && redundant_copy_up(&upper.join(&rel), &lower.join(&rel))
+        {
+            fs::remove_dir(upper.join(&rel))
+                .ctx(|| format!("remove copied-up dir {}", upper.join(&rel).display()))?;
+            rel.pop();
+        }
+    }
+    Ok(())
+}
+
+/// An upper dir that overlayfs copied up without any change of its own.
+fn redundant_copy_up(up: &Path, low: &Path) -> bool {
+    let (Ok(u), Ok(l)) = (fs::symlink_metadata(up), fs::symlink_metadata(low)) else {
+        return false;
+    };
+    u.is_dir()
+        && l.is_dir()
+        && fs::read_dir(up).is_ok_and(|mut d| d.next().is_none())
+        && !crate::snapshot::is_opaque(up)
+        && u.mode() == l.mode()
+        && u.uid() == l.uid()
+        && u.gid() == l.gid()
+        && u.mtime() == l.mtime()
+        && u.mtime_nsec() == l.mtime_nsec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_symlinks_inside_the_root() -> Result<()> {
+        let t = tempfile::tempdir().ctx(|| "tempdir".into())?;
+        let r = t.path();
+        fs::create_dir_all(r.join("real/etc")).ctx(|| "mkdir".into())?;
+        std::os::unix::fs::symlink("/real/etc", r.join("etc")).ctx(|| "ln".into())?;
+        std::os::unix::fs::symlink("../../../../..", r.join("up")).ctx(|| "ln".into())?;
+        std::os::unix::fs::symlink("loop", r.join("loop")).ctx(|| "ln".into())?;
+        assert_eq!(resolve_in_root(r, "/etc/hosts")?, PathBuf::from("real/etc/hosts"));
+        assert_eq!(resolve_in_root(r, "/up/etc/x")?, PathBuf::from("real/etc/x"));
+        assert_eq!(resolve_in_root(r, "/../../a/./b")?, PathBuf::from("a/b"));
+        assert!(resolve_in_root(r, "/loop/x").is_err());
+        Ok(())
+    }
+}

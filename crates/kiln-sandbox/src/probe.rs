@@ -1,0 +1,83 @@
+//! Choosing an isolation mode: `auto` tries a user namespace first (the
+//! probe runs in the init process and does what a real step needs: a user
+//! namespace with a self-mapped id, a private mount namespace, an overlayfs
+//! mount with `userxattr`, a PID namespace with a fresh /proc), then real root.
+
+use std::fs;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+
+/// Runs in the init process (mode `probe`); `Err` carries the reason.
+pub(crate) fn userns_probe() -> Result<(), String> {
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    let tmp = tempfile::Builder::new()
+        .prefix("kiln-probe-")
+        .tempdir()
+        .map_err(|e| format!("create a temp dir: {e}"))?;
+    let dir = tmp.path();
+    for d in ["lower", "upper", "work", "merged", "proc"] {
+        fs::create_dir(dir.join(d)).map_err(|e| format!("create {d}: {e}"))?;
+    }
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| format!("unshare(CLONE_NEWUSER): {e}"))?;
+    fs::write("/proc/self/setgroups", "deny").map_err(|e| format!("deny setgroups: {e}"))?;
+    fs::write("/proc/self/uid_map", format!("0 {uid} 1"))
+        .map_err(|e| format!("write uid_map: {e}"))?;
+    fs::write("/proc/self/gid_map", format!("0 {gid} 1"))
+        .map_err(|e| format!("write gid_map: {e}"))?;
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID)
+        .map_err(|e| format!("unshare(CLONE_NEWNS|CLONE_NEWPID): {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make / private: {e}"))?;
+    let merged = dir.join("merged");
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        dir.join("lower").display(),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| format!("mount overlayfs with userxattr: {e}"))?;
+    let _ = umount2(&merged, MntFlags::MNT_DETACH);
+    let proc_dir = dir.join("proc");
+    // SAFETY: the init process is single-threaded (see the init module docs).
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            let ok = mount(
+                Some("proc"),
+                &proc_dir,
+                Some("proc"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            );
+            std::process::exit(if ok.is_ok() { 0 } else { 1 });
+        }
+        ForkResult::Parent { child } => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => {}
+            _ => return Err("mount /proc in a new PID namespace: not permitted".into()),
+        },
+    }
+    let _ = umount2(Path::new(&proc_dir), MntFlags::MNT_DETACH);
+    // `work/work` is created with mode 000; allow the temp dir to be removed.
+    let _ = fs::set_permissions(
+        dir.join("work/work"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    );
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! Reading an overlay upper dir: [`upper_changes`] turns it into layer
+//! entries, [`merge_upper`] applies it onto the stage rootfs.
+//!
+//! Both walk only the upper dir, so their cost follows the size of the change,
+//! never the size of the lower. Overlay metadata is recognised in both the
+//! privileged (`trusted.overlay.*`) and the user-namespace (`user.overlay.*`,
+//! `userxattr`) spelling: whiteouts are 0/0 character devices, opaque
+//! directories carry `overlay.opaque = "y"`. Overlay's own xattrs never reach
+//! a layer or the rootfs.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use kiln_image::{EntryKind, LayerEntry};
+use nix::sys::stat::{major, minor};
+
+use crate::error::{IoContext, Result, SandboxError};
+use crate::idmap::IdMap;
+
+const OVERLAY_XATTR_PREFIXES: [&str; 2] = ["trusted.overlay.", "user.overlay."];
+const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+
+/// Whether `path` is an overlay whiteout (a 0/0 character device).
+fn is_whiteout(md: &fs::Metadata) -> bool {
+    md.file_type().is_char_device() && md.rdev() == 0
+}
+
+/// Whether the directory at `path` is marked opaque.
+pub(crate) fn is_opaque(path: &Path) -> bool {
+    OPAQUE_XATTRS.iter().any(|name| {
+        let mut buf = [0u8; 4];
+        matches!(rustix::fs::lgetxattr(path, *name, &mut buf), Ok(1) if buf.first() == Some(&b'y'))
+    })
+}
+
+/// All xattrs of `path` except overlay's own, sorted by name.
+fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let names = list_xattrs(path)?;
+    let mut out = Vec::new();
+    for name in names {
+        if OVERLAY_XATTR_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let mut size = 256;
+        loop {
+            let mut buf = vec![0u8; size];
+            match rustix::fs::lgetxattr(path, name.as_str(), &mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    out.push((name, buf));
+                    break;
+                }
+                Err(rustix::io::Errno::RANGE) if size < 1 << 20 => size *= 4,
+                // Removed meanwhile.
+                Err(rustix::io::Errno::NODATA) => break,
+                Err(e) => {
+                    return Err(SandboxError::Io {
+                        context: format!("read xattr {name} of {}", path.display()),
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn list_xattrs(path: &Path) -> Result<Vec<String>> {
+    let mut size = 1024;
+    loop {
+        let mut buf = vec![0u8; size];
+        match rustix::fs::llistxattr(path, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf
+                    .split(|b| *b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect());
+            }
+            Err(rustix::io::Errno::RANGE) if size < 1 << 20 => size *= 4,
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(SandboxError::Io {
+                    context: format!("list xattrs of {}", path.display()),
+                    source: e.into(),
+                })
+            }
+        }
+    }
+}
+
+/// Directory entries sorted by name, so layers list paths deterministically.
+fn sorted_names(dir: &Path) -> Result<Vec<OsString>> {
+    let mut names = fs::read_dir(dir)
+        .ctx(|| format!("read dir {}", dir.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .ctx(|| format!("read dir {}", dir.display()))?;
+    names.sort();
+    Ok(names)
+}
+
+/// Turns the upper dir of a finished run into layer entries, in path order.
+///
+/// - whiteouts become [`EntryKind::Whiteout`];
+/// - an opaque dir becomes [`EntryKind::Dir`] plus [`EntryKind::OpaqueDir`]
+///   for the same path;
+/// - regular files become [`EntryKind::File`] whose `source` is the file in
+///   the upper dir (read when the layer is written, so write the layer
+///   before [`merge_upper`]); a file with several names in the upper dir is
+///   a `File` at its first path and [`EntryKind::Hardlink`]s to it elsewhere;
+/// - symlinks, devices and FIFOs keep their kind; sockets are skipped (a tar
+///   cannot hold them);
+/// - mode keeps setuid/setgid/sticky; xattrs are kept except overlay's own;
+/// - uid/gid are translated from host ids to container ids with `ids`
+///   ([`IdMap::identity`] in root mode, [`crate::RunResult::id_map`] in userns).
+pub fn upper_changes(upper: &Path, ids: &IdMap) -> Result<Vec<LayerEntry>> {
+    let mut out = Vec::new();
+    let mut links = HashMap::new();
+    walk(upper, "", ids, &mut out, &mut links)?;
+    Ok(out)
+}
+
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    ids: &IdMap,
+    out: &mut Vec<LayerEntry>,
+    links: &mut HashMap<(u64, u64), String>,
+) -> Result<()> {
+    for name in sorted_names(dir)? {
+        let abs = dir.join(&name);
+        let name = name
+            .to_str()
+            .ok_or_else(|| SandboxError::NonUtf8Path(abs.clone()))?;
+        let rel = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let md = fs::symlink_metadata(&abs).ctx(|| format!("stat {}", abs.display()))?;
+        let mut entry = LayerEntry {
+            path: rel.clone(),
+            kind: EntryKind::Dir,
+            mode: md.mode() & 0o7777,
+            uid: u64::from(ids.uid_to_container(md.uid())),
+            gid: u64::from(ids.gid_to_container(md.gid())),
+            mtime: md.mtime(),
+            xattrs: Vec::new(),
+        };
+        let ft = md.file_type();
+        if is_whiteout(&md) {
+            entry.kind = EntryKind::Whiteout;
+            entry.mode = 0;
+            entry.uid = 0;
+            entry.gid = 0;
+            out.push(entry);
+            continue;
+        }
+        if ft.is_socket() {
+            continue;
+        }
+        entry.xattrs = xattrs(&abs)?;
+        if ft.is_dir() {
+            let opaque = is_opaque(&abs);
+            out.push(entry.clone());
+            if opaque {
+                entry.kind = EntryKind::OpaqueDir;
+                out.push(entry);
+            }
+            walk(&abs, &rel, ids, out, links)?;
+            continue;
+        }
+        entry.kind = if ft.is_file() {
+            match (md.nlink() > 1)
+                .then(|| links.get(&(md.dev(), md.ino())))
+                .flatten()
+            {
+                Some(first) => EntryKind::Hardlink {
+                    target: first.clone(),
+                },
+                None => {
+                    if md.nlink() > 1 {
+                        links.insert((md.dev(), md.ino()), rel.clone());
+                    }
+                    EntryKind::File {
+                        source: abs.clone(),
+                        size: md.len(),
+                    }
+                }
+            }
+        } else if ft.is_symlink() {
+            let t = fs::read_link(&abs).ctx(|| format!("read symlink {}", abs.display()))?;
+            EntryKind::Symlink {
+                target: t
+                    .to_str()
+                    .ok_or_else(|| SandboxError::NonUtf8Path(abs.clone()))?
+                    .to_string(),
+            }
+        } else if ft.is_char_device() || ft.is_block_device() {
+            let (major, minor) = (major(md.rdev()) as u32, minor(md.rdev()) as u32);
+            if ft.is_char_device() {
+                EntryKind::CharDevice { major, minor }
+            } else {
+                EntryKind::BlockDevice { major, minor }
+            }
+        } else if ft.is_fifo() {
+            EntryKind::Fifo
+        } else {
+            continue;
+        };
+        out.push(entry);
+    }
+    Ok(())
+}
+
+/// Applies the changes in `upper` onto `rootfs` so the next step's lower dir
+/// equals the merged view of this run: whiteouts delete, opaque dirs replace,
+/// new and changed entries move in (a rename: `upper` and `rootfs` must be on
+/// the same filesystem), changed directories take the upper's mode, owner,
+/// xattrs and times. Overlay's own xattrs are dropped.
+///
+/// This consumes `upper` (entries are moved out of it): write the layer from
+/// [`upper_changes`] first, then merge, then delete the upper dir.
+pub fn merge_upper(upper: &Path, rootfs: &Path) -> Result<()> {
+    merge_dir(upper, rootfs)?;
+    Ok(())
+}
+
+fn merge_dir(up: &Path, root: &Path) -> Result<()> {
+    for name in sorted_names(up)? {
+        let src = up.join(&name);
+        let dst = root.join(&name);
+        let md = fs::symlink_metadata(&src).ctx(|| format!("stat {}", src.display()))?;
+        let existing = fs::symlink_metadata(&dst).ok();
+        if is_whiteout(&md) {
+            if let Some(e) = existing {
+                remove_any(&dst, &e)?;
+            }
+            continue;
+        }
+        if md.is_dir() {
+            let opaque = is_opaque(&src);
+            match existing {
+                Some(e) if e.is_dir() && !opaque => {
+                    merge_dir(&src, &dst)?;
+                    copy_dir_metadata(&src, &dst, &md)?;
+                    continue;
+                }
+                Some(e) => remove_any(&dst, &e)?,
+                None => {}
+            }
+            // A new (or opaque) dir holds only new entries: move it whole,
+            // after dropping overlay xattrs anywhere inside.
+            strip_overlay_xattrs_tree(&src)?;
+            move_into(&src, &dst)?;
+            continue;
+        }
+        if let Some(e) = existing.filter(|e| e.is_dir()) {
+            remove_any(&dst, &e)?;
+        }
+        strip_overlay_xattrs(&src)?;
+        move_into(&src, &dst)?;
+    }
+    Ok(())
+}
+
+fn remove_any(path: &Path, md: &fs::Metadata) -> Result<()> {
+    if md.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+    .ctx(|| format!("remove {}", path.display()))
+}
+
+fn move_into(src: &Path, dst: &Path) -> Result<()> {
+    fs::rename(src, dst).map_err(|e| {
+        let hint = if e.kind() == ErrorKind::CrossesDevices {
+            " (the upper dir and the rootfs must be on the same filesystem)"
+        } else {
+            ""
+        };
+        SandboxError::Io {
+            context: format!("move {} to {}{hint}", src.display(), dst.display()),
+            source: e,
+        }
+    })
+}
+
+fn copy_dir_metadata(src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
+    let d = fs::symlink_metadata(dst).ctx(|| format!("stat {}", dst.display()))?;
+    if (d.uid(), d.gid()) != (md.uid(), md.gid()) {
+        std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid()))
+            .ctx(|| format!("chown {}", dst.display()))?;
+    }
+    if d.mode() & 0o7777 != md.mode() & 0o7777 {
+        rustix::fs::chmod(dst, rustix::fs::Mode::from_raw_mode(md.mode() & 0o7777)).map_err(
+            |e| SandboxError::Io {
+                context: format!("chmod {}", dst.display()),
+                source: e.into(),
+            },
+        )?;
+    }
+    let want = xattrs(src)?;
+    let have = xattrs(dst)?;
+    for (name, _) in have.iter().filter(|(n, _)| !want.iter().any(|(w, _)| w == n)) {
+        rustix::fs::lremovexattr(dst, name.as_str()).map_err(|e| SandboxError::Io {
+            context: format!("remove xattr {name} of {}", dst.display()),
+            source: e.into(),
+        })?;
+    }
+    for (name, value) in want.iter().filter(|x| !have.contains(x)) {
+        rustix::fs::lsetxattr(dst, name.as_str(), value, rustix::fs::XattrFlags::empty())
+            .map_err(|e| SandboxError::Io {
+                context: format!("set xattr {name} of {}", dst.display()),
+                source: e.into(),
+            })?;
+    }
+    let ts = |s: i64, ns: i64| rustix::fs::Timespec {
+        tv_sec: s,
+        tv_nsec: ns as _,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        dst,
+        &rustix::fs::Timestamps {
+            last_access: ts(md.atime(), md.atime_nsec()),
+            last_modification: ts(md.mtime(), md.mtime_nsec()),
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| SandboxError::Io {
+        context: format!("set times of {}", dst.display()),
+        source: e.into(),
+    })
+}
+
+fn strip_overlay_xattrs(path: &Path) -> Result<()> {
+    for name in list_xattrs(path)? {
+        if OVERLAY_XATTR_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            match rustix::fs::lremovexattr(path, name.as_str()) {
+                Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+                Err(e) => {
+                    return Err(SandboxError::Io {
+                        context: format!("remove xattr {name} of {}", path.display()),
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn strip_overlay_xattrs_tree(path: &Path) -> Result<()> {
+    strip_overlay_xattrs(path)?;
+    let mut stack: Vec<PathBuf> = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for name in sorted_names(&dir)? {
+            let p = dir.join(name);
+            let md = fs::symlink_metadata(&p).ctx(|| format!("stat {}", p.display()))?;
+            if md.file_type().is_symlink() {
+                continue;
+            }
+            strip_overlay_xattrs(&p)?;
+            if md.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! What a RUN step asks for ([`RunSpec`]) and what it returns ([`RunResult`]).
+//!
+//! The spec is plain data: it is also what the parent sends to the sandbox init
+//! process (as JSON over a socket), so every field derives serde.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::idmap::IdMap;
+
+/// How the step is isolated from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Isolation {
+    /// Probe `Userns`, then `Root` (see [`crate::probe`]).
+    Auto,
+    /// An unprivileged user namespace mapping the caller to root.
+    Userns,
+    /// Real root: the same namespaces without a user namespace.
+    Root,
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Isolation::Auto => "auto",
+            Isolation::Userns => "userns",
+            Isolation::Root => "root",
+        })
+    }
+}
+
+/// `RUN --network=…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// Share the host's network (BuildKit's default for RUN).
+    Default,
+    /// A new network namespace with only `lo`, up.
+    None,
+    /// The host network (same as `Default` for this sandbox).
+    Host,
+}
+
+/// A mount added to the step's root (`RUN --mount`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Absolute path inside the container (relative paths are taken from `cwd`).
+    pub target: String,
+    pub kind: MountKind,
+}
+
+/// What is mounted at a [`Mount`]'s target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    /// A host path (file or directory) bind-mounted at the target.
+    Bind { source: PathBuf, readonly: bool },
+    /// An empty tmpfs (mode 1777), optionally limited to `size` bytes.
+    Tmpfs { size: Option<u64> },
+}
+
+/// One RUN step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// The overlay's lower dir: the stage rootfs. Never modified by the run.
+    pub rootfs: PathBuf,
+    /// Empty dir that receives the step's changes (overlay upper dir).
+    pub upper: PathBuf,
+    /// Empty dir on the same filesystem as `upper` (overlay work dir).
+    pub work: PathBuf,
+    /// The command; `argv[0]` without a `/` is looked up in `PATH` from `env`.
+    pub argv: Vec<String>,
+    /// The complete environment (`KEY=value`), nothing else is inherited.
+    pub env: Vec<String>,
+    /// Working directory inside the container; must exist.
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub supplementary_gids: Vec<u32>,
+    pub hostname: String,
+    pub network: Network,
+    pub mounts: Vec<Mount>,
+    pub isolation: Isolation,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    /// The command's exit code; `128 + signal` when it was killed by a signal.
+    pub exit_code: i32,
+    /// The last lines (at most [`crate::TAIL_LINES`]) of the step's output.
+    pub tail: String,
+    /// The isolation mode that was used (never `Auto`).
+    pub isolation: Isolation,
+    /// How host ids map to container ids in this run: pass it to
+    /// [`crate::upper_changes`] so layer entries carry container ids.
+    pub id_map: IdMap,
+}
