@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn round_trips_and_ignores_thread_count() {
         let data: Vec<u8> = (0..700_000u32)
-            .map(|i| (i % 251 ^ (i / 1000)) as u8)
+            .map(|i| ((i % 251) ^ (i / 1000)) as u8)
             .collect();
         let a = gz(&data, 1);
         let b = gz(&data, 3);

@@ -291,6 +291,11 @@ mod tests {
         let hdr = &b[b.len() - 512..];
         assert_eq!(&hdr[124..136], b"00000000000\0");
         assert_eq!(&hdr[108..116], b"0000000\0");
+        // The tar crate reads the PAX size (the data itself is not needed to parse it).
+        let mut ar = tar::Archive::new(&b[..]);
+        let first = ar.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(first.size(), 9 << 30);
+        assert_eq!(first.header().entry_type(), tar::EntryType::Regular);
         let recs = String::from_utf8_lossy(&b[512..b.len() - 512]);
         let recs = recs.trim_end_matches('\0');
         assert_eq!(

@@ -25,14 +25,26 @@ fn whiteouts_opaque_hardlinks_setuid() {
         vec![
             entry("a", EntryKind::Dir, 0o755),
             entry("a/x", EntryKind::Bytes(b"x1".to_vec()), 0o644),
-            entry("a/hl", EntryKind::Hardlink { target: "a/x".into() }, 0o644),
+            entry(
+                "a/hl",
+                EntryKind::Hardlink {
+                    target: "a/x".into(),
+                },
+                0o644,
+            ),
             entry("b", EntryKind::Dir, 0o750),
             entry("b/old", EntryKind::Bytes(b"old".to_vec()), 0o644),
             entry("b/sub", EntryKind::Dir, 0o755),
             entry("b/sub/deep", EntryKind::Bytes(b"deep".to_vec()), 0o644),
             entry("bin", EntryKind::Dir, 0o755),
             entry("bin/su", EntryKind::Bytes(b"#!su".to_vec()), 0o4755),
-            entry("lib", EntryKind::Symlink { target: "/usr/lib".into() }, 0o777),
+            entry(
+                "lib",
+                EntryKind::Symlink {
+                    target: "/usr/lib".into(),
+                },
+                0o777,
+            ),
             entry("usr/lib", EntryKind::Dir, 0o755),
             entry("p", EntryKind::Fifo, 0o640),
         ],
@@ -58,8 +70,18 @@ fn whiteouts_opaque_hardlinks_setuid() {
     assert_eq!((x.ino(), x.nlink()), (hl.ino(), 2));
     assert_eq!(x.mtime(), 1_700_000_000);
     assert_eq!(fs::metadata(root.join("b")).unwrap().mtime(), 1_700_000_000);
-    assert_eq!(fs::metadata(root.join("b")).unwrap().permissions().mode() & 0o7777, 0o750);
-    assert_eq!(fs::metadata(root.join("bin/su")).unwrap().permissions().mode() & 0o7777, 0o4755);
+    assert_eq!(
+        fs::metadata(root.join("b")).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
+    assert_eq!(
+        fs::metadata(root.join("bin/su"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o4755
+    );
     let p = fs::symlink_metadata(root.join("p")).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&p.file_type()));
 
@@ -71,7 +93,10 @@ fn whiteouts_opaque_hardlinks_setuid() {
     assert_eq!(fs::read(root.join("b/new")).unwrap(), b"new");
     // The absolute symlink in a parent path resolves inside the root.
     assert_eq!(fs::read(root.join("usr/lib/libc.so")).unwrap(), b"elf");
-    assert_eq!(fs::read_link(root.join("lib")).unwrap().to_str(), Some("/usr/lib"));
+    assert_eq!(
+        fs::read_link(root.join("lib")).unwrap().to_str(),
+        Some("/usr/lib")
+    );
 }
 
 /// Builds a raw uncompressed tar from (name, typeflag, linkname, data) with names
@@ -103,9 +128,14 @@ fn escapes_are_rejected_or_contained() {
     let root = tmp.path().join("root");
     let o = ApplyOptions { same_owner: false };
 
-    let dotdot = store.put_bytes(&raw_tar(&[("../evil", b'0', "", b"pwn")])).unwrap();
+    let dotdot = store
+        .put_bytes(&raw_tar(&[("../evil", b'0', "", b"pwn")]))
+        .unwrap();
     let err = apply_layer(&store, &dotdot, &root, &o).unwrap_err();
-    assert_eq!(err.to_string(), "unsafe or malformed layer entry \"../evil\": path contains '..'");
+    assert_eq!(
+        err.to_string(),
+        "unsafe or malformed layer entry \"../evil\": path contains '..'"
+    );
     assert!(!tmp.path().join("evil").exists());
 
     // A symlink to an absolute path outside, then a file through it.
@@ -121,15 +151,22 @@ fn escapes_are_rejected_or_contained() {
     apply_layer(&store, &via, &root, &o).unwrap();
     assert!(!outside.join("pwned").exists());
     assert!(!tmp.path().join("pwned2").exists());
-    assert_eq!(fs::read(root.join(abs.trim_start_matches('/')).join("pwned")).unwrap(), b"pwn");
+    assert_eq!(
+        fs::read(root.join(abs.trim_start_matches('/')).join("pwned")).unwrap(),
+        b"pwn"
+    );
     assert_eq!(fs::read(root.join("pwned2")).unwrap(), b"pwn");
 
     // A hardlink to a file outside the root cannot be made.
-    let hl = store.put_bytes(&raw_tar(&[("h", b'1', "../outside/secret", b"")])).unwrap();
+    let hl = store
+        .put_bytes(&raw_tar(&[("h", b'1', "../outside/secret", b"")]))
+        .unwrap();
     assert!(apply_layer(&store, &hl, &root, &o).is_err());
     // A whiteout through a symlink does not delete outside files.
     fs::write(outside.join("keep"), b"k").unwrap();
-    let wh = store.put_bytes(&raw_tar(&[("esc/.wh.keep", b'0', "", b"")])).unwrap();
+    let wh = store
+        .put_bytes(&raw_tar(&[("esc/.wh.keep", b'0', "", b"")]))
+        .unwrap();
     apply_layer(&store, &wh, &root, &o).unwrap();
     assert!(outside.join("keep").exists());
 }

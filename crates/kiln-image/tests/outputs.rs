@@ -22,7 +22,11 @@ fn build(store: &BlobStore, format: Format) -> (Image, StoredImage) {
         store,
         vec![
             entry("bin", EntryKind::Dir, 0o755),
-            entry("bin/hello", EntryKind::Bytes(b"#!/bin/sh\necho hi\n".to_vec()), 0o755),
+            entry(
+                "bin/hello",
+                EntryKind::Bytes(b"#!/bin/sh\necho hi\n".to_vec()),
+                0o755,
+            ),
             entry("etc", EntryKind::Dir, 0o755),
             entry("etc/gone", EntryKind::Bytes(b"bye".to_vec()), 0o644),
             entry("home", EntryKind::Dir, 0o755),
@@ -37,7 +41,13 @@ fn build(store: &BlobStore, format: Format) -> (Image, StoredImage) {
         vec![
             entry("etc/gone", EntryKind::Whiteout, 0o644),
             entry("etc/motd", EntryKind::Bytes(b"welcome\n".to_vec()), 0o644),
-            entry("bin/hi", EntryKind::Symlink { target: "hello".into() }, 0o777),
+            entry(
+                "bin/hi",
+                EntryKind::Symlink {
+                    target: "hello".into(),
+                },
+                0o777,
+            ),
         ],
         &o,
     )
@@ -50,7 +60,10 @@ fn build(store: &BlobStore, format: Format) -> (Image, StoredImage) {
     };
     config.config.env = vec!["PATH=/bin".into()];
     config.config.cmd = Some(vec!["/bin/hello".into()]);
-    config.config.labels.insert("org.example".into(), "yes".into());
+    config
+        .config
+        .labels
+        .insert("org.example".into(), "yes".into());
     config.history = vec![
         History {
             created_by: Some("COPY . /".into()),
@@ -80,10 +93,17 @@ fn store_and_load_round_trip() {
     for format in [Format::Oci, Format::Docker] {
         let (image, stored) = build(&store, format);
         let loaded = load_image(&store, &stored.manifest.digest).unwrap();
-        assert_eq!(loaded.layers, image.layers.iter().map(|l| Layer {
-            media_type: format.convert_layer_media_type(&l.media_type),
-            ..l.clone()
-        }).collect::<Vec<_>>());
+        assert_eq!(
+            loaded.layers,
+            image
+                .layers
+                .iter()
+                .map(|l| Layer {
+                    media_type: format.convert_layer_media_type(&l.media_type),
+                    ..l.clone()
+                })
+                .collect::<Vec<_>>()
+        );
         assert_eq!(loaded.config.config, image.config.config);
         let again = store_image(&store, &loaded, format).unwrap();
         assert_eq!(again, stored, "storing is deterministic");
@@ -92,7 +112,10 @@ fn store_and_load_round_trip() {
         let v: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
         assert_eq!(v["mediaType"], format.manifest_media_type());
         assert_eq!(v["config"]["mediaType"], format.config_media_type());
-        assert_eq!(stored.manifest.platform, Some(Platform::new("linux", "amd64", None)));
+        assert_eq!(
+            stored.manifest.platform,
+            Some(Platform::new("linux", "amd64", None))
+        );
     }
 }
 
@@ -106,21 +129,33 @@ fn oci_layout_and_archive_with_skopeo_and_umoci() {
     // Writing again with another name adds, with the same name replaces.
     write_oci_layout(&store, &layout, &[(stored.clone(), Some("v1".into()))]).unwrap();
     write_oci_layout(&store, &layout, &[(stored.clone(), Some("latest".into()))]).unwrap();
-    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     let names: Vec<&str> = index["manifests"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap())
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
         .collect();
     assert_eq!(names, ["v1", "latest"]);
-    assert_eq!(fs::read_to_string(layout.join("oci-layout")).unwrap(), r#"{"imageLayoutVersion":"1.0.0"}"#);
+    assert_eq!(
+        fs::read_to_string(layout.join("oci-layout")).unwrap(),
+        r#"{"imageLayoutVersion":"1.0.0"}"#
+    );
 
     let archive = tmp.path().join("img.tar");
     write_oci_archive(&store, &archive, &[(stored.clone(), Some("latest".into()))]).unwrap();
     let first = fs::read(&archive).unwrap();
     write_oci_archive(&store, &archive, &[(stored.clone(), Some("latest".into()))]).unwrap();
-    assert_eq!(first, fs::read(&archive).unwrap(), "archive is deterministic");
+    assert_eq!(
+        first,
+        fs::read(&archive).unwrap(),
+        "archive is deterministic"
+    );
 
     if have("skopeo") {
         for arg in [
@@ -139,14 +174,33 @@ fn oci_layout_and_archive_with_skopeo_and_umoci() {
         let bundle = tmp.path().join("bundle");
         run(
             "umoci",
-            &["unpack", "--rootless", "--image", &format!("{}:latest", layout.display()), bundle.to_str().unwrap()],
+            &[
+                "unpack",
+                "--rootless",
+                "--image",
+                &format!("{}:latest", layout.display()),
+                bundle.to_str().unwrap(),
+            ],
         );
         let rootfs = bundle.join("rootfs");
-        assert_eq!(fs::read(rootfs.join("bin/hello")).unwrap(), b"#!/bin/sh\necho hi\n");
-        assert_eq!(fs::metadata(rootfs.join("bin/hello")).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(
+            fs::read(rootfs.join("bin/hello")).unwrap(),
+            b"#!/bin/sh\necho hi\n"
+        );
+        assert_eq!(
+            fs::metadata(rootfs.join("bin/hello"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755
+        );
         assert_eq!(fs::read(rootfs.join("etc/motd")).unwrap(), b"welcome\n");
         assert!(!rootfs.join("etc/gone").exists());
-        assert_eq!(fs::read_link(rootfs.join("bin/hi")).unwrap().to_str(), Some("hello"));
+        assert_eq!(
+            fs::read_link(rootfs.join("bin/hi")).unwrap().to_str(),
+            Some("hello")
+        );
         // Compare with kiln's own extraction.
         let ours = tmp.path().join("ours");
         write_rootfs_dir(&store, &image, &ours).unwrap();
@@ -167,7 +221,10 @@ fn tree(root: &Path) -> Vec<(String, String)> {
                 out.push((rel, "dir".into()));
                 walk(root, &p, out);
             } else {
-                out.push((rel, String::from_utf8_lossy(&fs::read(&p).unwrap()).into_owned()));
+                out.push((
+                    rel,
+                    String::from_utf8_lossy(&fs::read(&p).unwrap()).into_owned(),
+                ));
             }
         }
     }
@@ -195,10 +252,17 @@ fn docker_archive_with_skopeo() {
         }
     }
     let cfg = stored.config_digest.hex();
-    let l: Vec<String> = image.layers.iter().map(|l| format!("\"{}/layer.tar\"", l.diff_id.hex())).collect();
+    let l: Vec<String> = image
+        .layers
+        .iter()
+        .map(|l| format!("\"{}/layer.tar\"", l.diff_id.hex()))
+        .collect();
     assert_eq!(
         manifest.unwrap(),
-        format!(r#"[{{"Config":"{cfg}.json","RepoTags":["example.com/app:1"],"Layers":[{}]}}]"#, l.join(","))
+        format!(
+            r#"[{{"Config":"{cfg}.json","RepoTags":["example.com/app:1"],"Layers":[{}]}}]"#,
+            l.join(",")
+        )
     );
     if have("skopeo") {
         let v = inspect(&format!("docker-archive:{}", archive.display()));
@@ -234,11 +298,23 @@ fn rootfs_tar_keeps_owners_and_applies_whiteouts() {
     let names: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
     assert_eq!(
         names,
-        ["bin/", "bin/hello", "bin/hi", "etc/", "etc/motd", "home/", "home/app/", "home/app/data"]
+        [
+            "bin/",
+            "bin/hello",
+            "bin/hi",
+            "etc/",
+            "etc/motd",
+            "home/",
+            "home/app/",
+            "home/app/data"
+        ]
     );
     assert_eq!(got[7], ("home/app/data".into(), 1000, 0o640));
     // Nothing left beside the output.
-    let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left.len(), 2, "{left:?}");
 }
 
@@ -256,24 +332,50 @@ fn import_from_layout_and_archive() {
     let dst = BlobStore::open(&tmp.path().join("dst")).unwrap();
     let got = import_oci_layout(&dst, &layout, Some("latest"), &linux).unwrap();
     assert_eq!(got, stored);
-    let by_digest = import_oci_layout(&dst, &layout, Some(&format!("@{}", stored.manifest.digest)), &linux).unwrap();
+    let by_digest = import_oci_layout(
+        &dst,
+        &layout,
+        Some(&format!("@{}", stored.manifest.digest)),
+        &linux,
+    )
+    .unwrap();
     assert_eq!(by_digest.manifest.digest, stored.manifest.digest);
-    assert_eq!(import_oci_layout(&dst, &layout, None, &linux).unwrap(), stored);
+    assert_eq!(
+        import_oci_layout(&dst, &layout, None, &linux).unwrap(),
+        stored
+    );
     let loaded = load_image(&dst, &got.manifest.digest).unwrap();
     for l in &loaded.layers {
         assert!(dst.contains(&l.digest));
     }
     let err = import_oci_layout(&dst, &layout, Some("nope"), &linux).unwrap_err();
-    assert_eq!(err.to_string(), format!("no image \"nope\" in OCI layout {}", layout.display()));
-    let err = import_oci_layout(&dst, &layout, None, &Platform::new("linux", "arm64", None)).unwrap_err();
-    assert_eq!(err.to_string(), format!("no image for platform linux/arm64 in OCI layout {}", layout.display()));
+    assert_eq!(
+        err.to_string(),
+        format!("no image \"nope\" in OCI layout {}", layout.display())
+    );
+    let err =
+        import_oci_layout(&dst, &layout, None, &Platform::new("linux", "arm64", None)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no image for platform linux/arm64 in OCI layout {}",
+            layout.display()
+        )
+    );
 
     let dst2 = BlobStore::open(&tmp.path().join("dst2")).unwrap();
-    assert_eq!(import_oci_archive(&dst2, &archive, Some("latest"), &linux).unwrap(), stored);
+    assert_eq!(
+        import_oci_archive(&dst2, &archive, Some("latest"), &linux).unwrap(),
+        stored
+    );
 
     // A corrupted blob in the layout is refused.
     let layer = &load_image(&src, &stored.manifest.digest).unwrap().layers[0];
-    fs::write(layout.join("blobs/sha256").join(layer.digest.hex()), b"corrupt").unwrap();
+    fs::write(
+        layout.join("blobs/sha256").join(layer.digest.hex()),
+        b"corrupt",
+    )
+    .unwrap();
     let dst3 = BlobStore::open(&tmp.path().join("dst3")).unwrap();
     assert!(matches!(
         import_oci_layout(&dst3, &layout, Some("latest"), &linux),
