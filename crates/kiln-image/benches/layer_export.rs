@@ -68,8 +68,8 @@ fn make_small(dir: &Path, n: u64) {
         while s.len() < 3000 {
             let r = rng.next();
             s.push_str(WORDS[(r % 16) as usize]);
-            s.push(if r % 7 == 0 { '\n' } else { ' ' });
-            if r % 5 == 0 {
+            s.push(if matches!(r % 7, 0) { '\n' } else { ' ' });
+            if matches!(r % 5, 0) {
                 s.push_str(&(r % 100_000).to_string());
             }
         }
