@@ -58,12 +58,16 @@ impl IdMap {
 
     /// Whether a container uid has a host id in this map.
     pub fn maps_uid(&self, inside: u32) -> bool {
-        self.uids.iter().any(|r| contains(r.inside, r.count, inside))
+        self.uids
+            .iter()
+            .any(|r| contains(r.inside, r.count, inside))
     }
 
     /// Whether a container gid has a host id in this map.
     pub fn maps_gid(&self, inside: u32) -> bool {
-        self.gids.iter().any(|r| contains(r.inside, r.count, inside))
+        self.gids
+            .iter()
+            .any(|r| contains(r.inside, r.count, inside))
     }
 }
 
@@ -199,9 +203,7 @@ fn run_helper(helper: &Path, pid: u32, ranges: &[IdRange]) -> Result<()> {
             r.count.to_string(),
         ]);
     }
-    let out = cmd
-        .output()
-        .ctx(|| format!("run {}", helper.display()))?;
+    let out = cmd.output().ctx(|| format!("run {}", helper.display()))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -264,10 +266,22 @@ mod tests {
     fn host_to_container_ids() {
         let m = IdMap {
             uids: vec![
-                IdRange { inside: 0, outside: 1000, count: 1 },
-                IdRange { inside: 1, outside: 100000, count: 65536 },
+                IdRange {
+                    inside: 0,
+                    outside: 1000,
+                    count: 1,
+                },
+                IdRange {
+                    inside: 1,
+                    outside: 100000,
+                    count: 65536,
+                },
             ],
-            gids: vec![IdRange { inside: 0, outside: 1000, count: 1 }],
+            gids: vec![IdRange {
+                inside: 0,
+                outside: 1000,
+                count: 1,
+            }],
             setgroups: false,
         };
         assert_eq!(m.uid_to_container(1000), 0);

@@ -43,8 +43,8 @@ use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::stat::{umask, Mode};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{
-    chdir, execve, fork, pivot_root, sethostname, setgroups, setresgid, setresuid, ForkResult,
-    Gid, Pid, Uid,
+    chdir, execve, fork, pivot_root, setgroups, sethostname, setresgid, setresuid, ForkResult, Gid,
+    Pid, Uid,
 };
 use serde::{Deserialize, Serialize};
 
@@ -279,18 +279,15 @@ fn reap(command: Pid) -> i32 {
     }
     // From PID 1, pid -1 means every other process of the namespace.
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-    loop {
-        match waitpid(None, None) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => break,
-        }
-    }
+    while let Ok(_) | Err(Errno::EINTR) = waitpid(None, None) {}
     code
 }
 
 fn cstrings<'a>(items: impl Iterator<Item = &'a [u8]>) -> Result<Vec<CString>> {
     items
-        .map(|b| CString::new(b).map_err(|_| SandboxError::InvalidSpec("NUL byte in argv or env".into())))
+        .map(|b| {
+            CString::new(b).map_err(|_| SandboxError::InvalidSpec("NUL byte in argv or env".into()))
+        })
         .collect()
 }
 
@@ -313,7 +310,8 @@ fn find_executable(spec: &RunSpec) -> Result<CString> {
             .filter(|d| !d.is_empty())
             .map(|d| Path::new(d).join(arg0))
             .find(|p| {
-                std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
             })
     };
     let found = found.ok_or_else(|| {
@@ -324,7 +322,12 @@ fn find_executable(spec: &RunSpec) -> Result<CString> {
 }
 
 /// Becomes the command; returns only on failure.
-fn exec_command(req: &InitRequest, exe: &CString, argv: &[CString], env: &[CString]) -> SandboxError {
+fn exec_command(
+    req: &InitRequest,
+    exe: &CString,
+    argv: &[CString],
+    env: &[CString],
+) -> SandboxError {
     let spec = &req.spec;
     let map = &req.id_map;
     umask(Mode::from_bits_truncate(0o022));
@@ -347,7 +350,11 @@ fn exec_command(req: &InitRequest, exe: &CString, argv: &[CString], env: &[CStri
             "gid {g} is not mapped in the user namespace (no /etc/subgid range for the calling user?)"
         ));
     }
-    let groups: Vec<Gid> = spec.supplementary_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    let groups: Vec<Gid> = spec
+        .supplementary_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
     if map.setgroups {
         if let Err(e) = setgroups(&groups) {
             return setup("setgroups", e);
@@ -380,8 +387,13 @@ fn exec_command(req: &InitRequest, exe: &CString, argv: &[CString], env: &[CStri
 /// dependency for a single flag.
 fn loopback_up() -> Result<()> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| setup("socket for lo", e))?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| setup("socket for lo", e))?;
     // SAFETY: `ifreq` is a plain C struct for which all-zero bytes are valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {

@@ -90,8 +90,13 @@ pub(crate) enum What {
     Sys,
     /// A generated file (/etc/hosts, …) bind-mounted read-write.
     File(PathBuf),
-    Bind { source: PathBuf, readonly: bool },
-    Tmpfs { size: Option<u64> },
+    Bind {
+        source: PathBuf,
+        readonly: bool,
+    },
+    Tmpfs {
+        size: Option<u64>,
+    },
 }
 
 /// One mount, resolved.
@@ -133,9 +138,21 @@ pub(crate) fn plan(spec: &RunSpec, etc: &EtcFiles<'_>) -> Result<Plan> {
         ("/proc".into(), What::Proc, true),
         ("/dev".into(), What::Dev, true),
         ("/sys".into(), What::Sys, true),
-        ("/etc/hosts".into(), What::File(etc.hosts.to_path_buf()), false),
-        ("/etc/resolv.conf".into(), What::File(etc.resolv.to_path_buf()), false),
-        ("/etc/hostname".into(), What::File(etc.hostname.to_path_buf()), false),
+        (
+            "/etc/hosts".into(),
+            What::File(etc.hosts.to_path_buf()),
+            false,
+        ),
+        (
+            "/etc/resolv.conf".into(),
+            What::File(etc.resolv.to_path_buf()),
+            false,
+        ),
+        (
+            "/etc/hostname".into(),
+            What::File(etc.hostname.to_path_buf()),
+            false,
+        ),
     ];
     for m in &spec.mounts {
         let target = if m.target.starts_with('/') {
@@ -519,8 +536,14 @@ mod tests {
         std::os::unix::fs::symlink("/real/etc", r.join("etc")).ctx(|| "ln".into())?;
         std::os::unix::fs::symlink("../../../../..", r.join("up")).ctx(|| "ln".into())?;
         std::os::unix::fs::symlink("loop", r.join("loop")).ctx(|| "ln".into())?;
-        assert_eq!(resolve_in_root(r, "/etc/hosts")?, PathBuf::from("real/etc/hosts"));
-        assert_eq!(resolve_in_root(r, "/up/etc/x")?, PathBuf::from("real/etc/x"));
+        assert_eq!(
+            resolve_in_root(r, "/etc/hosts")?,
+            PathBuf::from("real/etc/hosts")
+        );
+        assert_eq!(
+            resolve_in_root(r, "/up/etc/x")?,
+            PathBuf::from("real/etc/x")
+        );
         assert_eq!(resolve_in_root(r, "/../../a/./b")?, PathBuf::from("a/b"));
         assert!(resolve_in_root(r, "/loop/x").is_err());
         Ok(())

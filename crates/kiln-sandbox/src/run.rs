@@ -64,7 +64,8 @@ impl Sandbox {
         if out.status.success() {
             return Ok((
                 Isolation::Userns,
-                "user namespaces, overlayfs with userxattr and a PID namespace are available".into(),
+                "user namespaces, overlayfs with userxattr and a PID namespace are available"
+                    .into(),
             ));
         }
         let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -126,7 +127,14 @@ impl Sandbox {
         // or the output never reaches end-of-file.
         drop(cmd);
 
-        let result = drive(&child, parent_sock, File::from(out_r), &req, map_plan.as_ref(), output);
+        let result = drive(
+            &child,
+            parent_sock,
+            File::from(out_r),
+            &req,
+            map_plan.as_ref(),
+            output,
+        );
         if result.is_err() {
             let _ = child.kill();
         }

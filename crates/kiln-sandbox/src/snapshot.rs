@@ -310,18 +310,22 @@ fn copy_dir_metadata(src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
     }
     let want = xattrs(src)?;
     let have = xattrs(dst)?;
-    for (name, _) in have.iter().filter(|(n, _)| !want.iter().any(|(w, _)| w == n)) {
+    for (name, _) in have
+        .iter()
+        .filter(|(n, _)| !want.iter().any(|(w, _)| w == n))
+    {
         rustix::fs::lremovexattr(dst, name.as_str()).map_err(|e| SandboxError::Io {
             context: format!("remove xattr {name} of {}", dst.display()),
             source: e.into(),
         })?;
     }
     for (name, value) in want.iter().filter(|x| !have.contains(x)) {
-        rustix::fs::lsetxattr(dst, name.as_str(), value, rustix::fs::XattrFlags::empty())
-            .map_err(|e| SandboxError::Io {
+        rustix::fs::lsetxattr(dst, name.as_str(), value, rustix::fs::XattrFlags::empty()).map_err(
+            |e| SandboxError::Io {
                 context: format!("set xattr {name} of {}", dst.display()),
                 source: e.into(),
-            })?;
+            },
+        )?;
     }
     let ts = |s: i64, ns: i64| rustix::fs::Timespec {
         tv_sec: s,

@@ -42,8 +42,18 @@ fn upper_changes_lists_exactly_what_the_step_changed() {
     }
     // The lower dir is untouched and nothing of the sandbox's mounts leaked.
     assert_eq!(tree(&s.root()), lower_before);
-    for stub in ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"] {
-        assert!(!s.upper().join(stub).exists(), "{stub} leaked into the upper dir");
+    for stub in [
+        "proc",
+        "dev",
+        "sys",
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+    ] {
+        assert!(
+            !s.upper().join(stub).exists(),
+            "{stub} leaked into the upper dir"
+        );
     }
 }
 
@@ -51,7 +61,10 @@ fn upper_changes_lists_exactly_what_the_step_changed() {
 fn empty_step_leaves_an_empty_upper_dir() {
     let s = Step::new();
     let r = sandbox()
-        .run(&s.spec("cat /etc/hosts /etc/resolv.conf > /dev/null"), &mut Vec::new())
+        .run(
+            &s.spec("cat /etc/hosts /etc/resolv.conf > /dev/null"),
+            &mut Vec::new(),
+        )
         .unwrap();
     assert_eq!(r.exit_code, 0);
     assert_eq!(fs::read_dir(s.upper()).unwrap().count(), 0);
@@ -62,12 +75,19 @@ fn empty_step_leaves_an_empty_upper_dir() {
 fn rm_rf_then_mkdir_gives_an_opaque_dir() {
     let s = Step::new();
     let r = sandbox()
-        .run(&s.spec("rm -rf /dir && mkdir /dir && echo n > /dir/new"), &mut Vec::new())
+        .run(
+            &s.spec("rm -rf /dir && mkdir /dir && echo n > /dir/new"),
+            &mut Vec::new(),
+        )
         .unwrap();
     assert_eq!(r.exit_code, 0);
     assert_eq!(
         describe(&upper_changes(&s.upper(), &IdMap::identity()).unwrap()),
-        ["dir dir 755 0:0", "dir opaque 755 0:0", "dir/new file(2) 644 0:0"]
+        [
+            "dir dir 755 0:0",
+            "dir opaque 755 0:0",
+            "dir/new file(2) 644 0:0"
+        ]
     );
     merge_upper(&s.upper(), &s.root()).unwrap();
     let names: Vec<_> = fs::read_dir(s.root().join("dir"))
@@ -94,11 +114,19 @@ fn exit_code_and_tail() {
     let s = Step::new();
     let script = "for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3";
     let mut spec = s.spec(script);
-    spec.argv = vec!["/bin/busybox".into(), "sh".into(), "-c".into(), script.into()];
+    spec.argv = vec![
+        "/bin/busybox".into(),
+        "sh".into(),
+        "-c".into(),
+        script.into(),
+    ];
     let mut out = Vec::new();
     let r = sandbox().run(&spec, &mut out).unwrap();
     assert_eq!(r.exit_code, 3);
-    let all: Vec<String> = (1..=30).map(|i| format!("line {i}")).chain(["oops".into()]).collect();
+    let all: Vec<String> = (1..=30)
+        .map(|i| format!("line {i}"))
+        .chain(["oops".into()])
+        .collect();
     assert_eq!(String::from_utf8(out).unwrap(), all.join("\n") + "\n");
     assert_eq!(r.tail, all[all.len() - 20..].join("\n"));
 }
@@ -106,7 +134,9 @@ fn exit_code_and_tail() {
 #[test]
 fn killed_by_signal_is_128_plus_signal() {
     let s = Step::new();
-    let r = sandbox().run(&s.spec("kill -9 $$"), &mut Vec::new()).unwrap();
+    let r = sandbox()
+        .run(&s.spec("kill -9 $$"), &mut Vec::new())
+        .unwrap();
     assert_eq!(r.exit_code, 137);
 }
 
@@ -139,7 +169,10 @@ fn identity_cwd_env_and_hostname_inside() {
     spec.env = vec!["PATH=/bin".into(), "FOO=bar baz".into(), "EMPTY=".into()];
     let mut out = Vec::new();
     sandbox().run(&spec, &mut out).unwrap();
-    assert_eq!(String::from_utf8(out).unwrap(), "PATH=/bin\nFOO=bar baz\nEMPTY=\n");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "PATH=/bin\nFOO=bar baz\nEMPTY=\n"
+    );
 }
 
 #[test]
@@ -149,12 +182,20 @@ fn missing_executable_and_cwd_are_setup_errors() {
     spec.argv = vec!["nonexistent-tool".into()];
     let e = sandbox().run(&spec, &mut Vec::new()).unwrap_err();
     assert!(matches!(e, SandboxError::Setup(_)), "{e:?}");
-    assert!(e.to_string().contains("nonexistent-tool: executable file not found in $PATH"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("nonexistent-tool: executable file not found in $PATH"),
+        "{e}"
+    );
 
     let mut spec = s.spec("true");
     spec.cwd = "/no/such/dir".into();
     let e = sandbox().run(&spec, &mut Vec::new()).unwrap_err();
-    assert!(e.to_string().contains("chdir to working directory /no/such/dir"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("chdir to working directory /no/such/dir"),
+        "{e}"
+    );
 }
 
 fn interfaces(s: &Step, network: Network) -> Vec<String> {
@@ -200,7 +241,10 @@ fn pid_namespace_is_fresh_and_killed_at_the_end() {
     let mut out = Vec::new();
     let start = std::time::Instant::now();
     let r = sandbox()
-        .run(&s.spec("sleep 1000 & echo $$; ls /proc | grep -c '^[0-9]'"), &mut out)
+        .run(
+            &s.spec("sleep 1000 & echo $$; ls /proc | grep -c '^[0-9]'"),
+            &mut out,
+        )
         .unwrap();
     assert_eq!(r.exit_code, 0);
     assert!(start.elapsed().as_secs() < 60);
@@ -223,15 +267,30 @@ fn bind_and_tmpfs_mounts_leave_no_trace() {
     spec.mounts = vec![
         kiln_sandbox::Mount {
             target: "/mnt/ctx".into(),
-            kind: MountKind::Bind { source: src.clone(), readonly: true },
+            kind: MountKind::Bind {
+                source: src.clone(),
+                readonly: true,
+            },
         },
-        kiln_sandbox::Mount { target: "/cache".into(), kind: MountKind::Tmpfs { size: Some(1 << 20) } },
+        kiln_sandbox::Mount {
+            target: "/cache".into(),
+            kind: MountKind::Tmpfs {
+                size: Some(1 << 20),
+            },
+        },
     ];
     let mut out = Vec::new();
     let r = sandbox().run(&spec, &mut out).unwrap();
     assert_eq!(r.exit_code, 0, "{}", String::from_utf8_lossy(&out));
-    assert_eq!(String::from_utf8(out).unwrap(), "from the context\nt\ntmpfs\n");
-    assert_eq!(fs::read_dir(s.upper()).unwrap().count(), 0, "mount points leaked");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "from the context\nt\ntmpfs\n"
+    );
+    assert_eq!(
+        fs::read_dir(s.upper()).unwrap().count(),
+        0,
+        "mount points leaked"
+    );
     assert_eq!(fs::read_dir(&src).unwrap().count(), 1);
 }
 
@@ -251,10 +310,19 @@ fn merge_upper_makes_the_rootfs_the_merged_view() {
     let root = s.root();
     assert_eq!(fs::read(root.join("a")).unwrap(), b"hi\n");
     assert!(!root.join("etc/x").exists());
-    assert_eq!(fs::metadata(root.join("hl")).unwrap().ino(), fs::metadata(root.join("a")).unwrap().ino());
-    assert_eq!(fs::metadata(root.join("d/f")).unwrap().permissions().mode() & 0o7777, 0o4755);
+    assert_eq!(
+        fs::metadata(root.join("hl")).unwrap().ino(),
+        fs::metadata(root.join("a")).unwrap().ino()
+    );
+    assert_eq!(
+        fs::metadata(root.join("d/f")).unwrap().permissions().mode() & 0o7777,
+        0o4755
+    );
     assert_eq!(fs::read_link(root.join("sl")).unwrap().to_str(), Some("/a"));
-    assert!(fs::symlink_metadata(root.join("p")).unwrap().file_type().is_fifo_like());
+    assert!(fs::symlink_metadata(root.join("p"))
+        .unwrap()
+        .file_type()
+        .is_fifo_like());
     assert_eq!(fs::metadata(root.join("dir/a")).unwrap().uid(), 5);
     assert!(!root.join("dir/b").exists());
     assert_eq!(fs::read(root.join("moved")).unwrap(), b"b");

@@ -15,16 +15,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        [_, cmd] if cmd == "probe" => match kiln_sandbox::Sandbox::with_init("/proc/self/exe").probe() {
-            Ok((iso, why)) => {
-                println!("{iso}: {why}");
-                ExitCode::SUCCESS
+        [_, cmd] if cmd == "probe" => {
+            match kiln_sandbox::Sandbox::with_init("/proc/self/exe").probe() {
+                Ok((iso, why)) => {
+                    println!("{iso}: {why}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         _ => {
             eprintln!("usage: kiln-sandbox-helper run SPEC.json RESULT.json | probe");
             ExitCode::from(2)
