@@ -74,6 +74,9 @@ struct Ctx<'a> {
     opts: &'a ApplyOptions,
     created: HashSet<PathBuf>,
     dirs: Vec<DeferredDir>,
+    /// Directories made owner-writable so a non-root user can fill them: (path, mode).
+    widened: Vec<(PathBuf, u32)>,
+    root: bool,
     tracker: Option<&'a mut Tracker>,
 }
 
@@ -91,6 +94,8 @@ pub(crate) fn apply_inner(
         opts,
         created: HashSet::new(),
         dirs: Vec::new(),
+        widened: Vec::new(),
+        root: rustix::process::geteuid().is_root(),
         tracker,
     };
     let entries = archive.entries().ctx(|| format!("read layer {layer}"))?;
@@ -99,6 +104,10 @@ pub(crate) fn apply_inner(
         extract_one(&mut cx, &mut entry)?;
     }
     // Directory modes, owners and mtimes last (children change a dir's mtime), deepest first.
+    for (p, mode) in std::mem::take(&mut cx.widened).iter().rev() {
+        fs::set_permissions(p, fs::Permissions::from_mode(*mode))
+            .ctx(|| format!("chmod {}", p.display()))?;
+    }
     let dirs = std::mem::take(&mut cx.dirs);
     for d in dirs.iter().rev() {
         finish_meta(&cx, &d.path, d.mode, d.uid, d.gid, d.mtime, false)?;
@@ -305,6 +314,7 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
             return Ok(());
         };
         cx.created.insert(dir.clone());
+        ensure_writable(cx, &dir)?;
         return prune(cx, &dir);
     }
     if let Some(victim) = name.strip_prefix(WHITEOUT_PREFIX) {
@@ -312,6 +322,7 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
             return Err(unsafe_entry(&raw, "invalid whiteout name"));
         }
         if let Some(dir) = resolve_dir(cx.dest, parent, false)? {
+            ensure_writable(cx, &dir)?;
             let target = dir.join(victim);
             remove_any(&target)?;
             forget(cx, &target);
@@ -320,6 +331,7 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
     }
 
     let dir = resolve_dir(cx.dest, parent, true)?.unwrap_or_else(|| cx.dest.to_path_buf());
+    ensure_writable(cx, &dir)?;
     let path = dir.join(name);
     let existing = fs::symlink_metadata(&path).ok();
     let export = cx.tracker.is_some();
@@ -458,6 +470,22 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
         }
     }
     cx.created.insert(path);
+    Ok(())
+}
+
+/// Without root, a directory a lower layer made read-only (e.g. `0555`) cannot take new
+/// entries: make it owner-writable for the duration of this layer.
+fn ensure_writable(cx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
+    if cx.root {
+        return Ok(());
+    }
+    let m = fs::symlink_metadata(dir).ctx(|| format!("stat {}", dir.display()))?;
+    let mode = m.permissions().mode() & 0o7777;
+    if mode & 0o300 != 0o300 && !cx.widened.iter().any(|(p, _)| p == dir) {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700))
+            .ctx(|| format!("chmod {}", dir.display()))?;
+        cx.widened.push((dir.to_path_buf(), mode));
+    }
     Ok(())
 }
 
