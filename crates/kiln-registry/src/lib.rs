@@ -1,0 +1,28 @@
+//! kiln-registry: the OCI distribution client kiln pulls base images and pushes built
+//! images with.
+//!
+//! - [`Reference`]: parsing `name[:tag|@digest]`, Docker Hub short names;
+//! - [`RegistryClient`]: pull (manifest negotiation, platform selection, parallel
+//!   verified blob download into a [`kiln_image::BlobStore`]) and push (HEAD, mount,
+//!   monolithic / chunked upload, retries, manifest PUT last);
+//! - authentication: anonymous, Basic, Bearer token challenge, docker `config.json`
+//!   and `docker-credential-*` helpers; secrets are wrapped in [`Secret`].
+
+mod auth;
+mod client;
+mod credentials;
+mod error;
+mod progress;
+mod pull;
+mod push;
+mod reference;
+mod secret;
+mod transport;
+
+pub use client::RegistryClient;
+pub use credentials::{default_docker_config_path, Credential};
+pub use error::{Error, Result};
+pub use progress::{NoProgress, SkipReason, TransferProgress};
+pub use reference::{api_host, Reference, DOCKER_HUB, DOCKER_HUB_API};
+pub use secret::Secret;
+pub use transport::{is_loopback, RegistryOptions};

@@ -1,0 +1,442 @@
+//! HTTP transport to registries: [`RegistryOptions`], one reqwest client per registry
+//! host (with that host's CA bundle / TLS-skip setting), plain-HTTP selection for
+//! loopback and insecure registries, authenticated requests (challenge → Basic or Bearer,
+//! refresh on 401) and retries with exponential backoff.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{RequestBuilder, Response, StatusCode};
+use url::Url;
+
+use crate::auth::{self, Challenge, TokenCache};
+use crate::credentials::{default_docker_config_path, Credential, CredentialStore};
+use crate::error::{Error, Result};
+use crate::reference::api_host;
+use crate::secret::Secret;
+
+/// How a [`crate::RegistryClient`] reaches registries.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Registries (`host[:port]`, as written in references) spoken to over plain HTTP,
+    /// or over TLS without certificate verification when they do speak TLS.
+    /// Loopback registries (`localhost`, `127.0.0.0/8`, `[::1]`) may always use plain HTTP.
+    pub insecure: Vec<String>,
+    /// Extra CA bundles (PEM) trusted for a registry `host[:port]`.
+    pub ca_files: HashMap<String, PathBuf>,
+    /// Pull mirrors per registry (`docker.io` → `["mirror.example:5000"]`), tried in
+    /// order before the registry itself.
+    pub mirrors: HashMap<String, Vec<String>>,
+    /// Rewrites a registry name to another before anything else (`--registry-map`).
+    pub registry_map: HashMap<String, String>,
+    /// Credentials given explicitly, per registry; they take precedence over docker's
+    /// `config.json`.
+    pub credentials: HashMap<String, Credential>,
+    /// The docker `config.json` to read; `None` means `$DOCKER_CONFIG/config.json` or
+    /// `~/.docker/config.json`.
+    pub docker_config: Option<PathBuf>,
+    /// Blobs transferred at once.
+    pub max_concurrent_transfers: usize,
+    /// Blobs larger than this are uploaded in chunks of this size (PATCH), smaller ones
+    /// in one PUT.
+    pub chunk_size: u64,
+    /// Retries after a 5xx, a 429 or a connection error.
+    pub max_retries: u32,
+    /// First retry delay; doubled on each further retry (capped at 30 s).
+    pub retry_base_delay: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            insecure: Vec::new(),
+            ca_files: HashMap::new(),
+            mirrors: HashMap::new(),
+            registry_map: HashMap::new(),
+            credentials: HashMap::new(),
+            docker_config: None,
+            max_concurrent_transfers: 4,
+            chunk_size: 64 << 20,
+            max_retries: 4,
+            retry_base_delay: Duration::from_millis(300),
+        }
+    }
+}
+
+/// Whether `host[:port]` names a loopback address.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        registry.split(':').next().unwrap_or_default()
+    };
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A registry host as spoken to: its base URL and HTTP client.
+pub(crate) struct Endpoint {
+    /// The registry name (for credentials, token cache and messages).
+    pub(crate) registry: String,
+    pub(crate) base: Url,
+    pub(crate) http: reqwest::Client,
+}
+
+impl Endpoint {
+    pub(crate) fn url(&self, path: &str) -> Result<Url> {
+        self.base.join(path).map_err(|e| Error::Protocol {
+            registry: self.registry.clone(),
+            reason: format!("bad URL path {path:?}: {e}"),
+        })
+    }
+}
+
+/// Shared state: clients per host, auth challenges, tokens, credentials.
+pub(crate) struct Transport {
+    pub(crate) opts: RegistryOptions,
+    creds: CredentialStore,
+    endpoints: tokio::sync::Mutex<HashMap<String, Arc<Endpoint>>>,
+    challenges: Mutex<HashMap<String, Challenge>>,
+    tokens: Mutex<TokenCache>,
+    cred_cache: tokio::sync::Mutex<HashMap<String, Option<Credential>>>,
+}
+
+/// A reqwest error with its whole cause chain (they carry no credentials: kiln never
+/// puts secrets in URLs).
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Transport {
+    pub(crate) fn new(opts: RegistryOptions) -> Result<Self> {
+        let path = opts
+            .docker_config
+            .clone()
+            .or_else(default_docker_config_path);
+        let creds = CredentialStore::load(path.as_deref())?;
+        Ok(Transport {
+            opts,
+            creds,
+            endpoints: Default::default(),
+            challenges: Default::default(),
+            tokens: Default::default(),
+            cred_cache: Default::default(),
+        })
+    }
+
+    /// The registry name after `registry_map` rewriting.
+    pub(crate) fn map_registry(&self, registry: &str) -> String {
+        self.opts
+            .registry_map
+            .get(registry)
+            .cloned()
+            .unwrap_or_else(|| registry.to_string())
+    }
+
+    fn plain_allowed(&self, registry: &str) -> bool {
+        is_loopback(registry) || self.opts.insecure.iter().any(|h| h == registry)
+    }
+
+    fn build_client(&self, registry: &str) -> Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120));
+        if self.opts.insecure.iter().any(|h| h == registry) {
+            b = b.tls_danger_accept_invalid_certs(true);
+        }
+        if let Some(ca) = self.opts.ca_files.get(registry) {
+            let pem = std::fs::read(ca).map_err(|e| {
+                Error::Config(format!(
+                    "registry {registry}: cannot read CA file {}: {e}",
+                    ca.display()
+                ))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::Config(format!(
+                    "registry {registry}: CA file {} is not a PEM bundle: {e}",
+                    ca.display()
+                ))
+            })?;
+            b = b.tls_certs_merge(certs);
+        }
+        b.build().map_err(|e| {
+            Error::Config(format!(
+                "registry {registry}: cannot set up HTTP client: {}",
+                describe(&e)
+            ))
+        })
+    }
+
+    /// The endpoint for `registry` (already mapped), choosing HTTPS, or plain HTTP for a
+    /// loopback / insecure registry that does not speak TLS.
+    pub(crate) async fn endpoint(&self, registry: &str) -> Result<Arc<Endpoint>> {
+        let mut eps = self.endpoints.lock().await;
+        if let Some(ep) = eps.get(registry) {
+            return Ok(ep.clone());
+        }
+        let http = self.build_client(registry)?;
+        let host = api_host(registry);
+        let https = Url::parse(&format!("https://{host}/"))
+            .map_err(|e| Error::Config(format!("registry {registry}: not a valid host: {e}")))?;
+        let base = if self.plain_allowed(registry) {
+            // Docker's rule: try TLS first, fall back to plain HTTP.
+            let probe = http
+                .get(https.join("v2/").unwrap_or_else(|_| https.clone()))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            match probe {
+                Ok(_) => https,
+                Err(e) => {
+                    tracing::debug!(registry, error = %describe(&e), "TLS probe failed; using plain HTTP");
+                    Url::parse(&format!("http://{host}/")).map_err(|e| {
+                        Error::Config(format!("registry {registry}: not a valid host: {e}"))
+                    })?
+                }
+            }
+        } else {
+            https
+        };
+        let ep = Arc::new(Endpoint {
+            registry: registry.to_string(),
+            base,
+            http,
+        });
+        eps.insert(registry.to_string(), ep.clone());
+        Ok(ep)
+    }
+
+    async fn credential(&self, registry: &str) -> Result<Option<Credential>> {
+        if let Some(c) = self.opts.credentials.get(registry) {
+            return Ok(Some(c.clone()));
+        }
+        let mut cache = self.cred_cache.lock().await;
+        if let Some(c) = cache.get(registry) {
+            return Ok(c.clone());
+        }
+        let c = self.creds.lookup(registry).await?;
+        cache.insert(registry.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The `Authorization` value for a request to `ep` needing `scopes`, if the
+    /// registry asked for authentication before.
+    async fn auth_header(&self, ep: &Endpoint, scopes: &[String]) -> Result<Option<Secret>> {
+        let challenge = lock(&self.challenges).get(&ep.registry).cloned();
+        match challenge {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(match self.credential(&ep.registry).await? {
+                Some(Credential::Basic { username, password }) => {
+                    Some(auth::basic_header(&username, &password))
+                }
+                _ => None,
+            }),
+            Some(Challenge::Bearer { realm, service }) => {
+                if let Some(t) = lock(&self.tokens).get(&ep.registry, scopes) {
+                    return Ok(Some(Secret::new(format!("Bearer {}", t.expose()))));
+                }
+                let cred = self.credential(&ep.registry).await?;
+                let token = auth::fetch_token(
+                    &ep.http,
+                    &ep.registry,
+                    &realm,
+                    service.as_deref(),
+                    scopes,
+                    cred.as_ref(),
+                )
+                .await?;
+                let header = Secret::new(format!("Bearer {}", token.value.expose()));
+                lock(&self.tokens).put(&ep.registry, scopes, token);
+                Ok(Some(header))
+            }
+        }
+    }
+
+    /// Sends the request `mk` builds, authenticating as the registry demands: on a 401
+    /// the challenge is recorded (and a stale token dropped) and the request rebuilt
+    /// and sent once more. Returns the response whatever its status, except a final 401.
+    pub(crate) async fn send(
+        &self,
+        ep: &Endpoint,
+        scopes: &[String],
+        what: &str,
+        mk: &(dyn Fn(&reqwest::Client) -> Result<RequestBuilder> + Sync),
+    ) -> Result<Response> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = mk(&ep.http)?;
+            let header = self.auth_header(ep, scopes).await?;
+            if let Some(h) = &header {
+                req = req.header(reqwest::header::AUTHORIZATION, h.expose());
+            }
+            tracing::debug!(registry = %ep.registry, what, "request");
+            let resp = req.send().await.map_err(|e| Error::Connect {
+                registry: ep.registry.clone(),
+                what: what.to_string(),
+                reason: describe(&e),
+            })?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                return Ok(resp);
+            }
+            let challenge = resp
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(auth::parse_challenge);
+            lock(&self.tokens).forget(&ep.registry, scopes);
+            let had_creds = self.credential(&ep.registry).await?.is_some();
+            if attempt >= 2 || challenge.is_none() {
+                let reason = match (&challenge, had_creds, header.is_some()) {
+                    (None, _, _) => {
+                        "the registry answered 401 without a usable WWW-Authenticate challenge"
+                            .to_string()
+                    }
+                    (Some(Challenge::Basic), false, _) => {
+                        "the registry requires credentials and none are configured for it"
+                            .to_string()
+                    }
+                    (Some(Challenge::Basic), true, _) => {
+                        "the registry refused the credentials".to_string()
+                    }
+                    (Some(Challenge::Bearer { .. }), _, _) => {
+                        format!("the registry refused the token it was given for {what}")
+                    }
+                };
+                return Err(Error::Unauthorized {
+                    registry: ep.registry.clone(),
+                    reason,
+                });
+            }
+            if let Some(c) = challenge {
+                lock(&self.challenges).insert(ep.registry.clone(), c);
+            }
+        }
+    }
+
+    /// Runs `op` again after a retryable failure (5xx, 429, connection error), waiting
+    /// `retry_base_delay · 2^n` or the registry's `Retry-After`.
+    pub(crate) async fn with_retries<T>(
+        &self,
+        what: &str,
+        mut op: impl AsyncFnMut() -> Result<T>,
+    ) -> Result<T> {
+        let mut attempt = 0u32;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let Some(after) = e.retry_hint() else {
+                        return Err(e);
+                    };
+                    if attempt >= self.opts.max_retries {
+                        return Err(e);
+                    }
+                    let backoff = self
+                        .opts
+                        .retry_base_delay
+                        .saturating_mul(1u32 << attempt.min(16))
+                        .min(Duration::from_secs(30));
+                    let wait = after.map_or(backoff, |a| a.min(Duration::from_secs(60)));
+                    tracing::info!(what, error = %e, wait_ms = wait.as_millis() as u64, "retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Turns a non-success response into [`Error::Status`], with the registry's error
+/// message (from the distribution error JSON) and `Retry-After`.
+pub(crate) async fn status_error(registry: &str, what: &str, resp: Response) -> Error {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = resp.bytes().await.unwrap_or_default();
+    Error::Status {
+        registry: registry.to_string(),
+        what: what.to_string(),
+        status,
+        message: error_message(&body),
+        retry_after,
+    }
+}
+
+/// `CODE: message` pairs of a distribution error body, or nothing.
+fn error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorItem {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<Errors>(body) {
+        Ok(e) => e
+            .errors
+            .iter()
+            .map(|i| format!("{}: {}", i.code, i.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_detection() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "[::1]",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "example.com",
+            "10.0.0.1:5000",
+            "[2001:db8::1]:443",
+            "localhost.example",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn registry_errors_are_summarised() {
+        assert_eq!(
+            error_message(br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#),
+            "MANIFEST_UNKNOWN: manifest unknown"
+        );
+        assert_eq!(error_message(b"<html>"), "");
+    }
+}

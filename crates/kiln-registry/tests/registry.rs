@@ -1,0 +1,385 @@
+//! Integration tests against a real CNCF distribution registry (see `harness`).
+
+mod harness;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use harness::{build_image, layout, Mode, Registry, PASSWORD, USER};
+use kiln_image::{load_image, BlobStore, Digest, Platform};
+use kiln_registry::{
+    Credential, Reference, RegistryClient, RegistryOptions, Secret, SkipReason, TransferProgress,
+};
+
+/// Records every progress event.
+#[derive(Default)]
+struct Events(Mutex<Vec<String>>);
+
+impl TransferProgress for Events {
+    fn finished(&self, d: &Digest, total: u64) {
+        self.0.lock().unwrap().push(format!("done {d} {total}"));
+    }
+    fn skipped(&self, d: &Digest, _size: u64, why: &SkipReason) {
+        self.0.lock().unwrap().push(format!("skip {d} {why:?}"));
+    }
+    fn advanced(&self, d: &Digest, done: u64, total: u64) {
+        assert!(done <= total, "{d}: {done} > {total}");
+    }
+}
+
+impl Events {
+    fn take(&self) -> Vec<String> {
+        let mut v = std::mem::take(&mut *self.0.lock().unwrap());
+        v.sort();
+        v
+    }
+}
+
+fn amd64() -> Platform {
+    Platform::new("linux", "amd64", None)
+}
+
+/// Options with no docker config (the test machine's own must not leak in).
+fn opts(dir: &std::path::Path) -> RegistryOptions {
+    RegistryOptions {
+        docker_config: Some(dir.join("no-config.json")),
+        ..RegistryOptions::default()
+    }
+}
+
+fn r(s: &str) -> Reference {
+    s.parse().unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn pull_what_skopeo_pushed_then_pinned_pull_is_offline() {
+    let reg = Registry::start(Mode::Plain);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = BlobStore::open(&tmp.path().join("src")).unwrap();
+    let img = build_image(&src, "pull", 3, 300_000);
+    layout(&src, &img, &tmp.path().join("layout"), "v1");
+    reg.skopeo_push(&tmp.path().join("layout"), "v1", "kiln/base:v1");
+
+    let dst = BlobStore::open(&tmp.path().join("dst")).unwrap();
+    let client = RegistryClient::new(opts(tmp.path())).unwrap();
+    let ev = Events::default();
+    let rt = rt();
+    let got = rt
+        .block_on(client.pull(
+            &dst,
+            &r(&format!("{}/kiln/base:v1", reg.host)),
+            &amd64(),
+            &ev,
+        ))
+        .unwrap();
+    // skopeo copies an OCI layout verbatim: same manifest digest.
+    assert_eq!(got.manifest.digest, img.manifest.digest);
+    assert_eq!(got.config_digest, img.config_digest);
+    assert_eq!(got.manifest.platform, Some(amd64()));
+    let a = load_image(&src, &img.manifest.digest).unwrap();
+    let b = load_image(&dst, &got.manifest.digest).unwrap();
+    assert_eq!(a, b);
+    for l in &b.layers {
+        assert_eq!(
+            Digest::sha256(&std::fs::read(dst.path(&l.digest)).unwrap()),
+            l.digest
+        );
+    }
+    let events = ev.take();
+    assert_eq!(
+        events.iter().filter(|e| e.starts_with("done ")).count(),
+        4,
+        "{events:?}"
+    );
+
+    // Pulling again: nothing is downloaded.
+    rt.block_on(client.pull(
+        &dst,
+        &r(&format!("{}/kiln/base:v1", reg.host)),
+        &amd64(),
+        &ev,
+    ))
+    .unwrap();
+    let events = ev.take();
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert!(
+        events.iter().all(|e| e.ends_with("InLocalStore")),
+        "{events:?}"
+    );
+
+    // A digest-pinned pull works with the registry gone.
+    let host = reg.host.clone();
+    drop(reg);
+    let pinned = r(&format!("{host}/kiln/base@{}", img.manifest.digest));
+    let fresh = RegistryClient::new(opts(tmp.path())).unwrap();
+    let again = rt
+        .block_on(fresh.pull(&dst, &pinned, &amd64(), &ev))
+        .unwrap();
+    assert_eq!(again, got);
+    // …while a tag still needs the network, and the error names the registry.
+    let e = rt
+        .block_on(fresh.pull(&dst, &r(&format!("{host}/kiln/base:v1")), &amd64(), &ev))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("registry {host}: cannot reach")),
+        "{e}"
+    );
+}
+
+#[test]
+fn push_is_read_back_by_skopeo_with_mounts_and_chunks() {
+    let reg = Registry::start(Mode::Plain);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&tmp.path().join("s")).unwrap();
+    let img = build_image(&store, "push", 3, 200_000);
+    let client = RegistryClient::new(RegistryOptions {
+        chunk_size: 64 * 1024, // forces chunked PATCH uploads for the layers
+        ..opts(tmp.path())
+    })
+    .unwrap();
+    let ev = Events::default();
+    let rt = rt();
+    let d = rt
+        .block_on(client.push(&store, &img, &r(&format!("{}/team/app:1.0", reg.host)), &ev))
+        .unwrap();
+    assert_eq!(d, img.manifest.digest);
+    let raw = reg.skopeo_raw_manifest("team/app:1.0");
+    assert_eq!(Digest::sha256(&raw), img.manifest.digest);
+    assert_eq!(raw, store.read_bytes(&img.manifest.digest).unwrap());
+    let events = ev.take();
+    assert_eq!(
+        events.iter().filter(|e| e.starts_with("done ")).count(),
+        4,
+        "{events:?}"
+    );
+
+    // Same registry, other repository: every blob is mounted, nothing uploaded.
+    let d2 = rt
+        .block_on(client.push(&store, &img, &r(&format!("{}/other/app", reg.host)), &ev))
+        .unwrap();
+    assert_eq!(d2, img.manifest.digest);
+    let events = ev.take();
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.ends_with("Mounted { from: \"team/app\" }")),
+        "{events:?}"
+    );
+    assert_eq!(
+        Digest::sha256(&reg.skopeo_raw_manifest("other/app:latest")),
+        d2
+    );
+
+    // Pushing again: HEAD finds every blob.
+    rt.block_on(client.push(&store, &img, &r(&format!("{}/team/app:1.1", reg.host)), &ev))
+        .unwrap();
+    let events = ev.take();
+    assert!(
+        events.len() == 4 && events.iter().all(|e| e.ends_with("ExistsInRegistry")),
+        "{events:?}"
+    );
+
+    // A round trip through kiln's own pull.
+    let back = BlobStore::open(&tmp.path().join("back")).unwrap();
+    let got = rt
+        .block_on(client.pull(&back, &r(&format!("{}/other/app", reg.host)), &amd64(), &ev))
+        .unwrap();
+    assert_eq!(
+        load_image(&back, &got.manifest.digest).unwrap(),
+        load_image(&store, &d).unwrap()
+    );
+}
+
+/// Collects everything kiln logs (at TRACE) so tests can look for leaked secrets.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> (LogBuf, tracing::subscriber::DefaultGuard) {
+    let buf = LogBuf::default();
+    let b2 = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || b2.clone())
+        .finish();
+    (buf.clone(), tracing::subscriber::set_default(sub))
+}
+
+fn write_docker_config(dir: &std::path::Path, host: &str, password: &str) -> std::path::PathBuf {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
+    let path = dir.join(format!("config-{password}.json"));
+    std::fs::write(
+        &path,
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    path
+}
+
+fn auth_round_trip(mode: Mode) {
+    let reg = Registry::start(mode);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&tmp.path().join("s")).unwrap();
+    let img = build_image(&store, "auth", 2, 50_000);
+    let (logs, _guard) = capture_logs();
+    let rt = rt();
+    let mut everything = String::new();
+
+    // Credentials from a docker config.json ("auth" = base64 user:password).
+    let client = RegistryClient::new(RegistryOptions {
+        docker_config: Some(write_docker_config(tmp.path(), &reg.host, PASSWORD)),
+        ..RegistryOptions::default()
+    })
+    .unwrap();
+    everything += &format!("{client:?}");
+    let dest = r(&format!("{}/secure/app:v1", reg.host));
+    let d = rt
+        .block_on(client.push(&store, &img, &dest, &kiln_registry::NoProgress))
+        .unwrap();
+    assert_eq!(Digest::sha256(&reg.skopeo_raw_manifest("secure/app:v1")), d);
+    let back = BlobStore::open(&tmp.path().join("back")).unwrap();
+    let got = rt
+        .block_on(client.pull(&back, &dest, &amd64(), &kiln_registry::NoProgress))
+        .unwrap();
+    assert_eq!(got.manifest.digest, d);
+
+    // Anonymous: refused, naming the registry.
+    let anon = RegistryClient::new(opts(tmp.path())).unwrap();
+    let e = rt
+        .block_on(anon.pull(
+            &back,
+            &r(&format!("{}/secure/app:v1", reg.host)),
+            &amd64(),
+            &kiln_registry::NoProgress,
+        ))
+        .unwrap_err();
+    let e = e.to_string();
+    everything += &e;
+    assert!(
+        e.starts_with(&format!("registry {}: authentication failed:", reg.host)),
+        "{e}"
+    );
+
+    // Wrong password (explicit credentials): refused, naming the registry.
+    let wrong = "wrong-Pw-77-unique";
+    let bad = RegistryClient::new(RegistryOptions {
+        credentials: HashMap::from([(
+            reg.host.clone(),
+            Credential::Basic {
+                username: USER.into(),
+                password: Secret::new(wrong),
+            },
+        )]),
+        ..opts(tmp.path())
+    })
+    .unwrap();
+    everything += &format!("{bad:?}");
+    let e = rt
+        .block_on(bad.push(
+            &store,
+            &img,
+            &r(&format!("{}/secure/other", reg.host)),
+            &kiln_registry::NoProgress,
+        ))
+        .unwrap_err();
+    everything += &format!("{e} {e:?}");
+    let e = e.to_string();
+    assert!(
+        e.starts_with(&format!("registry {}: authentication failed:", reg.host)),
+        "{e}"
+    );
+
+    everything += &String::from_utf8_lossy(&logs.0.lock().unwrap());
+    assert!(everything.contains("request"), "logging was not captured");
+    for secret in [PASSWORD, wrong] {
+        assert!(!everything.contains(secret), "secret leaked:\n{everything}");
+    }
+    if let Some(ts) = &reg.token_server {
+        let issued = ts.issued.lock().unwrap();
+        assert!(!issued.is_empty());
+        for t in issued.iter() {
+            assert!(!everything.contains(t.as_str()), "token leaked");
+        }
+        let reqs = ts.requests.lock().unwrap();
+        assert!(
+            reqs.iter()
+                .any(|(ok, s)| *ok && s == &["repository:secure/app:pull,push".to_string()]),
+            "{reqs:?}"
+        );
+        assert!(
+            reqs.iter()
+                .any(|(ok, s)| *ok && s == &["repository:secure/app:pull".to_string()]),
+            "{reqs:?}"
+        );
+    }
+}
+
+#[test]
+fn basic_auth_with_docker_config() {
+    auth_round_trip(Mode::Basic);
+}
+
+#[test]
+fn bearer_token_auth() {
+    auth_round_trip(Mode::Token);
+}
+
+#[test]
+fn tls_registry_with_generated_ca() {
+    let reg = Registry::start(Mode::Tls);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&tmp.path().join("s")).unwrap();
+    let img = build_image(&store, "tls", 1, 10_000);
+    let rt = rt();
+    let dest = r(&format!("{}/tls/app:v1", reg.host));
+
+    // Without the CA, TLS fails and the plain-HTTP fallback cannot work either.
+    let no_ca = RegistryClient::new(opts(tmp.path())).unwrap();
+    let e = rt
+        .block_on(no_ca.push(&store, &img, &dest, &kiln_registry::NoProgress))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with(&format!("registry {}:", reg.host)), "{e}");
+
+    let client = RegistryClient::new(RegistryOptions {
+        ca_files: HashMap::from([(reg.host.clone(), reg.ca.clone().unwrap())]),
+        ..opts(tmp.path())
+    })
+    .unwrap();
+    let d = rt
+        .block_on(client.push(&store, &img, &dest, &kiln_registry::NoProgress))
+        .unwrap();
+    assert_eq!(Digest::sha256(&reg.skopeo_raw_manifest("tls/app:v1")), d);
+
+    // Marked insecure: TLS without verification works too.
+    let insecure = RegistryClient::new(RegistryOptions {
+        insecure: vec![reg.host.clone()],
+        ..opts(tmp.path())
+    })
+    .unwrap();
+    let back = BlobStore::open(&tmp.path().join("back")).unwrap();
+    let got = rt
+        .block_on(insecure.pull(&back, &dest, &amd64(), &kiln_registry::NoProgress))
+        .unwrap();
+    assert_eq!(got.manifest.digest, d);
+}
