@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::mpsc;
 
 use crate::compress::{default_threads, Compressor};
 use crate::digest::{Digest, HashingWriter};
@@ -106,22 +107,88 @@ pub fn write_layer_threads(
     threads: usize,
 ) -> Result<Layer> {
     let entries = prepare_entries(entries, opts.mtime_clamp)?;
-    let blob = HashingWriter::new(store.writer()?);
-    let comp = Compressor::new(blob, &opts.compression, threads).ctx(|| "start compressor")?;
-    let mut tar = HashingWriter::new(comp);
-    write_tar_stream(&mut tar, &entries)?;
-    let (comp, diff_id, _) = tar.finish();
-    let blob = comp.finish().ctx(|| "finish compression")?;
-    let (writer, digest, size) = blob.finish();
-    let (stored, stored_size) = writer.commit()?;
-    debug_assert_eq!(stored, digest);
-    debug_assert_eq!(stored_size, size);
+    // The compressed bytes are hashed and written on their own thread (like pigz's
+    // writer thread), so the tar producer only frames, reads files and hashes the diffID.
+    let (tx, rx) = mpsc::sync_channel::<Sink>(16);
+    let mut blob = store.writer()?;
+    let sink = std::thread::Builder::new()
+        .name("kiln-blob-writer".into())
+        .spawn(move || -> Result<(Digest, u64)> {
+            for msg in rx {
+                match msg {
+                    Sink::Data(d) => blob.write_all(&d).ctx(|| "write layer blob")?,
+                    Sink::Done => return blob.commit(),
+                }
+            }
+            // The producer failed: drop the blob without committing it.
+            Err(Error::Image("layer writing was aborted".into()))
+        })
+        .ctx(|| "start blob writer thread")?;
+    let produced = (|| -> Result<Digest> {
+        let out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let comp = Compressor::new(out, &opts.compression, threads).ctx(|| "start compressor")?;
+        let mut tar = HashingWriter::new(comp);
+        write_tar_stream(&mut tar, &entries)?;
+        let (comp, diff_id, _) = tar.finish();
+        let mut out = comp.finish().ctx(|| "finish compression")?;
+        out.flush().ctx(|| "write layer blob")?;
+        Ok(diff_id)
+    })();
+    let done = match &produced {
+        Ok(_) => tx.send(Sink::Done).is_ok(),
+        Err(_) => false,
+    };
+    drop(tx);
+    let written = sink
+        .join()
+        .map_err(|_| Error::Image("blob writer thread panicked".into()))?;
+    // Report the producer's error first; a writer error (e.g. disk full) otherwise.
+    let diff_id = produced?;
+    let (digest, size) = written?;
+    if !done {
+        return Err(Error::Image("blob writer stopped early".into()));
+    }
     Ok(Layer {
         digest,
         diff_id,
         size,
         media_type: opts.format.layer_media_type(&opts.compression).to_string(),
     })
+}
+
+const CHUNK: usize = 256 * 1024;
+
+enum Sink {
+    Data(Vec<u8>),
+    Done,
+}
+
+/// Buffers compressed bytes and hands them to the blob writer thread.
+struct ChannelWriter {
+    tx: mpsc::SyncSender<Sink>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(Sink::Data(chunk))
+            .map_err(|_| io::Error::other("blob writer stopped"))
+    }
 }
 
 /// An entry ready to be written: its final tar name and header.
