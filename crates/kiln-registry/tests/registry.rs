@@ -227,7 +227,7 @@ fn capture_logs() -> (LogBuf, tracing::subscriber::DefaultGuard) {
 fn write_docker_config(dir: &std::path::Path, host: &str, password: &str) -> std::path::PathBuf {
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
-    let path = dir.join(format!("config-{password}.json"));
+    let path = dir.join("docker-config.json");
     std::fs::write(
         &path,
         format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),

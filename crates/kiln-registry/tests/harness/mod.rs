@@ -323,12 +323,15 @@ pub fn layout(store: &BlobStore, image: &StoredImage, dir: &Path, tag: &str) {
 /// A token server: issues JWTs (RS256, `x5c` = the registry-trusted certificate) to
 /// clients presenting `USER`/`PASSWORD` as Basic credentials, granting the requested
 /// scopes. Serves HTTP/1.1 on a loopback port from a thread.
+/// Token requests served: (authenticated, scopes).
+pub type TokenLog = Arc<Mutex<Vec<(bool, Vec<String>)>>>;
+
 pub struct TokenServer {
     pub addr: String,
     /// Every token issued (for leak checks).
     pub issued: Arc<Mutex<Vec<String>>>,
     /// Requests served: (authenticated, scopes).
-    pub requests: Arc<Mutex<Vec<(bool, Vec<String>)>>>,
+    pub requests: TokenLog,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
