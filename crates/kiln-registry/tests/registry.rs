@@ -383,3 +383,120 @@ fn tls_registry_with_generated_ca() {
         .unwrap();
     assert_eq!(got.manifest.digest, d);
 }
+
+#[test]
+fn faults_are_retried_and_the_manifest_goes_last() {
+    use harness::proxy::{Fault, Proxy, Rule};
+    let reg = Registry::start(Mode::Plain);
+    let rule = |method, path_part, fault| Rule {
+        method,
+        path_part,
+        fault,
+    };
+    let proxy = Proxy::start(
+        &reg.host,
+        vec![
+            rule(
+                "POST",
+                "/blobs/uploads/",
+                Fault::TooManyRequests { retry_after: 1 },
+            ),
+            rule("PUT", "digest=", Fault::DropBeforeResponse),
+            rule("PATCH", "/blobs/uploads/", Fault::Status(502)),
+            rule("HEAD", "/blobs/", Fault::Status(500)),
+            rule("PUT", "/manifests/", Fault::Status(503)),
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&tmp.path().join("s")).unwrap();
+    let img = build_image(&store, "faults", 2, 150_000);
+    let client = RegistryClient::new(RegistryOptions {
+        chunk_size: 100_000,
+        retry_base_delay: std::time::Duration::from_millis(20),
+        ..opts(tmp.path())
+    })
+    .unwrap();
+    let rt = rt();
+    let dest = r(&format!("{}/faulty/app:v1", proxy.addr));
+    let d = rt
+        .block_on(client.push(&store, &img, &dest, &kiln_registry::NoProgress))
+        .unwrap();
+    assert_eq!(d, img.manifest.digest);
+    assert!(
+        proxy.pending().is_empty(),
+        "faults not hit: {:?}",
+        proxy.pending()
+    );
+    assert_eq!(Digest::sha256(&reg.skopeo_raw_manifest("faulty/app:v1")), d);
+    {
+        let log = proxy.log.lock().unwrap();
+        let last_blob = log
+            .iter()
+            .rposition(|(m, p, s)| m == "PUT" && p.contains("digest=") && s == "201")
+            .unwrap();
+        let first_manifest = log
+            .iter()
+            .position(|(m, p, _)| m == "PUT" && p.contains("/manifests/"))
+            .unwrap();
+        assert!(first_manifest > last_blob, "{log:?}");
+    }
+
+    // Pull through the proxy with a blob response cut half-way and a 500 on the
+    // manifest: retried, resumed with a Range request, verified.
+    let proxy = Proxy::start(
+        &reg.host,
+        vec![
+            rule("GET", "/manifests/", Fault::Status(500)),
+            rule("GET", "/blobs/sha256:", Fault::CutResponseHalfway),
+        ],
+    );
+    let back = BlobStore::open(&tmp.path().join("back")).unwrap();
+    let got = rt
+        .block_on(client.pull(
+            &back,
+            &r(&format!("{}/faulty/app:v1", proxy.addr)),
+            &amd64(),
+            &kiln_registry::NoProgress,
+        ))
+        .unwrap();
+    assert!(
+        proxy.pending().is_empty(),
+        "faults not hit: {:?}",
+        proxy.pending()
+    );
+    assert_eq!(
+        load_image(&back, &got.manifest.digest).unwrap(),
+        load_image(&store, &d).unwrap()
+    );
+    let log = proxy.log.lock().unwrap();
+    assert!(
+        log.iter()
+            .any(|(m, p, s)| m == "GET" && p.contains("/blobs/") && s == "206"),
+        "no resumed download: {log:?}"
+    );
+
+    // Retries give up eventually, with the registry and the reason in one line.
+    let dead = Proxy::start(
+        &reg.host,
+        (0..10)
+            .map(|_| rule("GET", "/manifests/", Fault::Status(503)))
+            .collect(),
+    );
+    let e = rt
+        .block_on(client.pull(
+            &BlobStore::open(&tmp.path().join("none")).unwrap(),
+            &r(&format!("{}/faulty/app:v1", dead.addr)),
+            &amd64(),
+            &kiln_registry::NoProgress,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "registry {}: fetching the manifest of {}/faulty/app:v1 failed: HTTP 503",
+            dead.addr, dead.addr
+        )
+    );
+    assert_eq!(dead.pending().len(), 5, "1 try + 4 retries");
+}
