@@ -441,13 +441,16 @@ fn faults_are_retried_and_the_manifest_goes_last() {
         assert!(first_manifest > last_blob, "{log:?}");
     }
 
+    let layer = load_image(&store, &d).unwrap().layers[0].digest.to_string();
+    let layer_path: &'static str = Box::leak(layer.into_boxed_str());
     // Pull through the proxy with a blob response cut half-way and a 500 on the
     // manifest: retried, resumed with a Range request, verified.
     let proxy = Proxy::start(
         &reg.host,
         vec![
             rule("GET", "/manifests/", Fault::Status(500)),
-            rule("GET", "/blobs/sha256:", Fault::CutResponseHalfway),
+            // A layer (150 kB), so half the response holds part of the body.
+            rule("GET", layer_path, Fault::CutResponseHalfway),
         ],
     );
     let back = BlobStore::open(&tmp.path().join("back")).unwrap();
@@ -499,4 +502,98 @@ fn faults_are_retried_and_the_manifest_goes_last() {
         )
     );
     assert_eq!(dead.pending().len(), 5, "1 try + 4 retries");
+}
+
+#[test]
+fn index_platform_selection_and_mirrors() {
+    let origin = Registry::start(Mode::Plain);
+    let mirror = Registry::start(Mode::Plain);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = BlobStore::open(&tmp.path().join("src")).unwrap();
+    let amd = harness::build_image_for(&src, "multi", 1, 20_000, "amd64");
+    let arm = harness::build_image_for(&src, "multi", 1, 20_000, "arm64");
+    let index = harness::index_layout(
+        &src,
+        &[amd.clone(), arm.clone()],
+        &tmp.path().join("l"),
+        "multi",
+    );
+    origin.skopeo_push(&tmp.path().join("l"), "multi", "lib/multi:v1");
+    mirror.skopeo_push(&tmp.path().join("l"), "multi", "lib/multi:v1");
+    let rt = rt();
+    let client = RegistryClient::new(opts(tmp.path())).unwrap();
+    let dst = BlobStore::open(&tmp.path().join("dst")).unwrap();
+    let reference = r(&format!("{}/lib/multi:v1", origin.host));
+    let pull =
+        |p: Platform| rt.block_on(client.pull(&dst, &reference, &p, &kiln_registry::NoProgress));
+
+    let got = pull(Platform::new("linux", "arm64", Some("v8"))).unwrap();
+    assert_eq!(got.manifest.digest, arm.manifest.digest);
+    assert_eq!(
+        got.manifest.platform,
+        Some(Platform::new("linux", "arm64", None))
+    );
+    assert_eq!(pull(amd64()).unwrap().manifest.digest, amd.manifest.digest);
+    let e = pull(Platform::new("linux", "s390x", None))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!("registry {}: {reference} has no image for platform linux/s390x (available: linux/amd64, linux/arm64)", origin.host)
+    );
+
+    // The index digest, pinned, resolves from the store alone.
+    let pinned = reference.with_digest(index);
+    let offline = RegistryClient::new(RegistryOptions {
+        registry_map: HashMap::from([(origin.host.clone(), "127.0.0.1:1".to_string())]),
+        ..opts(tmp.path())
+    })
+    .unwrap();
+    let local = rt
+        .block_on(offline.pull(
+            &dst,
+            &r(&pinned.to_string().replace(&origin.host, "127.0.0.1:1")),
+            &amd64(),
+            &kiln_registry::NoProgress,
+        ))
+        .unwrap();
+    assert_eq!(local.manifest.digest, amd.manifest.digest);
+
+    // Mirrors: a dead one is skipped, the next one serves; a reference the mirror lacks
+    // falls back to the origin (whose error is reported).
+    let via_mirror = RegistryClient::new(RegistryOptions {
+        mirrors: HashMap::from([(
+            "kiln.invalid:5000".to_string(),
+            vec!["127.0.0.1:1".to_string(), mirror.host.clone()],
+        )]),
+        registry_map: HashMap::from([(
+            "kiln.invalid:5000".to_string(),
+            "kiln.invalid:5000".to_string(),
+        )]),
+        ..opts(tmp.path())
+    })
+    .unwrap();
+    let fresh = BlobStore::open(&tmp.path().join("fresh")).unwrap();
+    let got = rt
+        .block_on(via_mirror.pull(
+            &fresh,
+            &r("kiln.invalid:5000/lib/multi:v1"),
+            &amd64(),
+            &kiln_registry::NoProgress,
+        ))
+        .unwrap();
+    assert_eq!(got.manifest.digest, amd.manifest.digest);
+    let e = rt
+        .block_on(via_mirror.pull(
+            &fresh,
+            &r("kiln.invalid:5000/lib/absent:v1"),
+            &amd64(),
+            &kiln_registry::NoProgress,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("registry kiln.invalid:5000: cannot reach"),
+        "{e}"
+    );
 }

@@ -259,7 +259,7 @@ impl Registry {
     /// `skopeo copy oci:LAYOUT docker://HOST/REPO`.
     pub fn skopeo_push(&self, layout: &Path, tag: &str, repo: &str) {
         let mut cmd = Command::new("skopeo");
-        cmd.arg("copy").arg("--quiet");
+        cmd.arg("copy").arg("--quiet").arg("--all");
         cmd.args(self.skopeo_flags("dest-"));
         cmd.arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{repo}", self.host));
@@ -284,6 +284,17 @@ impl Registry {
 
 /// A tiny image: `layers` layers, each with one file of `size` deterministic bytes.
 pub fn build_image(store: &BlobStore, tag_seed: &str, layers: usize, size: usize) -> StoredImage {
+    build_image_for(store, tag_seed, layers, size, "amd64")
+}
+
+/// [`build_image`] for linux/`arch`.
+pub fn build_image_for(
+    store: &BlobStore,
+    tag_seed: &str,
+    layers: usize,
+    size: usize,
+    arch: &str,
+) -> StoredImage {
     let mut ls = Vec::new();
     for i in 0..layers {
         let mut content = Vec::with_capacity(size);
@@ -310,7 +321,7 @@ pub fn build_image(store: &BlobStore, tag_seed: &str, layers: usize, size: usize
         ls.push(write_layer_threads(store, entries, &LayerOptions::default(), 1).expect("layer"));
     }
     let config = ImageConfig {
-        architecture: "amd64".into(),
+        architecture: arch.into(),
         os: "linux".into(),
         ..ImageConfig::default()
     };
@@ -445,4 +456,35 @@ fn serve_token(
     let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
     write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
     Ok(())
+}
+
+/// Writes an OCI layout at `dir` whose ref `tag` is an image index over `images`, and
+/// returns the index digest.
+pub fn index_layout(
+    store: &BlobStore,
+    images: &[StoredImage],
+    dir: &Path,
+    tag: &str,
+) -> kiln_image::Digest {
+    let entries: Vec<(StoredImage, Option<String>)> =
+        images.iter().map(|i| (i.clone(), None)).collect();
+    write_oci_layout(store, dir, &entries).expect("layout");
+    let index = kiln_image::Index {
+        manifests: images.iter().map(|i| i.manifest.clone()).collect(),
+        ..kiln_image::Index::default()
+    };
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let digest = store.put_bytes(&bytes).unwrap();
+    std::fs::write(dir.join("blobs/sha256").join(digest.hex()), &bytes).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": kiln_image::MT_OCI_INDEX,
+            "digest": digest.to_string(),
+            "size": bytes.len(),
+            "annotations": {kiln_image::ANNOTATION_REF_NAME: tag},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), top.to_string()).unwrap();
+    digest
 }
