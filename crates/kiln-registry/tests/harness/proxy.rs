@@ -125,7 +125,7 @@ fn handle(
             .position(|r| r.method == method && path.contains(r.path_part));
         i.map(|i| rs.remove(i).fault)
     };
-    let mut note = |what: String| {
+    let note = |what: String| {
         log.lock()
             .unwrap()
             .push((method.clone(), path.clone(), what))
