@@ -113,6 +113,14 @@ pub struct BuildRequest<'a> {
     pub resolver: &'a dyn ImageResolver,
     pub http: &'a HttpFetcher,
     pub progress: &'a dyn Progress,
+    /// How RUN steps are isolated (`Auto` probes once per build).
+    pub isolation: kiln_sandbox::Isolation,
+    /// Secrets for `RUN --mount=type=secret`, by id.
+    pub secrets: BTreeMap<String, crate::run::SecretSource>,
+    /// SSH agent sockets for `RUN --mount=type=ssh`, by id.
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// Where `RUN --mount=type=cache` directories persist between builds.
+    pub mount_cache_dir: PathBuf,
 }
 
 /// The built image.
@@ -125,9 +133,9 @@ pub struct BuildOutput {
 }
 
 /// The variables an instruction sees: ENV of the stage wins over ARGs.
-struct StageVars<'a> {
-    env: &'a [String],
-    args: &'a BTreeMap<String, String>,
+pub(crate) struct StageVars<'a> {
+    pub(crate) env: &'a [String],
+    pub(crate) args: &'a BTreeMap<String, String>,
 }
 
 impl Vars for StageVars<'_> {
@@ -152,19 +160,19 @@ impl Vars for MapVars<'_> {
 }
 
 /// A finished stage: its image and its root filesystem on disk.
-struct StageResult {
-    image: Image,
-    rootfs: PathBuf,
+pub(crate) struct StageResult {
+    pub(crate) image: Image,
+    pub(crate) rootfs: PathBuf,
 }
 
 /// The state of the stage being built.
-struct StageState {
-    index: usize,
-    rootfs: PathBuf,
-    config: ImageConfig,
-    layers: Vec<Layer>,
-    args: BTreeMap<String, String>,
-    cmd_set: bool,
+pub(crate) struct StageState {
+    pub(crate) index: usize,
+    pub(crate) rootfs: PathBuf,
+    pub(crate) config: ImageConfig,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) args: BTreeMap<String, String>,
+    pub(crate) cmd_set: bool,
 }
 
 fn platform_string(p: &Platform) -> String {
@@ -235,13 +243,13 @@ fn now_epoch() -> i64 {
 
 /// Holds the file name and text so errors found at build time can point
 /// at the line.
-struct Locator<'a> {
+pub(crate) struct Locator<'a> {
     file: &'a str,
     text: &'a str,
 }
 
 impl Locator<'_> {
-    fn at(&self, span: Span, message: impl Into<String>) -> BuildError {
+    pub(crate) fn at(&self, span: Span, message: impl Into<String>) -> BuildError {
         BuildError::At {
             file: self.file.to_string(),
             line: span.line,
@@ -340,6 +348,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         consumed: &mut consumed,
         step_id: &mut step_id,
         image_roots: HashMap::new(),
+        isolation: None,
     };
     let stages = df.stages();
     for &index in &graph.order {
@@ -382,17 +391,19 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
     })
 }
 
-struct Executor<'a, 'b> {
-    req: &'a BuildRequest<'a>,
-    df: &'a Dockerfile,
-    loc: &'a Locator<'a>,
-    graph: &'a Graph,
+pub(crate) struct Executor<'a, 'b> {
+    pub(crate) req: &'a BuildRequest<'a>,
+    pub(crate) df: &'a Dockerfile,
+    pub(crate) loc: &'a Locator<'a>,
+    pub(crate) graph: &'a Graph,
     global_declared: &'a BTreeMap<String, String>,
     predefined: &'a BTreeMap<String, String>,
     consumed: &'b mut BTreeSet<String>,
     step_id: &'b mut usize,
     /// Root filesystems of images named by `COPY --from=<image>`.
     image_roots: HashMap<String, PathBuf>,
+    /// The isolation RUN steps use, decided at the first RUN.
+    pub(crate) isolation: Option<kiln_sandbox::Isolation>,
 }
 
 impl Executor<'_, '_> {
@@ -400,7 +411,7 @@ impl Executor<'_, '_> {
         rfc3339(self.req.source_date_epoch.unwrap_or_else(now_epoch))
     }
 
-    fn layer_options(&self) -> LayerOptions {
+    pub(crate) fn layer_options(&self) -> LayerOptions {
         LayerOptions {
             compression: self.req.compression.clone(),
             format: self.req.format,
@@ -412,7 +423,7 @@ impl Executor<'_, '_> {
         rustix::process::geteuid().is_root()
     }
 
-    fn stage_dir(&self, what: &str) -> Result<PathBuf, BuildError> {
+    pub(crate) fn stage_dir(&self, what: &str) -> Result<PathBuf, BuildError> {
         let dir = tempfile::Builder::new()
             .prefix(what)
             .tempdir_in(&self.req.work_dir)
@@ -579,7 +590,7 @@ impl Executor<'_, '_> {
         }
     }
 
-    fn expand(&self, state: &StageState, word: &str, span: Span) -> Result<String, BuildError> {
+    pub(crate) fn expand(&self, state: &StageState, word: &str, span: Span) -> Result<String, BuildError> {
         let vars = StageVars {
             env: &state.config.config.env,
             args: &state.args,
@@ -589,7 +600,7 @@ impl Executor<'_, '_> {
             .map_err(|e| self.loc.at(span, e.message))
     }
 
-    fn history(&self, state: &mut StageState, created_by: String, empty_layer: bool) {
+    pub(crate) fn history(&self, state: &mut StageState, created_by: String, empty_layer: bool) {
         state.config.history.push(History {
             created: Some(self.created()),
             created_by: Some(created_by),
@@ -723,11 +734,8 @@ impl Executor<'_, '_> {
             InstructionKind::Add(c) => {
                 self.copy_add(state, c, true, ins, id, results)?;
             }
-            InstructionKind::Run(_) => {
-                return Err(self.loc.at(
-                    span,
-                    "RUN is not available in this build of kiln yet (the sandbox lands with the RUN isolation modes)",
-                ));
+            InstructionKind::Run(run) => {
+                self.run(state, run, ins, id, results)?;
             }
         }
         let _ = escape;
@@ -791,21 +799,21 @@ impl Executor<'_, '_> {
         let mut sources = Vec::with_capacity(c.sources.len());
         let mut heredocs = Vec::new();
         for s in &c.sources {
-            if let Some(name) = s.strip_prefix("<<") {
-                let name = name.trim_start_matches('-').trim_matches(|ch| ch == '"' || ch == '\'');
-                if let Some(h) = c.heredocs.iter().find(|h| h.name == name) {
+            if let Some(opener) = kiln_dockerfile::parser::heredoc_opener(s) {
+                if let Some(h) = c.heredocs.iter().find(|h| h.name == opener.name) {
                     let content = if h.expand {
                         let vars = StageVars {
                             env: &state.config.config.env,
                             args: &state.args,
                         };
-                        expand_heredoc(&h.content, &vars, self.df.directives.escape)
+                        // Heredoc bodies always use `\` as the escape
+                        // character, whatever `# escape=` says (as BuildKit).
+                        expand_heredoc(&h.content, &vars, '\\')
                             .map_err(|e| self.loc.at(span, e.message))?
                     } else {
                         h.content.clone()
                     };
                     heredocs.push((h.name.clone(), content));
-                    sources.push(s.clone());
                     continue;
                 }
             }
@@ -870,6 +878,7 @@ impl Executor<'_, '_> {
             parents: c.parents,
             heredocs,
             add,
+            preserve_owner: c.from.is_some(),
         };
         let changed = crate::copy::copy(&request)?;
         self.commit_layer(state, &changed, format!("{} # buildkit", ins.original), id)
@@ -877,7 +886,7 @@ impl Executor<'_, '_> {
 
     /// The root filesystem of an image named by `COPY --from=<image>`,
     /// materialized once per build.
-    fn image_root(&mut self, reference: &str, span: Span) -> Result<PathBuf, BuildError> {
+    pub(crate) fn image_root(&mut self, reference: &str, span: Span) -> Result<PathBuf, BuildError> {
         if let Some(p) = self.image_roots.get(reference) {
             return Ok(p.clone());
         }

@@ -144,7 +144,7 @@ pub fn resolve(
                     .iter()
                     .filter_map(|m| {
                         let spec = expand_word(m, global, escape).ok()?.value;
-                        parse_mount(&spec).ok()?.from().map(str::to_string)
+                        parse_mount(&spec).ok()?.from
                     })
                     .collect(),
                 _ => Vec::new(),

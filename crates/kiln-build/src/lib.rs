@@ -21,6 +21,7 @@ pub mod executor;
 pub mod graph;
 pub mod output;
 pub mod progress;
+pub mod run;
 
 pub use executor::{build, BuildOutput, BuildRequest, ImageResolver, LocalImages};
 
@@ -66,6 +67,8 @@ pub enum BuildError {
     Copy(#[from] copy::CopyError),
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
+    #[error(transparent)]
+    Sandbox(#[from] kiln_sandbox::SandboxError),
     #[error("{0}")]
     Message(String),
 }

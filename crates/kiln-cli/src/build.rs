@@ -67,6 +67,12 @@ pub struct BuildArgs {
     /// A secret for RUN --mount=type=secret: id=ID,src=PATH|env=VAR; repeatable.
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// An SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET]; repeatable.
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
+    /// How RUN steps are isolated: auto, userns or root.
+    #[arg(long, default_value = "auto", env = "KILN_ISOLATION")]
+    pub isolation: String,
     /// Speak plain HTTP / unverified TLS to this registry (HOST[:PORT]); repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
@@ -120,9 +126,22 @@ pub fn run(args: BuildArgs) -> Result<()> {
     if args.push {
         bail!("--push: pushing to registries is not available in this build of kiln yet; use --output type=oci|docker|local|tar");
     }
-    if !args.secrets.is_empty() {
-        bail!("--secret: RUN --mount=type=secret is not available in this build of kiln yet");
+    let mut secrets = BTreeMap::new();
+    for s in &args.secrets {
+        let (id, src) = kiln_build::run::SecretSource::parse(s)?;
+        secrets.insert(id, src);
     }
+    let mut ssh = BTreeMap::new();
+    for s in &args.ssh {
+        let (id, sock) = kiln_build::run::parse_ssh(s)?;
+        ssh.insert(id, sock);
+    }
+    let isolation = match args.isolation.as_str() {
+        "auto" => kiln_sandbox::Isolation::Auto,
+        "userns" => kiln_sandbox::Isolation::Userns,
+        "root" => kiln_sandbox::Isolation::Root,
+        other => bail!("--isolation {other}: expected auto, userns or root"),
+    };
     let mode = match args.progress.as_str() {
         "auto" | "tty" | "plain" => ProgressMode::Plain,
         "json" => ProgressMode::Json,
@@ -220,6 +239,10 @@ pub fn run(args: BuildArgs) -> Result<()> {
         resolver: &LocalImages,
         http: &http,
         progress: &progress,
+        isolation,
+        secrets,
+        ssh,
+        mount_cache_dir: cache_dir.join("mounts"),
     };
     let result = kiln_build::build(&request);
     let _ = std::fs::remove_dir_all(&work);

@@ -25,6 +25,9 @@ enum Commands {
 }
 
 fn main() {
+    // RUN steps execute in a fresh copy of this binary; it takes over here
+    // before any thread exists.
+    kiln_sandbox::maybe_run_init();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

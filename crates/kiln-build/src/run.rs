@@ -1,0 +1,633 @@
+//! The RUN step: builds the sandbox spec (command after SHELL and heredoc
+//! rules, environment, user, working directory, network, `--mount`s), runs
+//! it through kiln-sandbox over the stage's root filesystem, and turns the
+//! overlay upper dir into the step's layer.
+//!
+//! Nothing a mount brings in reaches the layer: mounts live outside the
+//! overlay, and the sandbox removes the mount points it had to create.
+//! Secrets are copied into a private temporary directory that is deleted
+//! after the step; they never enter the config, the history or a log line.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use kiln_dockerfile::ast::{Instruction, Run};
+use kiln_dockerfile::mount::{parse_mount, Mount as MountSpec, MountType, Sharing};
+use kiln_dockerfile::parser::{run_script, RunScript};
+use kiln_sandbox::{Isolation, Mount, MountKind, Network, RunSpec};
+
+use crate::executor::{Executor, StageResult, StageState, StageVars};
+use crate::progress::Progress;
+use crate::BuildError;
+
+/// Where a `--secret` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl SecretSource {
+    /// Parses `--secret id=ID,src=PATH` / `id=ID,env=VAR` (also `source=`,
+    /// `type=file|env`); returns the id and the source.
+    pub fn parse(spec: &str) -> Result<(String, SecretSource), BuildError> {
+        let bad = |m: &str| BuildError::Message(format!("--secret {spec}: {m}"));
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        let mut kind = None;
+        for field in spec.split(',') {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| bad("expected id=ID,src=PATH or id=ID,env=VAR"))?;
+            match k {
+                "id" => id = Some(v.to_string()),
+                "src" | "source" => src = Some(v.to_string()),
+                "env" => env = Some(v.to_string()),
+                "type" => kind = Some(v.to_string()),
+                other => return Err(bad(&format!("unknown key `{other}`"))),
+            }
+        }
+        let id = id
+            .or_else(|| src.clone())
+            .or_else(|| env.clone())
+            .ok_or_else(|| bad("missing id="))?;
+        let source = match (kind.as_deref(), src, env) {
+            (Some("env"), Some(v), None) | (_, None, Some(v)) => SecretSource::Env(v),
+            (Some("file") | None, Some(p), None) => SecretSource::File(PathBuf::from(p)),
+            (None | Some("env"), None, None) => SecretSource::Env(id.clone()),
+            _ => return Err(bad("give either src= or env=")),
+        };
+        Ok((id, source))
+    }
+
+    fn read(&self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            SecretSource::File(p) => match std::fs::read(p) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) => Err(format!("secret file {}: {e}", p.display())),
+            },
+            SecretSource::Env(v) => Ok(std::env::var_os(v).map(|s| s.into_encoded_bytes())),
+        }
+    }
+}
+
+/// Streams a step's output to the progress sink line by line.
+struct StepOutput<'a> {
+    progress: &'a dyn Progress,
+    id: usize,
+    pending: Vec<u8>,
+}
+
+impl Write for StepOutput<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            self.progress.step_info(self.id, &text);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            let text = String::from_utf8_lossy(&self.pending).to_string();
+            self.pending.clear();
+            self.progress.step_info(self.id, &text);
+        }
+        Ok(())
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A directory name for a cache mount id: readable and safe.
+fn cache_dir_name(id: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let readable: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(40)
+        .collect();
+    format!("{readable}-{}", &hex::encode(digest)[..16])
+}
+
+impl Executor<'_, '_> {
+    fn isolation(&mut self) -> Result<Isolation, BuildError> {
+        if let Some(i) = self.isolation {
+            return Ok(i);
+        }
+        let chosen = match self.req.isolation {
+            Isolation::Auto => {
+                let (i, why) = kiln_sandbox::probe()?;
+                self.req
+                    .progress
+                    .info(&format!("RUN isolation: {i} ({why})"));
+                i
+            }
+            other => other,
+        };
+        self.isolation = Some(chosen);
+        Ok(chosen)
+    }
+
+    pub(crate) fn run(
+        &mut self,
+        state: &mut StageState,
+        run: &Run,
+        ins: &Instruction,
+        id: usize,
+        results: &HashMap<usize, StageResult>,
+    ) -> Result<(), BuildError> {
+        let span = ins.span;
+        let isolation = self.isolation()?;
+        let scratch = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(&self.req.work_dir)
+            .map_err(io_err(&self.req.work_dir))?;
+        let upper = scratch.path().join("upper");
+        let work = scratch.path().join("work");
+        let private = scratch.path().join("private");
+        for d in [&upper, &work, &private] {
+            std::fs::create_dir(d).map_err(io_err(d))?;
+        }
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&private))?;
+
+        // The environment: ENV, then the stage's ARGs that ENV does not set.
+        let mut env = state.config.config.env.clone();
+        for (k, v) in &state.args {
+            if !env.iter().any(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str())) {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        let shell = if state.config.config.shell.is_empty() {
+            vec!["/bin/sh".to_string(), "-c".to_string()]
+        } else {
+            state.config.config.shell.clone()
+        };
+        let mut mounts = Vec::new();
+        let argv = match run_script(run) {
+            RunScript::Exec(v) => v,
+            RunScript::Shell(s) => {
+                let mut v = shell.clone();
+                v.push(s);
+                v
+            }
+            RunScript::ShebangFile { path, content } => {
+                let file = private.join("heredoc-script");
+                std::fs::write(&file, content).map_err(io_err(&file))?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io_err(&file))?;
+                mounts.push(Mount {
+                    target: path.clone(),
+                    kind: MountKind::Bind {
+                        source: file,
+                        readonly: true,
+                    },
+                });
+                let mut v = shell.clone();
+                v.push(path);
+                v
+            }
+        };
+        if argv.is_empty() {
+            return Err(self.loc.at(span, "RUN has no command"));
+        }
+
+        let network = match run.network.as_deref() {
+            None | Some("default") => Network::Default,
+            Some("none") => Network::None,
+            Some("host") => Network::Host,
+            Some(other) => {
+                return Err(self.loc.at(
+                    span,
+                    format!("RUN --network={other}: expected default, none or host"),
+                ))
+            }
+        };
+
+        let cwd = if state.config.config.working_dir.is_empty() {
+            "/".to_string()
+        } else {
+            state.config.config.working_dir.clone()
+        };
+        let user_spec = if state.config.config.user.is_empty() {
+            "0".to_string()
+        } else {
+            state.config.config.user.clone()
+        };
+        let user = crate::users::lookup_user(&state.rootfs, &user_spec)
+            .map_err(|e| self.loc.at(span, format!("USER {user_spec}: {e}")))?;
+
+        let mut ssh_index = 0usize;
+        let mut locks = Vec::new();
+        for raw in &run.mounts {
+            let vars = StageVars {
+                env: &state.config.config.env,
+                args: &state.args,
+            };
+            let spec = kiln_dockerfile::expand::expand_word(raw, &vars, self.df.directives.escape)
+                .map_err(|e| self.loc.at(span, format!("--mount: {}", e.message)))?
+                .value;
+            let m = parse_mount(&spec)
+                .map_err(|e| self.loc.at(span, format!("--mount={spec}: {e}")))?;
+            self.add_mount(
+                state,
+                &m,
+                &cwd,
+                &private,
+                &mut env,
+                &mut mounts,
+                &mut locks,
+                &mut ssh_index,
+                results,
+                span,
+            )?;
+        }
+
+        let spec = RunSpec {
+            rootfs: state.rootfs.clone(),
+            upper: upper.clone(),
+            work,
+            argv,
+            env,
+            cwd,
+            uid: user.uid,
+            gid: user.gid,
+            supplementary_gids: user.supplementary.clone(),
+            hostname: "kiln".to_string(),
+            network,
+            mounts,
+            isolation,
+        };
+        let mut out = StepOutput {
+            progress: self.req.progress,
+            id,
+            pending: Vec::new(),
+        };
+        let result = kiln_sandbox::run(&spec, &mut out)?;
+        let _ = out.flush();
+        drop(locks);
+        if result.exit_code != 0 {
+            let mut message = format!("RUN failed with exit code {}", result.exit_code);
+            if !result.tail.trim().is_empty() {
+                message.push_str(":\n");
+                message.push_str(result.tail.trim_end());
+            }
+            return Err(self.loc.at(span, message));
+        }
+        let entries = kiln_sandbox::upper_changes(&upper, &result.id_map)?;
+        let created_by = format!("RUN {} # buildkit", spec.argv.join(" "));
+        if entries.is_empty() {
+            self.history(state, created_by, true);
+        } else {
+            let mut entries = entries;
+            if let Some(epoch) = self.req.source_date_epoch {
+                for e in &mut entries {
+                    e.mtime = e.mtime.min(epoch);
+                }
+            }
+            let layer = kiln_image::write_layer(self.req.store, entries, &self.layer_options())?;
+            self.req.progress.step_info(
+                id,
+                &format!("layer {} ({} bytes)", layer.digest, layer.size),
+            );
+            state.layers.push(layer);
+            self.history(state, created_by, false);
+        }
+        kiln_sandbox::merge_upper(&upper, &state.rootfs)?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_mount(
+        &mut self,
+        state: &StageState,
+        m: &MountSpec,
+        cwd: &str,
+        private: &Path,
+        env: &mut Vec<String>,
+        mounts: &mut Vec<Mount>,
+        locks: &mut Vec<std::fs::File>,
+        ssh_index: &mut usize,
+        results: &HashMap<usize, StageResult>,
+        span: kiln_dockerfile::ast::Span,
+    ) -> Result<(), BuildError> {
+        let absolute = |t: &str| -> String {
+            if t.starts_with('/') {
+                crate::executor::clean_abs(t)
+            } else {
+                crate::executor::clean_abs(&format!("{cwd}/{t}"))
+            }
+        };
+        match m.kind {
+            MountType::Tmpfs => {
+                let target = m
+                    .target
+                    .as_deref()
+                    .ok_or_else(|| self.loc.at(span, "--mount=type=tmpfs needs target="))?;
+                mounts.push(Mount {
+                    target: absolute(target),
+                    kind: MountKind::Tmpfs { size: m.size },
+                });
+            }
+            MountType::Bind => {
+                let target = m
+                    .target
+                    .as_deref()
+                    .ok_or_else(|| self.loc.at(span, "--mount=type=bind needs target="))?;
+                let (root, filtered) = self.mount_source_root(m, results, span)?;
+                let rel = m.source.as_deref().unwrap_or("/");
+                let source = resolve_source(&root, rel)
+                    .map_err(|e| self.loc.at(span, format!("--mount source {rel}: {e}")))?;
+                if filtered || !m.readonly {
+                    // The context is shown without ignored files, and a
+                    // writable bind gets a private copy whose writes are
+                    // discarded after the step.
+                    let copy = private.join(format!("bind-{}", mounts.len()));
+                    copy_tree(&source, &copy, &|p| filtered && self.req.context.is_excluded(p), rel)?;
+                    mounts.push(Mount {
+                        target: absolute(target),
+                        kind: MountKind::Bind {
+                            source: copy,
+                            readonly: m.readonly,
+                        },
+                    });
+                } else {
+                    mounts.push(Mount {
+                        target: absolute(target),
+                        kind: MountKind::Bind {
+                            source,
+                            readonly: true,
+                        },
+                    });
+                }
+            }
+            MountType::Cache => {
+                let target = m
+                    .target
+                    .as_deref()
+                    .ok_or_else(|| self.loc.at(span, "--mount=type=cache needs target="))?;
+                let id = m.cache_id().unwrap_or(target);
+                let base = self.req.mount_cache_dir.join(cache_dir_name(id));
+                let fresh = !base.exists();
+                std::fs::create_dir_all(&base).map_err(io_err(&base))?;
+                let dir = match m.sharing.unwrap_or(Sharing::Shared) {
+                    Sharing::Shared => base.clone(),
+                    Sharing::Locked => {
+                        let lock_path = base.with_extension("lock");
+                        let f = std::fs::OpenOptions::new()
+                            .create(true)
+                            .truncate(false)
+                            .write(true)
+                            .open(&lock_path)
+                            .map_err(io_err(&lock_path))?;
+                        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+                            .map_err(|e| BuildError::Io {
+                                path: lock_path.clone(),
+                                source: e.into(),
+                            })?;
+                        locks.push(f);
+                        base.clone()
+                    }
+                    Sharing::Private => {
+                        let d = private.join(format!("cache-{}", mounts.len()));
+                        std::fs::create_dir(&d).map_err(io_err(&d))?;
+                        d
+                    }
+                };
+                if fresh {
+                    if let Some(from) = &m.from {
+                        let (root, _) = self.stage_or_image_root(from, results, span)?;
+                        let rel = m.source.as_deref().unwrap_or("/");
+                        let src = resolve_source(&root, rel)
+                            .map_err(|e| self.loc.at(span, format!("--mount source {rel}: {e}")))?;
+                        copy_tree(&src, &dir, &|_| false, rel)?;
+                    }
+                    let mode = m.effective_mode().unwrap_or(0o755);
+                    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
+                    let _ = std::os::unix::fs::chown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
+                }
+                mounts.push(Mount {
+                    target: absolute(target),
+                    kind: MountKind::Bind {
+                        source: dir,
+                        readonly: m.readonly,
+                    },
+                });
+            }
+            MountType::Secret => {
+                let sid = m
+                    .secret_id()
+                    .ok_or_else(|| self.loc.at(span, "--mount=type=secret needs id="))?;
+                let value = match self.req.secrets.get(&sid) {
+                    Some(src) => src.read().map_err(|e| self.loc.at(span, e))?,
+                    None => None,
+                };
+                let Some(value) = value else {
+                    if m.required {
+                        return Err(self.loc.at(
+                            span,
+                            format!("secret {sid} is required but was not given (--secret id={sid},src=…)"),
+                        ));
+                    }
+                    return Ok(());
+                };
+                if let Some(var) = &m.env {
+                    let text = String::from_utf8_lossy(&value).to_string();
+                    env.push(format!("{var}={text}"));
+                }
+                if let Some(target) = m.secret_target() {
+                    let file = private.join(format!("secret-{}", mounts.len()));
+                    std::fs::write(&file, &value).map_err(io_err(&file))?;
+                    let mode = m.effective_mode().unwrap_or(0o400);
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+                        .map_err(io_err(&file))?;
+                    let _ = std::os::unix::fs::chown(
+                        &file,
+                        Some(m.uid.unwrap_or(0)),
+                        Some(m.gid.unwrap_or(0)),
+                    );
+                    mounts.push(Mount {
+                        target: absolute(&target),
+                        kind: MountKind::Bind {
+                            source: file,
+                            readonly: true,
+                        },
+                    });
+                }
+            }
+            MountType::Ssh => {
+                let sid = m.ssh_id().to_string();
+                let target = m.ssh_target(*ssh_index);
+                *ssh_index += 1;
+                match self.req.ssh.get(&sid) {
+                    Some(sock) => {
+                        mounts.push(Mount {
+                            target: absolute(&target),
+                            kind: MountKind::Bind {
+                                source: sock.clone(),
+                                readonly: false,
+                            },
+                        });
+                        env.push(format!("SSH_AUTH_SOCK={}", absolute(&target)));
+                    }
+                    None if m.required => {
+                        return Err(self.loc.at(
+                            span,
+                            format!("ssh agent {sid} is required but was not given (--ssh {sid}=…)"),
+                        ))
+                    }
+                    None => {}
+                }
+            }
+        }
+        let _ = state;
+        Ok(())
+    }
+
+    /// The tree a bind mount reads: the context (filtered by .dockerignore)
+    /// when there is no `from=`, else a stage or image root.
+    fn mount_source_root(
+        &mut self,
+        m: &MountSpec,
+        results: &HashMap<usize, StageResult>,
+        span: kiln_dockerfile::ast::Span,
+    ) -> Result<(PathBuf, bool), BuildError> {
+        match &m.from {
+            None => Ok((self.req.context.root().to_path_buf(), true)),
+            Some(from) => self.stage_or_image_root(from, results, span),
+        }
+    }
+
+    fn stage_or_image_root(
+        &mut self,
+        from: &str,
+        results: &HashMap<usize, StageResult>,
+        span: kiln_dockerfile::ast::Span,
+    ) -> Result<(PathBuf, bool), BuildError> {
+        let current = self.graph.stages.len();
+        let _ = current;
+        for (i, node) in self.graph.stages.iter().enumerate() {
+            let named = node.name.as_deref() == Some(from.to_ascii_lowercase().as_str())
+                || from.parse::<usize>().ok() == Some(i);
+            if named {
+                if let Some(r) = results.get(&i) {
+                    return Ok((r.rootfs.clone(), false));
+                }
+            }
+        }
+        Ok((self.image_root(from, span)?, false))
+    }
+}
+
+/// Resolves a mount source inside its root: symlinks followed within the
+/// root, `..` that climbs out rejected.
+fn resolve_source(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    use crate::copy::fsops::{resolve_in_root, Escape, ResolveError};
+    match resolve_in_root(root, rel, true, Escape::Reject) {
+        Ok(r) => {
+            let p = r.host(root);
+            if p.exists() {
+                Ok(p)
+            } else {
+                Err("not found".to_string())
+            }
+        }
+        Err(ResolveError::Escapes) => Err("points outside its root".to_string()),
+        Err(ResolveError::TooManyLinks) => Err("too many levels of symbolic links".to_string()),
+        Err(ResolveError::Io(e)) => Err(e.to_string()),
+    }
+}
+
+/// Copies a file or directory tree (for writable binds and seeded caches).
+fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    excluded: &dyn Fn(&str) -> bool,
+    rel: &str,
+) -> Result<(), BuildError> {
+    let meta = std::fs::symlink_metadata(src).map_err(io_err(src))?;
+    if meta.is_dir() {
+        std::fs::create_dir_all(dst).map_err(io_err(dst))?;
+        std::fs::set_permissions(dst, meta.permissions()).map_err(io_err(dst))?;
+        let mut names: Vec<_> = std::fs::read_dir(src)
+            .map_err(io_err(src))?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        names.sort();
+        for name in names {
+            let child_rel = if rel.trim_matches('/').is_empty() {
+                name.to_string_lossy().to_string()
+            } else {
+                format!("{}/{}", rel.trim_matches('/'), name.to_string_lossy())
+            };
+            if excluded(&child_rel) {
+                continue;
+            }
+            copy_tree(&src.join(&name), &dst.join(&name), excluded, &child_rel)?;
+        }
+    } else if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(src).map_err(io_err(src))?;
+        std::os::unix::fs::symlink(target, dst).map_err(io_err(dst))?;
+    } else if meta.is_file() {
+        std::fs::copy(src, dst).map_err(io_err(dst))?;
+    }
+    Ok(())
+}
+
+/// Parses `--ssh default[=SOCKET]` values; `default` alone uses
+/// `SSH_AUTH_SOCK`.
+pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf), BuildError> {
+    let (id, path) = match spec.split_once('=') {
+        Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+        None => {
+            let sock = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| {
+                BuildError::Message(format!("--ssh {spec}: SSH_AUTH_SOCK is not set"))
+            })?;
+            (spec.to_string(), PathBuf::from(sock))
+        }
+    };
+    Ok((id, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_specs() {
+        assert_eq!(
+            SecretSource::parse("id=tok,src=/run/t").ok(),
+            Some(("tok".into(), SecretSource::File("/run/t".into())))
+        );
+        assert_eq!(
+            SecretSource::parse("id=tok,env=TOKEN").ok(),
+            Some(("tok".into(), SecretSource::Env("TOKEN".into())))
+        );
+        assert_eq!(
+            SecretSource::parse("id=TOKEN").ok(),
+            Some(("TOKEN".into(), SecretSource::Env("TOKEN".into())))
+        );
+        assert!(SecretSource::parse("src").is_err());
+        assert!(SecretSource::parse("id=a,bogus=1").is_err());
+    }
+
+    #[test]
+    fn cache_names_are_safe() {
+        let n = cache_dir_name("/root/.cache/pip");
+        assert!(n.starts_with("_root__cache_pip-"));
+        assert!(!n.contains('/'));
+        assert_ne!(cache_dir_name("a/b"), cache_dir_name("a_b"));
+    }
+}
