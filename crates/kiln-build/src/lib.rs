@@ -21,6 +21,7 @@ pub mod executor;
 pub mod graph;
 pub mod output;
 pub mod progress;
+pub mod registry;
 pub mod run;
 
 pub use executor::{build, BuildOutput, BuildRequest, ImageResolver, LocalImages};

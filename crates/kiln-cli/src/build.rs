@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use kiln_build::output::{export, parse_output, Output};
 use kiln_build::progress::{ProgressMode, StderrProgress};
-use kiln_build::{BuildRequest, LocalImages};
+use kiln_build::BuildRequest;
 use kiln_image::{BlobStore, Compression, Format, Platform};
 
 #[derive(Args)]
@@ -123,8 +123,8 @@ fn parse_kv(flag: &str, raw: &str, from_env: bool) -> Result<(String, String)> {
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
-    if args.push {
-        bail!("--push: pushing to registries is not available in this build of kiln yet; use --output type=oci|docker|local|tar");
+    if args.push && args.tags.is_empty() {
+        bail!("--push needs at least one --tag naming where to push");
     }
     let mut secrets = BTreeMap::new();
     for s in &args.secrets {
@@ -185,10 +185,16 @@ pub fn run(args: BuildArgs) -> Result<()> {
     for o in &args.outputs {
         outputs.push(parse_output(o)?);
     }
-    if outputs.iter().any(|o| matches!(o, Output::Image { push: true, .. })) {
-        bail!("--output type=image,push=true: pushing to registries is not available in this build of kiln yet");
+    let mut push_to: Vec<String> = Vec::new();
+    if args.push {
+        push_to.extend(args.tags.iter().cloned());
     }
-    if outputs.is_empty() {
+    for o in &outputs {
+        if let Output::Image { names, push: true } = o {
+            push_to.extend(names.iter().cloned());
+        }
+    }
+    if outputs.is_empty() && push_to.is_empty() {
         outputs.push(Output::Oci {
             dest: PathBuf::from("kiln-out"),
             archive: false,
@@ -222,6 +228,15 @@ pub fn run(args: BuildArgs) -> Result<()> {
         .context("starting the I/O runtime")?;
     let http = kiln_build::fetch::HttpFetcher::new(runtime.handle().clone())?;
     let progress = StderrProgress::new(mode);
+    let registry = kiln_registry::RegistryClient::new(kiln_registry::RegistryOptions {
+        insecure: args.insecure_registries.clone(),
+        ..Default::default()
+    })?;
+    let resolver = kiln_build::registry::RegistryImages {
+        client: &registry,
+        runtime: runtime.handle().clone(),
+        progress: &progress,
+    };
     let request = BuildRequest {
         dockerfile_name,
         dockerfile: dockerfile_text,
@@ -236,7 +251,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         compression,
         format,
         source_date_epoch,
-        resolver: &LocalImages,
+        resolver: &resolver,
         http: &http,
         progress: &progress,
         isolation,
@@ -254,6 +269,14 @@ pub fn run(args: BuildArgs) -> Result<()> {
         export(&store, output, &out.image, &out.stored, &args.tags)?;
         eprintln!("exported {}", describe(output));
     }
+    let pushed = kiln_build::registry::push_all(
+        &registry,
+        runtime.handle(),
+        &store,
+        &out.stored,
+        &push_to,
+        &progress,
+    )?;
     let digest = out.stored.manifest.digest.to_string();
     if let Some(path) = &args.iidfile {
         write_file(path, digest.as_bytes())?;
@@ -264,6 +287,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
             "containerimage.config.digest": out.stored.config_digest.to_string(),
             "containerimage.descriptor": out.stored.manifest,
             "image.name": args.tags.join(","),
+            "pushed": pushed.iter().map(|(n, d)| format!("{n}@{d}")).collect::<Vec<_>>(),
         });
         write_file(path, serde_json::to_string_pretty(&meta)?.as_bytes())?;
     }

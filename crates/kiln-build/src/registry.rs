@@ -1,0 +1,198 @@
+//! Registry glue for the build: resolving `FROM` / `COPY --from` image
+//! references by pulling them, and pushing the built image, with transfer
+//! progress in words an operator reads (bytes, rate, what was skipped).
+//!
+//! The build runs on plain threads; registry I/O is async, so this module
+//! owns the hop onto the tokio runtime.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use kiln_image::{BlobStore, Digest, Platform, StoredImage};
+use kiln_registry::{Reference, RegistryClient, SkipReason, TransferProgress};
+
+use crate::executor::ImageResolver;
+use crate::progress::Progress;
+use crate::BuildError;
+
+/// Reports blob transfers through the build's progress sink.
+pub struct TransferReport<'a> {
+    progress: &'a dyn Progress,
+    verb: &'static str,
+    started: Mutex<Vec<(Digest, Instant)>>,
+    bytes: AtomicU64,
+    transferred: AtomicUsize,
+    skipped: AtomicUsize,
+    skipped_bytes: AtomicU64,
+}
+
+impl<'a> TransferReport<'a> {
+    pub fn new(progress: &'a dyn Progress, verb: &'static str) -> Self {
+        TransferReport {
+            progress,
+            verb,
+            started: Mutex::new(Vec::new()),
+            bytes: AtomicU64::new(0),
+            transferred: AtomicUsize::new(0),
+            skipped: AtomicUsize::new(0),
+            skipped_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// One line: what moved and what did not need to.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {} blob(s), {}; {} blob(s) ({}) already present",
+            self.verb,
+            self.transferred.load(Ordering::Relaxed),
+            human_bytes(self.bytes.load(Ordering::Relaxed)),
+            self.skipped.load(Ordering::Relaxed),
+            human_bytes(self.skipped_bytes.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+/// `1.5 MB`-style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn short(d: &Digest) -> &str {
+    let hex = d.hex();
+    &hex[..hex.len().min(12)]
+}
+
+impl TransferProgress for TransferReport<'_> {
+    fn started(&self, digest: &Digest, _total: u64) {
+        if let Ok(mut s) = self.started.lock() {
+            s.push((digest.clone(), Instant::now()));
+        }
+    }
+
+    fn finished(&self, digest: &Digest, total: u64) {
+        let elapsed = self
+            .started
+            .lock()
+            .ok()
+            .and_then(|s| {
+                s.iter()
+                    .rev()
+                    .find(|(d, _)| d == digest)
+                    .map(|(_, t)| t.elapsed())
+            })
+            .unwrap_or_default();
+        self.bytes.fetch_add(total, Ordering::Relaxed);
+        self.transferred.fetch_add(1, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64().max(0.001);
+        self.progress.info(&format!(
+            "{} {} {} in {:.2}s ({}/s)",
+            self.verb,
+            short(digest),
+            human_bytes(total),
+            secs,
+            human_bytes((total as f64 / secs) as u64)
+        ));
+    }
+
+    fn skipped(&self, digest: &Digest, size: u64, why: &SkipReason) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        self.skipped_bytes.fetch_add(size, Ordering::Relaxed);
+        let why = match why {
+            SkipReason::InLocalStore => "already in the local store".to_string(),
+            SkipReason::ExistsInRegistry => "already in the registry".to_string(),
+            SkipReason::Mounted { from } => format!("mounted from {from}"),
+        };
+        tracing::debug!(blob = %digest, "{why}");
+    }
+}
+
+/// Resolves registry references by pulling them.
+pub struct RegistryImages<'a> {
+    pub client: &'a RegistryClient,
+    pub runtime: tokio::runtime::Handle,
+    pub progress: &'a dyn Progress,
+}
+
+impl ImageResolver for RegistryImages<'_> {
+    fn resolve(
+        &self,
+        store: &BlobStore,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Option<StoredImage>, BuildError> {
+        if let Some(found) = crate::executor::LocalImages.resolve(store, reference, platform)? {
+            return Ok(Some(found));
+        }
+        let parsed: Reference = reference
+            .parse()
+            .map_err(|e: kiln_registry::Error| BuildError::Message(e.to_string()))?;
+        let report = TransferReport::new(self.progress, "pulled");
+        self.progress.info(&format!("pulling {parsed}"));
+        let t = Instant::now();
+        let stored = self
+            .runtime
+            .block_on(self.client.pull(store, &parsed, platform, &report))
+            .map_err(|e| BuildError::Message(format!("pulling {parsed}: {e}")))?;
+        self.progress.info(&format!(
+            "{parsed}: {} in {:.2}s",
+            report.summary(),
+            t.elapsed().as_secs_f64()
+        ));
+        Ok(Some(stored))
+    }
+}
+
+/// Pushes a stored image to every destination; returns the manifest
+/// digest the registry confirmed.
+pub fn push_all(
+    client: &RegistryClient,
+    runtime: &tokio::runtime::Handle,
+    store: &BlobStore,
+    image: &StoredImage,
+    destinations: &[String],
+    progress: &dyn Progress,
+) -> Result<Vec<(String, Digest)>, BuildError> {
+    let mut pushed = Vec::new();
+    for dest in destinations {
+        let parsed: Reference = dest
+            .parse()
+            .map_err(|e: kiln_registry::Error| BuildError::Message(format!("{dest}: {e}")))?;
+        let report = TransferReport::new(progress, "pushed");
+        let t = Instant::now();
+        progress.info(&format!("pushing {parsed}"));
+        let digest = runtime
+            .block_on(client.push(store, image, &parsed, &report))
+            .map_err(|e| BuildError::Message(format!("pushing {parsed}: {e}")))?;
+        progress.info(&format!(
+            "pushed {parsed}@{digest}: {} in {:.2}s",
+            report.summary(),
+            t.elapsed().as_secs_f64()
+        ));
+        pushed.push((parsed.to_string(), digest));
+    }
+    Ok(pushed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_500), "1.5 kB");
+        assert_eq!(human_bytes(2_000_000), "2.0 MB");
+    }
+}
