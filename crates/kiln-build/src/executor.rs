@@ -316,19 +316,17 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         }
     }
 
-    let graph = graph::resolve(&df, &MapVars(&global), req.target.as_deref()).map_err(|e| {
-        loc.locate(
-            Span {
-                line: 1,
-                column: 1,
-            },
-            e,
-        )
-    })?;
+    let graph = graph::resolve(&df, &MapVars(&global), req.target.as_deref())
+        .map_err(|e| loc.locate(Span { line: 1, column: 1 }, e))?;
     let stage_names: Vec<String> = df
         .stages()
         .iter()
-        .map(|s| s.from.name.clone().unwrap_or_else(|| format!("stage-{}", s.index)))
+        .map(|s| {
+            s.from
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("stage-{}", s.index))
+        })
         .collect();
 
     let started = Instant::now();
@@ -352,14 +350,18 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
     };
     let stages = df.stages();
     for &index in &graph.order {
-        let stage = stages
-            .get(index)
-            .ok_or(BuildError::NoStages)?;
+        let stage = stages.get(index).ok_or(BuildError::NoStages)?;
         let name = stage_names
             .get(index)
             .cloned()
             .unwrap_or_else(|| format!("stage-{index}"));
-        let result = exec.run_stage(index, &name, stage.from_instruction, stage.instructions, &results)?;
+        let result = exec.run_stage(
+            index,
+            &name,
+            stage.from_instruction,
+            stage.instructions,
+            &results,
+        )?;
         results.insert(index, result);
     }
     let target = results.remove(&graph.target).ok_or(BuildError::NoStages)?;
@@ -413,7 +415,7 @@ impl Executor<'_, '_> {
 
     pub(crate) fn layer_options(&self) -> LayerOptions {
         LayerOptions {
-            compression: self.req.compression.clone(),
+            compression: self.req.compression,
             format: self.req.format,
             mtime_clamp: self.req.source_date_epoch,
         }
@@ -461,7 +463,10 @@ impl Executor<'_, '_> {
                     ),
                 )
             })?;
-        Ok(kiln_image::load_image(self.req.store, &stored.manifest.digest)?)
+        Ok(kiln_image::load_image(
+            self.req.store,
+            &stored.manifest.digest,
+        )?)
     }
 
     fn run_stage(
@@ -529,8 +534,10 @@ impl Executor<'_, '_> {
         for trigger in &triggers {
             let text = format!("FROM scratch\n{trigger}\n");
             let parsed = kiln_dockerfile::parse("ONBUILD trigger", &text).map_err(|e| {
-                self.loc
-                    .at(from.span, format!("ONBUILD trigger `{trigger}` of the base image: {e}"))
+                self.loc.at(
+                    from.span,
+                    format!("ONBUILD trigger `{trigger}` of the base image: {e}"),
+                )
             })?;
             if let Some(ins) = parsed.instructions.get(1) {
                 let relocated = Instruction {
@@ -590,7 +597,12 @@ impl Executor<'_, '_> {
         }
     }
 
-    pub(crate) fn expand(&self, state: &StageState, word: &str, span: Span) -> Result<String, BuildError> {
+    pub(crate) fn expand(
+        &self,
+        state: &StageState,
+        word: &str,
+        span: Span,
+    ) -> Result<String, BuildError> {
         let vars = StageVars {
             env: &state.config.config.env,
             args: &state.args,
@@ -675,7 +687,9 @@ impl Executor<'_, '_> {
                 for v in vols {
                     let v = self.expand(state, v, span)?;
                     if v.trim().is_empty() {
-                        return Err(self.loc.at(span, "VOLUME specified can not be an empty string"));
+                        return Err(self
+                            .loc
+                            .at(span, "VOLUME specified can not be an empty string"));
                     }
                     state.config.config.volumes.insert(v, Default::default());
                 }
@@ -837,18 +851,18 @@ impl Executor<'_, '_> {
             None => None,
         };
 
-        let context_filter = |p: &str| self.req.context.is_excluded(p);
-        let (src_root, filter): (PathBuf, Option<&dyn Fn(&str) -> bool>) = match &c.from {
+        let (src_root, filter) = match &c.from {
             None => (
                 self.req.context.root().to_path_buf(),
-                Some(&context_filter as &dyn Fn(&str) -> bool),
+                self.req.context.ignore(),
             ),
             Some(from) => {
                 let from = self.expand(state, from, span)?;
                 match self.graph.lookup(&from, state.index) {
                     Some(i) => {
                         let r = results.get(&i).ok_or_else(|| {
-                            self.loc.at(span, format!("--from={from}: stage was not built"))
+                            self.loc
+                                .at(span, format!("--from={from}: stage was not built"))
                         })?;
                         (r.rootfs.clone(), None)
                     }
@@ -886,7 +900,11 @@ impl Executor<'_, '_> {
 
     /// The root filesystem of an image named by `COPY --from=<image>`,
     /// materialized once per build.
-    pub(crate) fn image_root(&mut self, reference: &str, span: Span) -> Result<PathBuf, BuildError> {
+    pub(crate) fn image_root(
+        &mut self,
+        reference: &str,
+        span: Span,
+    ) -> Result<PathBuf, BuildError> {
         if let Some(p) = self.image_roots.get(reference) {
             return Ok(p.clone());
         }
@@ -972,7 +990,10 @@ fn mkdir_all(
             Ok(m) if m.file_type().is_symlink() => {
                 // Follow a symlinked directory within the root: BuildKit
                 // resolves WORKDIR inside the image.
-                if std::fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
+                if std::fs::metadata(&path)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false)
+                {
                     continue;
                 }
                 return Err(BuildError::Message(format!(

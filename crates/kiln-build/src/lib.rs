@@ -13,16 +13,16 @@
 
 pub mod chmod;
 pub mod copy;
-pub mod fetch;
-pub mod snapshot;
-pub mod unpack;
-pub mod users;
 pub mod executor;
+pub mod fetch;
 pub mod graph;
 pub mod output;
 pub mod progress;
 pub mod registry;
 pub mod run;
+pub mod snapshot;
+pub mod unpack;
+pub mod users;
 
 pub use executor::{build, BuildOutput, BuildRequest, ImageResolver, LocalImages};
 

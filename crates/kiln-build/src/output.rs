@@ -62,12 +62,14 @@ pub fn parse_output(spec: &str) -> Result<Output, BuildError> {
                 }
             }
             // Accepted for compatibility; kiln's layouts need no extra keys.
-            "tar" | "oci-mediatypes" | "compression" | "compression-level" | "force-compression" => {}
+            "tar" | "oci-mediatypes" | "compression" | "compression-level"
+            | "force-compression" => {}
             other => return Err(bad(format!("unknown key `{other}`"))),
         }
     }
     let kind = kind.ok_or_else(|| bad("missing type=".into()))?;
-    let need_dest = |dest: Option<PathBuf>| dest.ok_or_else(|| bad(format!("type={kind} needs dest=")));
+    let need_dest =
+        |dest: Option<PathBuf>| dest.ok_or_else(|| bad(format!("type={kind} needs dest=")));
     match kind.as_str() {
         "oci" => {
             let dest = need_dest(dest)?;
@@ -205,7 +207,8 @@ mod tests {
         ] {
             let err = parse_output(spec).err().map(|e| e.to_string());
             assert!(
-                err.as_deref().is_some_and(|e| e.contains(needle) && e.contains(spec)),
+                err.as_deref()
+                    .is_some_and(|e| e.contains(needle) && e.contains(spec)),
                 "{spec}: {err:?}"
             );
         }

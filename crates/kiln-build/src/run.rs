@@ -166,7 +166,10 @@ impl Executor<'_, '_> {
         // The environment: ENV, then the stage's ARGs that ENV does not set.
         let mut env = state.config.config.env.clone();
         for (k, v) in &state.args {
-            if !env.iter().any(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str())) {
+            if !env
+                .iter()
+                .any(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str()))
+            {
                 env.push(format!("{k}={v}"));
             }
         }
@@ -355,7 +358,12 @@ impl Executor<'_, '_> {
                     // writable bind gets a private copy whose writes are
                     // discarded after the step.
                     let copy = private.join(format!("bind-{}", mounts.len()));
-                    copy_tree(&source, &copy, &|p| filtered && self.req.context.is_excluded(p), rel)?;
+                    copy_tree(
+                        &source,
+                        &copy,
+                        &|p| filtered && self.req.context.is_excluded(p),
+                        rel,
+                    )?;
                     mounts.push(Mount {
                         target: absolute(target),
                         kind: MountKind::Bind {
@@ -392,11 +400,12 @@ impl Executor<'_, '_> {
                             .write(true)
                             .open(&lock_path)
                             .map_err(io_err(&lock_path))?;
-                        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-                            .map_err(|e| BuildError::Io {
+                        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(
+                            |e| BuildError::Io {
                                 path: lock_path.clone(),
                                 source: e.into(),
-                            })?;
+                            },
+                        )?;
                         locks.push(f);
                         base.clone()
                     }
@@ -416,7 +425,11 @@ impl Executor<'_, '_> {
                     }
                     let mode = m.effective_mode().unwrap_or(0o755);
                     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
-                    let _ = std::os::unix::fs::chown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
+                    let _ = std::os::unix::fs::chown(
+                        &dir,
+                        Some(m.uid.unwrap_or(0)),
+                        Some(m.gid.unwrap_or(0)),
+                    );
                 }
                 mounts.push(Mount {
                     target: absolute(target),
@@ -485,7 +498,9 @@ impl Executor<'_, '_> {
                     None if m.required => {
                         return Err(self.loc.at(
                             span,
-                            format!("ssh agent {sid} is required but was not given (--ssh {sid}=…)"),
+                            format!(
+                                "ssh agent {sid} is required but was not given (--ssh {sid}=…)"
+                            ),
                         ))
                     }
                     None => {}

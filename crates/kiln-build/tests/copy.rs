@@ -464,7 +464,7 @@ fn exclude_and_context_filter() {
     write(c, "src/secret", "s", 0o644);
     let mut q = req(c, r, &["src"], "/out/");
     q.exclude = vec!["*.md".into(), "!README.md".into()];
-    let filter = |p: &str| p == "src/secret";
+    let filter = kiln_dockerfile::pattern::PatternSet::new(&["src/secret"]).unwrap();
     q.src_filter = Some(&filter);
     copy(&q).unwrap();
     assert!(r.join("out/a.txt").exists());

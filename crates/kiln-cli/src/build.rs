@@ -297,8 +297,14 @@ pub fn run(args: BuildArgs) -> Result<()> {
 
 fn describe(o: &Output) -> String {
     match o {
-        Output::Oci { dest, archive: false } => format!("OCI layout {}", dest.display()),
-        Output::Oci { dest, archive: true } => format!("OCI archive {}", dest.display()),
+        Output::Oci {
+            dest,
+            archive: false,
+        } => format!("OCI layout {}", dest.display()),
+        Output::Oci {
+            dest,
+            archive: true,
+        } => format!("OCI archive {}", dest.display()),
         Output::Docker { dest } => format!("docker archive {}", dest.display()),
         Output::Local { dest } => format!("filesystem to {}", dest.display()),
         Output::Tar { dest } => format!("filesystem tar {}", dest.display()),

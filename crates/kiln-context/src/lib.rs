@@ -92,6 +92,11 @@ impl Context {
         self.ignore_file.as_deref()
     }
 
+    /// The ignore rules, if the context has any.
+    pub fn ignore(&self) -> Option<&PatternSet> {
+        self.ignore.as_ref()
+    }
+
     /// Whether `rel` (relative to the root, `/`-separated) is excluded by
     /// the ignore rules.
     pub fn is_excluded(&self, rel: &str) -> bool {

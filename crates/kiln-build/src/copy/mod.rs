@@ -41,7 +41,8 @@ use fsops::{
     apply_meta, atime_of, clean_components, clear_non_dir, copy_xattrs, mtime_of, now,
     resolve_in_root, temp_sibling, Escape, Meta, ResolveError,
 };
-use glob::{has_wildcards, match_component, ExcludeSet};
+use glob::{has_wildcards, match_component};
+use kiln_dockerfile::pattern::PatternSet;
 
 /// One COPY or ADD step.
 pub struct CopyRequest<'a> {
@@ -49,7 +50,7 @@ pub struct CopyRequest<'a> {
     pub src_root: &'a Path,
     /// `true` = the path (relative to `src_root`, `/`-separated) is excluded
     /// (`.dockerignore`); `None` excludes nothing.
-    pub src_filter: Option<&'a dyn Fn(&str) -> bool>,
+    pub src_filter: Option<&'a PatternSet>,
     /// Variable-expanded sources, possibly with wildcards or URLs (ADD).
     pub sources: Vec<String>,
     /// Variable-expanded destination.
@@ -98,6 +99,8 @@ pub struct Changed {
 /// Why a COPY/ADD failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
+    #[error("--exclude: {message}")]
+    BadExclude { message: String },
     #[error("{src:?}: path leads outside the source root (build context or stage)")]
     OutsideContext { src: String },
     #[error("{src:?}: not found")]
@@ -176,7 +179,12 @@ pub fn copy(req: &CopyRequest) -> Result<Vec<Changed>, CopyError> {
         req,
         chown,
         chmod,
-        excludes: ExcludeSet::new(&req.exclude),
+        excludes: {
+            let pats: Vec<&str> = req.exclude.iter().map(String::as_str).collect();
+            PatternSet::new(&pats).map_err(|e| CopyError::BadExclude {
+                message: e.to_string(),
+            })?
+        },
         changed: Vec::new(),
         links: HashMap::new(),
         deferred: Vec::new(),
@@ -286,7 +294,7 @@ struct Copier<'r, 'a> {
     req: &'r CopyRequest<'a>,
     chown: Option<(u32, u32)>,
     chmod: Option<Chmod>,
-    excludes: ExcludeSet,
+    excludes: PatternSet,
     changed: Vec<Changed>,
     /// Source (dev, inode) → destination path already written, for hardlinks.
     links: HashMap<(u64, u64), PathBuf>,
@@ -310,9 +318,21 @@ impl<'r, 'a> Copier<'r, 'a> {
 
     fn filtered(&self, rel: &str) -> bool {
         match self.req.src_filter {
-            Some(f) => !rel.is_empty() && f(rel),
+            Some(f) => !rel.is_empty() && f.matches(rel),
             None => false,
         }
+    }
+
+    /// Whether an excluded directory may still hold entries that an
+    /// exception (`!pattern`) brings back, so the walk must go in.
+    fn may_descend(&self, rel: &str, src_rel: &str) -> bool {
+        let by_exclude =
+            !self.excludes.matches(rel) || self.excludes.may_have_included_children(rel);
+        let by_filter = match self.req.src_filter {
+            Some(f) => !f.matches(src_rel) || f.may_have_included_children(src_rel),
+            None => true,
+        };
+        by_exclude && by_filter
     }
 
     /// Owner for an entry whose source metadata is `md`.
@@ -409,7 +429,7 @@ impl<'r, 'a> Copier<'r, 'a> {
         };
         for s in sources {
             if let Some(m) = &s.match_rel {
-                if self.excludes.excluded(m) {
+                if self.excludes.matches(m) {
                     continue;
                 }
             }
@@ -560,11 +580,12 @@ impl<'r, 'a> Copier<'r, 'a> {
         target: &Path,
         overwrite: bool,
     ) -> Result<(), CopyError> {
-        if !rel.is_empty() && (self.excludes.excluded(rel) || self.filtered(src_rel)) {
-            return Ok(());
-        }
+        let excluded = !rel.is_empty() && (self.excludes.matches(rel) || self.filtered(src_rel));
         let md = std::fs::symlink_metadata(src).map_err(io_err(src))?;
         let ft = md.file_type();
+        if excluded && !(ft.is_dir() && self.may_descend(rel, src_rel)) {
+            return Ok(());
+        }
         let (uid, gid) = self.owner_for(Some(&md));
         let meta = Meta {
             uid,
@@ -587,7 +608,16 @@ impl<'r, 'a> Copier<'r, 'a> {
                     true
                 }
             };
+            let before = self.changed.len();
             self.copy_children(src, src_rel, rel, target)?;
+            if excluded && self.changed.len() == before {
+                // Nothing below an excluded directory came back through an
+                // exception: the directory itself stays out.
+                if created {
+                    let _ = std::fs::remove_dir(target);
+                }
+                return Ok(());
+            }
             if created || overwrite {
                 apply_meta(target, &meta, false).map_err(io_err(target))?;
                 copy_xattrs(src, target);
@@ -708,7 +738,7 @@ impl<'r, 'a> Copier<'r, 'a> {
             } else {
                 format!("{base_rel}/{rel}")
             };
-            if self.excludes.excluded(&rel) || self.filtered(&src_rel) {
+            if self.excludes.matches(&rel) || self.filtered(&src_rel) {
                 continue;
             }
             // Parent directories below the pivot take their source's metadata.

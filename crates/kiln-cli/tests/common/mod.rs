@@ -120,14 +120,16 @@ pub fn run_tool(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("{program} could not start: {e} (scripts/setup.sh installs it)"));
+        .unwrap_or_else(|e| {
+            panic!("{program} could not start: {e} (scripts/setup.sh installs it)")
+        });
     assert_success(&out);
     stdout(&out)
 }
 
 /// `skopeo inspect --config` of an image, as JSON.
 pub fn skopeo_config(image: &str) -> serde_json::Value {
-    let text = run_tool("skopeo", &["inspect", "--config", image]);
+    let text = run_tool("skopeo", &["inspect", "--config", "--raw", image]);
     serde_json::from_str(&text).expect("skopeo prints JSON")
 }
 
