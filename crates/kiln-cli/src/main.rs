@@ -3,6 +3,8 @@
 //! crates.
 
 mod build;
+mod job;
+mod kaniko;
 
 use clap::{Parser, Subcommand};
 
@@ -21,14 +23,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Build an image from a Dockerfile and a context.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
+    /// Build with Kaniko's executor flags (also runs as `/kaniko/executor`).
+    Executor(Box<kaniko::KanikoArgs>),
 }
 
 fn main() {
     // RUN steps execute in a fresh copy of this binary; it takes over here
     // before any thread exists.
     kiln_sandbox::maybe_run_init();
-    let cli = Cli::parse();
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Installed as `executor` (e.g. /kaniko/executor): Kaniko's command line.
+    let invoked_as = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().to_string());
+    if invoked_as.as_deref() == Some("executor") {
+        argv.insert(1, "executor".into());
+    }
+    let cli = Cli::parse_from(argv);
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -36,7 +49,8 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Commands::Build(args) => build::run(args),
+        Commands::Build(args) => build::run(*args),
+        Commands::Executor(args) => kaniko::run(*args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -127,15 +127,26 @@ pub fn run_tool(program: &str, args: &[&str]) -> String {
     stdout(&out)
 }
 
+/// Test registries speak plain HTTP on loopback.
+fn tls_flag(image: &str) -> &'static str {
+    if image.starts_with("docker://") {
+        "--tls-verify=false"
+    } else {
+        "--tls-verify=true"
+    }
+}
+
 /// `skopeo inspect --config` of an image, as JSON.
 pub fn skopeo_config(image: &str) -> serde_json::Value {
-    let text = run_tool("skopeo", &["inspect", "--config", "--raw", image]);
+    let tls = tls_flag(image);
+    let text = run_tool("skopeo", &["inspect", tls, "--config", "--raw", image]);
     serde_json::from_str(&text).expect("skopeo prints JSON")
 }
 
 /// `skopeo inspect --raw` (the manifest) of an image, as JSON.
 pub fn skopeo_manifest(image: &str) -> serde_json::Value {
-    let text = run_tool("skopeo", &["inspect", "--raw", image]);
+    let tls = tls_flag(image);
+    let text = run_tool("skopeo", &["inspect", tls, "--raw", image]);
     serde_json::from_str(&text).expect("skopeo prints JSON")
 }
 
@@ -171,4 +182,56 @@ pub fn owner_of(p: &Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     (m.uid(), m.gid())
+}
+
+/// A CNCF distribution registry on a free loopback port, stopped on drop.
+pub struct Registry {
+    child: std::process::Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("registry dir");
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().expect("addr").port()
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: {addr}}}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (scripts/setup.sh installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

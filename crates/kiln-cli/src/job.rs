@@ -1,0 +1,358 @@
+//! A build job: the normalized options both front-ends (`kiln build` and
+//! the Kaniko-compatible `kiln executor`) produce, and the wiring that runs
+//! it through the pipeline crates.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use kiln_build::output::{export, Output};
+use kiln_build::progress::{ProgressMode, StderrProgress};
+use kiln_build::BuildRequest;
+use kiln_image::{BlobStore, Compression, Format, Platform};
+
+/// Everything one build needs, whichever command line described it.
+pub struct Job {
+    pub context: String,
+    /// The Dockerfile path; `None` = `CONTEXT/Dockerfile`; `-` = stdin.
+    pub dockerfile: Option<PathBuf>,
+    /// Image names: tags for outputs, destinations for pushes.
+    pub tags: Vec<String>,
+    pub push_to: Vec<String>,
+    pub outputs: Vec<Output>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Platform,
+    pub labels: BTreeMap<String, String>,
+    pub progress: ProgressMode,
+    pub cache_dir: PathBuf,
+    pub source_date_epoch: Option<i64>,
+    pub format: Format,
+    pub compression: Compression,
+    pub secrets: BTreeMap<String, kiln_build::run::SecretSource>,
+    pub ssh: BTreeMap<String, PathBuf>,
+    pub isolation: kiln_sandbox::Isolation,
+    pub registry: kiln_registry::RegistryOptions,
+    /// Result files.
+    pub digest_file: Option<PathBuf>,
+    pub metadata_file: Option<PathBuf>,
+    pub image_name_with_digest_file: Option<PathBuf>,
+    pub image_name_tag_with_digest_file: Option<PathBuf>,
+}
+
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("kiln");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache").join("kiln");
+    }
+    std::env::temp_dir().join("kiln-cache")
+}
+
+pub fn host_platform() -> Platform {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    let variant = if arch == "arm64" { Some("v8") } else { None };
+    Platform::new("linux", arch, variant)
+}
+
+pub fn parse_platform(flag: &str, s: &str) -> Result<Platform> {
+    let parts: Vec<&str> = s.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform::new(os, arch, None)),
+        [os, arch, variant] if !os.is_empty() && !arch.is_empty() => {
+            Ok(Platform::new(os, arch, Some(variant)))
+        }
+        _ => bail!("{flag} {s}: expected os/arch[/variant], e.g. linux/amd64"),
+    }
+}
+
+/// `K=V`, or `K` alone taking its value from the environment.
+pub fn parse_kv(flag: &str, raw: &str, from_env: bool) -> Result<(String, String)> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        None if from_env && !raw.is_empty() => match std::env::var(raw) {
+            Ok(v) => Ok((raw.to_string(), v)),
+            Err(_) => bail!("{flag} {raw}: not set in the environment"),
+        },
+        _ => bail!("{flag} {raw}: expected KEY=VALUE"),
+    }
+}
+
+pub fn parse_compression(name: &str, level: Option<i32>) -> Result<Compression> {
+    Ok(match (name, level) {
+        ("gzip", level) => Compression::Gzip {
+            level: match level {
+                None => 6,
+                Some(l @ 0..=9) => l as u32,
+                Some(l) => bail!("--compression-level {l}: gzip levels are 0-9"),
+            },
+        },
+        ("zstd", level) => Compression::Zstd {
+            level: match level {
+                None => 3,
+                Some(l @ 1..=22) => l,
+                Some(l) => bail!("--compression-level {l}: zstd levels are 1-22"),
+            },
+        },
+        ("uncompressed" | "none", _) => Compression::None,
+        (other, _) => bail!("--compression {other}: expected gzip, zstd or uncompressed"),
+    })
+}
+
+pub fn parse_isolation(s: &str) -> Result<kiln_sandbox::Isolation> {
+    Ok(match s {
+        "auto" => kiln_sandbox::Isolation::Auto,
+        "userns" => kiln_sandbox::Isolation::Userns,
+        "root" => kiln_sandbox::Isolation::Root,
+        other => bail!("--isolation {other}: expected auto, userns or root"),
+    })
+}
+
+/// SOURCE_DATE_EPOCH from the environment, else 0 when reproducible.
+pub fn source_date_epoch(reproducible: bool) -> Result<Option<i64>> {
+    Ok(match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(
+            v.parse::<i64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={v}: expected seconds since 1970"))?,
+        ),
+        _ if reproducible => Some(0),
+        _ => None,
+    })
+}
+
+/// Runs the job; prints the image digest on stdout.
+pub fn execute(job: Job) -> Result<()> {
+    let (dockerfile_name, dockerfile_text, dockerfile_path) = read_dockerfile(&job)?;
+    let context_dir = match job.context.strip_prefix("dir://") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(&job.context),
+    };
+    let context = kiln_context::Context::local(&context_dir, dockerfile_path.as_deref())?;
+
+    let store = BlobStore::open(&job.cache_dir)
+        .with_context(|| format!("opening the cache directory {}", job.cache_dir.display()))?;
+    let work = scratch_dir(&job.cache_dir)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    let http = kiln_build::fetch::HttpFetcher::new(runtime.handle().clone())?;
+    let progress = StderrProgress::new(job.progress);
+    let registry = kiln_registry::RegistryClient::new(job.registry)?;
+    let resolver = kiln_build::registry::RegistryImages {
+        client: &registry,
+        runtime: runtime.handle().clone(),
+        progress: &progress,
+    };
+    let request = BuildRequest {
+        dockerfile_name,
+        dockerfile: dockerfile_text,
+        context: &context,
+        build_args: job.build_args,
+        target: job.target,
+        platform: job.platform,
+        build_platform: host_platform(),
+        labels: job.labels,
+        store: &store,
+        work_dir: work.clone(),
+        compression: job.compression,
+        format: job.format,
+        source_date_epoch: job.source_date_epoch,
+        resolver: &resolver,
+        http: &http,
+        progress: &progress,
+        isolation: job.isolation,
+        secrets: job.secrets,
+        ssh: job.ssh,
+        mount_cache_dir: job.cache_dir.join("mounts"),
+    };
+    let result = kiln_build::build(&request);
+    let _ = std::fs::remove_dir_all(&work);
+    let out = result?;
+    for arg in &out.unused_args {
+        eprintln!("warning: build arg {arg} was given but no ARG instruction declares it");
+    }
+    for output in &job.outputs {
+        export(&store, output, &out.image, &out.stored, &job.tags)?;
+        eprintln!("exported {}", describe(output));
+    }
+    let pushed = kiln_build::registry::push_all(
+        &registry,
+        runtime.handle(),
+        &store,
+        &out.stored,
+        &job.push_to,
+        &progress,
+    )?;
+    let digest = out.stored.manifest.digest.to_string();
+    if let Some(path) = &job.digest_file {
+        write_file(path, digest.as_bytes())?;
+    }
+    if let Some(path) = &job.image_name_with_digest_file {
+        // Kaniko's format: `repository@digest`, one line per destination.
+        let mut text = String::new();
+        for dest in &job.push_to {
+            text.push_str(&format!("{}@{digest}\n", repository_of(dest)));
+        }
+        write_file(path, text.as_bytes())?;
+    }
+    if let Some(path) = &job.image_name_tag_with_digest_file {
+        // Kaniko's format: `repository:tag@digest`, one line per destination.
+        let mut text = String::new();
+        for dest in &job.push_to {
+            text.push_str(&format!("{}@{digest}\n", with_tag(dest)));
+        }
+        write_file(path, text.as_bytes())?;
+    }
+    if let Some(path) = &job.metadata_file {
+        let meta = serde_json::json!({
+            "containerimage.digest": digest,
+            "containerimage.config.digest": out.stored.config_digest.to_string(),
+            "containerimage.descriptor": out.stored.manifest,
+            "image.name": job.tags.join(","),
+            "pushed": pushed.iter().map(|(n, d)| format!("{n}@{d}")).collect::<Vec<_>>(),
+        });
+        write_file(path, serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    }
+    println!("{digest}");
+    Ok(())
+}
+
+/// `host/repo:tag` → `host/repo` (a digest suffix is dropped too).
+fn repository_of(name: &str) -> String {
+    let name = name.split('@').next().unwrap_or(name);
+    let slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match name[slash..].rfind(':') {
+        Some(i) => name[..slash + i].to_string(),
+        None => name.to_string(),
+    }
+}
+
+/// The name with its tag, `latest` when none is written.
+fn with_tag(name: &str) -> String {
+    let name = name.split('@').next().unwrap_or(name);
+    let slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
+    if name[slash..].contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+fn describe(o: &Output) -> String {
+    match o {
+        Output::Oci {
+            dest,
+            archive: false,
+        } => format!("OCI layout {}", dest.display()),
+        Output::Oci {
+            dest,
+            archive: true,
+        } => format!("OCI archive {}", dest.display()),
+        Output::Docker { dest } => format!("docker archive {}", dest.display()),
+        Output::Local { dest } => format!("filesystem to {}", dest.display()),
+        Output::Tar { dest } => format!("filesystem tar {}", dest.display()),
+        Output::Image { names, .. } => format!("image {}", names.join(", ")),
+    }
+}
+
+/// Writes a small result file atomically.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".kiln-tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn scratch_dir(cache_dir: &Path) -> Result<PathBuf> {
+    let base = cache_dir.join("work");
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    let dir = base.join(format!("build-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn read_dockerfile(job: &Job) -> Result<(String, String, Option<PathBuf>)> {
+    match &job.dockerfile {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the Dockerfile from standard input")?;
+            Ok(("Dockerfile".into(), text, None))
+        }
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading Dockerfile {}", p.display()))?;
+            Ok((p.display().to_string(), text, Some(p.clone())))
+        }
+        None => {
+            let dir = job.context.strip_prefix("dir://").unwrap_or(&job.context);
+            let p = Path::new(dir).join("Dockerfile");
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("reading Dockerfile {}", p.display()))?;
+            Ok((p.display().to_string(), text, Some(p)))
+        }
+    }
+}
+
+/// Registry settings shared by both front-ends.
+pub fn registry_options(
+    insecure: Vec<String>,
+    mirrors: &[String],
+    maps: &[String],
+    certificates: &[String],
+) -> Result<kiln_registry::RegistryOptions> {
+    let mut opts = kiln_registry::RegistryOptions {
+        insecure,
+        ..Default::default()
+    };
+    if !mirrors.is_empty() {
+        // Kaniko's --registry-mirror mirrors Docker Hub.
+        opts.mirrors
+            .insert("docker.io".to_string(), mirrors.to_vec());
+    }
+    for m in maps {
+        let (from, to) = m
+            .split_once('=')
+            .with_context(|| format!("--registry-map {m}: expected ORIGINAL=REPLACEMENT"))?;
+        opts.registry_map.insert(from.to_string(), to.to_string());
+    }
+    let mut cas = HashMap::new();
+    for c in certificates {
+        let (host, path) = c
+            .split_once('=')
+            .with_context(|| format!("--registry-certificate {c}: expected HOST=PATH"))?;
+        cas.insert(host.to_string(), PathBuf::from(path));
+    }
+    opts.ca_files = cas;
+    Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_file_names() {
+        assert_eq!(repository_of("localhost:5000/a/b:v1"), "localhost:5000/a/b");
+        assert_eq!(repository_of("localhost:5000/a/b"), "localhost:5000/a/b");
+        assert_eq!(with_tag("localhost:5000/a/b"), "localhost:5000/a/b:latest");
+        assert_eq!(with_tag("reg.io/x:1"), "reg.io/x:1");
+    }
+}

@@ -1,0 +1,331 @@
+//! `kiln executor`: Kaniko's executor command line with Kaniko's meanings
+//! and defaults, so an existing Kaniko Job works by swapping the image. The
+//! binary also answers to the name `executor` (`/kaniko/executor`).
+//!
+//! Every flag of the last Kaniko release is accepted. Flags whose effect
+//! kiln provides differently (or not yet) print a warning when they would
+//! change the result; flags that only tune Kaniko's internals are accepted
+//! quietly. `docs/kaniko-flags.md` lists each one with its status.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::{ArgAction, Args};
+use kiln_build::output::Output;
+use kiln_build::progress::ProgressMode;
+use kiln_image::Format;
+
+use crate::job::{self, Job};
+
+/// Kaniko's executor flags. Booleans take Kaniko's `--flag` or
+/// `--flag=true|false` forms.
+#[derive(Args, Debug)]
+pub struct KanikoArgs {
+    /// Path to the Dockerfile (relative to the context when not found as given).
+    #[arg(short = 'f', long, default_value = "Dockerfile")]
+    pub dockerfile: String,
+    /// The build context: a directory or dir://DIR.
+    #[arg(short = 'c', long, default_value = "/workspace/")]
+    pub context: String,
+    /// A sub-directory of the context to build from.
+    #[arg(long)]
+    pub context_sub_path: Option<String>,
+    /// Registry destination(s) to push to; repeatable.
+    #[arg(short = 'd', long = "destination")]
+    pub destinations: Vec<String>,
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    #[arg(long = "custom-platform", alias = "customPlatform")]
+    pub custom_platform: Option<String>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub no_push: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub no_push_cache: Option<bool>,
+    /// Write the image as a docker-archive tarball here.
+    #[arg(long = "tar-path", alias = "tarPath")]
+    pub tar_path: Option<PathBuf>,
+    /// Write the image as an OCI layout here.
+    #[arg(long)]
+    pub oci_layout_path: Option<PathBuf>,
+    #[arg(long)]
+    pub digest_file: Option<PathBuf>,
+    #[arg(long)]
+    pub image_name_with_digest_file: Option<PathBuf>,
+    #[arg(long)]
+    pub image_name_tag_with_digest_file: Option<PathBuf>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub reproducible: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub cache: Option<bool>,
+    #[arg(long)]
+    pub cache_repo: Option<String>,
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub cache_ttl: Option<String>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub cache_copy_layers: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub cache_run_layers: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub compressed_caching: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub cleanup: Option<bool>,
+    #[arg(long)]
+    pub compression: Option<String>,
+    #[arg(long)]
+    pub compression_level: Option<i32>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub force: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub force_build_metadata: Option<bool>,
+    /// Git options: branch=NAME,single-branch=BOOL,recurse-submodules=BOOL,insecure-skip-tls=BOOL.
+    #[arg(long)]
+    pub git: Option<String>,
+    #[arg(long = "ignore-path")]
+    pub ignore_paths: Vec<String>,
+    #[arg(long, alias = "whitelist-var-run", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub ignore_var_run: Option<bool>,
+    #[arg(long)]
+    pub image_download_retry: Option<u32>,
+    #[arg(long)]
+    pub image_fs_extract_retry: Option<u32>,
+    #[arg(long)]
+    pub push_retry: Option<u32>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub insecure: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub insecure_pull: Option<bool>,
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub skip_tls_verify: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub skip_tls_verify_pull: Option<bool>,
+    #[arg(long = "skip-tls-verify-registry")]
+    pub skip_tls_verify_registries: Vec<String>,
+    #[arg(long = "registry-certificate")]
+    pub registry_certificates: Vec<String>,
+    #[arg(long = "registry-client-cert")]
+    pub registry_client_certs: Vec<String>,
+    #[arg(long = "registry-mirror")]
+    pub registry_mirrors: Vec<String>,
+    #[arg(long = "registry-map")]
+    pub registry_maps: Vec<String>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub skip_default_registry_fallback: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub skip_push_permission_check: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub push_ignore_immutable_tag_errors: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub single_snapshot: Option<bool>,
+    #[arg(long = "snapshot-mode", alias = "snapshotMode")]
+    pub snapshot_mode: Option<String>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub skip_unused_stages: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub use_new_run: Option<bool>,
+    #[arg(long)]
+    pub kaniko_dir: Option<PathBuf>,
+    /// panic, fatal, error, warn, info, debug or trace.
+    #[arg(short = 'v', long, default_value = "info")]
+    pub verbosity: String,
+    /// text, color or json.
+    #[arg(long, default_value = "color")]
+    pub log_format: String,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub log_timestamp: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub preserve_context: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub materialize: Option<bool>,
+    /// kiln extension: a secret for RUN --mount=type=secret (id=ID,src=PATH|env=VAR).
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// kiln extension: how RUN steps are isolated (auto, userns, root).
+    #[arg(long, default_value = "auto", env = "KILN_ISOLATION")]
+    pub isolation: String,
+}
+
+fn on(flag: Option<bool>) -> bool {
+    flag.unwrap_or(false)
+}
+
+fn warn(message: &str) {
+    eprintln!("warning: {message}");
+}
+
+/// Host (registry) part of an image name, for per-registry settings.
+fn registry_of(name: &str) -> Option<String> {
+    let first = name.split('/').next()?;
+    let is_host =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    is_host.then(|| first.to_string())
+}
+
+pub fn run(args: KanikoArgs) -> Result<()> {
+    let no_push = on(args.no_push);
+    if args.destinations.is_empty() && !no_push {
+        bail!("you must provide --destination, or use --no-push");
+    }
+    // Flags kiln accepts but whose Kaniko behaviour it does not reproduce
+    // yet, when they would change the result or the run.
+    if on(args.cache) || args.cache_repo.is_some() {
+        warn("--cache/--cache-repo: kiln's layer cache is not available in this build; every step runs");
+    }
+    if on(args.single_snapshot) {
+        warn("--single-snapshot: kiln writes one layer per step; the filesystem is the same");
+    }
+    if let Some(mode) = &args.snapshot_mode {
+        match mode.as_str() {
+            "full" | "redo" | "time" => {}
+            other => bail!("--snapshot-mode {other}: expected full, redo or time"),
+        }
+    }
+    if !args.ignore_paths.is_empty() {
+        warn("--ignore-path applies to in-place (Kaniko-style) builds, which this build of kiln does not run; ignored");
+    }
+    if !args.registry_client_certs.is_empty() {
+        warn("--registry-client-cert: client certificates are not supported yet; connecting without them");
+    }
+    if args.git.is_some() && !args.context.starts_with("git://") {
+        warn("--git applies only to git:// contexts; ignored");
+    }
+    let progress = match args.log_format.as_str() {
+        "json" => ProgressMode::Json,
+        "text" | "color" => ProgressMode::Plain,
+        other => bail!("--log-format {other}: expected text, color or json"),
+    };
+    match args.verbosity.as_str() {
+        "panic" | "fatal" | "error" | "warn" | "info" | "debug" | "trace" => {}
+        other => {
+            bail!("--verbosity {other}: expected panic, fatal, error, warn, info, debug or trace")
+        }
+    }
+
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        let (k, v) = job::parse_kv("--build-arg", a, true)?;
+        build_args.insert(k, v);
+    }
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = job::parse_kv("--label", l, false)?;
+        labels.insert(k, v);
+    }
+    let context = match &args.context_sub_path {
+        Some(sub) => {
+            let base = args.context.strip_prefix("dir://").unwrap_or(&args.context);
+            Path::new(base).join(sub).to_string_lossy().to_string()
+        }
+        None => args.context.clone(),
+    };
+    // Kaniko resolves a relative --dockerfile against the context when it
+    // does not exist as given.
+    let dockerfile = {
+        let given = PathBuf::from(&args.dockerfile);
+        if given.is_absolute() || given.exists() {
+            given
+        } else {
+            let base = context.strip_prefix("dir://").unwrap_or(&context);
+            Path::new(base).join(&args.dockerfile)
+        }
+    };
+
+    let mut outputs = Vec::new();
+    if let Some(p) = &args.tar_path {
+        outputs.push(Output::Docker { dest: p.clone() });
+    }
+    if let Some(p) = &args.oci_layout_path {
+        outputs.push(Output::Oci {
+            dest: p.clone(),
+            archive: false,
+        });
+    }
+    let push_to = if no_push {
+        Vec::new()
+    } else {
+        args.destinations.clone()
+    };
+
+    // --insecure and --skip-tls-verify apply to the destinations' registries;
+    // the -pull variants to every other registry, which kiln expresses as a
+    // per-host list built when the base images are known: until then they
+    // make every destination registry insecure too.
+    let mut insecure = args.insecure_registries.clone();
+    insecure.extend(args.skip_tls_verify_registries.iter().cloned());
+    if on(args.insecure) || on(args.skip_tls_verify) {
+        insecure.extend(args.destinations.iter().filter_map(|d| registry_of(d)));
+    }
+    if on(args.insecure_pull) || on(args.skip_tls_verify_pull) {
+        warn("--insecure-pull/--skip-tls-verify-pull: name the base image registries with --insecure-registry (kiln applies insecure settings per registry)");
+    }
+
+    let platform = match &args.custom_platform {
+        Some(p) => job::parse_platform("--custom-platform", p)?,
+        None => job::host_platform(),
+    };
+    let mut secrets = BTreeMap::new();
+    for s in &args.secrets {
+        let (id, src) = kiln_build::run::SecretSource::parse(s)?;
+        secrets.insert(id, src);
+    }
+    let cache_dir = match &args.kaniko_dir {
+        Some(d) => d.join("kiln-cache"),
+        None => job::default_cache_dir(),
+    };
+    job::execute(Job {
+        context,
+        dockerfile: Some(dockerfile),
+        tags: args.destinations.clone(),
+        push_to,
+        outputs,
+        build_args,
+        target: args.target.clone(),
+        platform,
+        labels,
+        progress,
+        cache_dir,
+        source_date_epoch: job::source_date_epoch(on(args.reproducible))?,
+        format: Format::Docker,
+        compression: job::parse_compression(
+            args.compression.as_deref().unwrap_or("gzip"),
+            args.compression_level,
+        )?,
+        secrets,
+        ssh: BTreeMap::new(),
+        isolation: job::parse_isolation(&args.isolation)?,
+        registry: job::registry_options(
+            insecure,
+            &args.registry_mirrors,
+            &args.registry_maps,
+            &args.registry_certificates,
+        )?,
+        digest_file: args.digest_file.clone(),
+        metadata_file: None,
+        image_name_with_digest_file: args.image_name_with_digest_file.clone(),
+        image_name_tag_with_digest_file: args.image_name_tag_with_digest_file.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::registry_of;
+
+    #[test]
+    fn registries() {
+        assert_eq!(
+            registry_of("localhost:5000/a:b").as_deref(),
+            Some("localhost:5000")
+        );
+        assert_eq!(registry_of("gcr.io/p/i").as_deref(), Some("gcr.io"));
+        assert_eq!(registry_of("library/busybox"), None);
+        assert_eq!(registry_of("busybox"), None);
+    }
+}
