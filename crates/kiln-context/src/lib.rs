@@ -1,16 +1,27 @@
 //! The build context: where COPY and ADD read from.
 //!
-//! This crate owns turning a context argument into a local, read-only tree
-//! plus the `.dockerignore` filter that applies to it. Today that is a local
-//! directory; remote sources (tar streams, object stores, git) arrive as
-//! further [`Context`] constructors that materialize into the same shape.
+//! This crate owns turning a context argument, as users write it (a local
+//! directory, a tar file or `tar://stdin`, an http(s) tarball, `s3://`,
+//! `gs://`, Azure Blob, or a git repository), into a local, read-only tree
+//! plus the `.dockerignore` filter that applies to it. [`open`] is the one
+//! entry point: remote and archived sources are materialized under
+//! [`ContextOptions::work_dir`] and then opened like a local directory.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 
 use kiln_dockerfile::dockerignore::{dockerignore_path_for, parse_dockerignore};
 use kiln_dockerfile::pattern::PatternSet;
 
-/// Errors while opening a build context.
+mod archive;
+mod git;
+mod remote;
+pub mod source;
+
+pub use source::{GitSource, Source};
+
+/// Errors while opening a build context. Every message names the source
+/// (with any credentials redacted) and the reason, on one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
     #[error("build context {path}: {source}")]
@@ -23,6 +34,187 @@ pub enum ContextError {
     NotADirectory(PathBuf),
     #[error("{path}: {message}")]
     Ignore { path: PathBuf, message: String },
+    #[error("build context {spec}: {reason}")]
+    InvalidSpec { spec: String, reason: String },
+    #[error("build context {location}: {reason}")]
+    Fetch { location: String, reason: String },
+    #[error("build context {location}: {reason}")]
+    Archive { location: String, reason: String },
+    #[error("build context {location}: git: {reason}")]
+    Git { location: String, reason: String },
+    #[error("build context {location}: sub-path {sub_path}: {reason}")]
+    SubPath {
+        location: String,
+        sub_path: String,
+        reason: String,
+    },
+}
+
+/// Kaniko's `--git` options.
+#[derive(Debug, Clone, Default)]
+pub struct GitOptions {
+    /// Branch (or any ref) to use when the URL has no `#ref`.
+    pub branch: Option<String>,
+    /// Fetch only the requested ref. Other branches are fetched only when
+    /// the `.git` directory is kept, since nothing else can see them.
+    pub single_branch: bool,
+    /// Check out submodules (recursively).
+    pub recurse_submodules: bool,
+    /// Keep the `.git` directory in the context (removed by default).
+    pub keep_git_dir: bool,
+}
+
+/// How to open a context.
+#[derive(Debug, Clone, Default)]
+pub struct ContextOptions {
+    /// `--context-sub-path`: the directory inside the source that is the
+    /// context.
+    pub sub_path: Option<String>,
+    /// Git options.
+    pub git: GitOptions,
+    /// S3 endpoint of an S3-compatible store (else the `S3_ENDPOINT`
+    /// environment variable, else AWS).
+    pub s3_endpoint: Option<String>,
+    /// Address buckets by path, not by host name (also
+    /// `S3_FORCE_PATH_STYLE=true`).
+    pub s3_force_path_style: bool,
+    /// Extra object store settings, applied after the environment: keys as
+    /// the `AWS_*`, `GOOGLE_*`, `AZURE_*` variables in lower case (e.g.
+    /// `aws_access_key_id`, `google_base_url`, `azure_storage_endpoint`,
+    /// `allow_http`).
+    pub store_options: BTreeMap<String, String>,
+    /// Where remote and archived contexts are materialized: kiln creates
+    /// `work_dir/context` (which must not exist yet).
+    pub work_dir: PathBuf,
+}
+
+/// Opens the context `spec` (as users write it). Local directories are used
+/// in place; everything else is materialized under `opts.work_dir`. The
+/// Dockerfile's path, if known, locates `<Dockerfile>.dockerignore`.
+pub fn open(
+    spec: &str,
+    dockerfile: Option<&Path>,
+    opts: &ContextOptions,
+) -> Result<Context, ContextError> {
+    let source = source::parse(spec)?;
+    let display = source.to_string();
+    let root = materialize(&source, &display, opts)?;
+    let root = match &opts.sub_path {
+        Some(sub) => scoped_sub_path(&root, sub, &display)?,
+        None => root,
+    };
+    Context::local(&root, dockerfile)
+}
+
+/// Fetches or extracts `source` and returns the directory it became.
+fn materialize(
+    source: &Source,
+    display: &str,
+    opts: &ContextOptions,
+) -> Result<PathBuf, ContextError> {
+    let remote = match source {
+        Source::Dir(dir) => return Ok(dir.clone()),
+        Source::TarFile(path) => {
+            let file = std::fs::File::open(path).map_err(|e| ContextError::Fetch {
+                location: display.to_string(),
+                reason: e.to_string(),
+            })?;
+            let dest = fresh_dir(opts)?;
+            archive::extract(file, &dest, display)?;
+            return Ok(dest);
+        }
+        Source::Stdin => {
+            let dest = fresh_dir(opts)?;
+            archive::extract(std::io::stdin().lock(), &dest, display)?;
+            return Ok(dest);
+        }
+        Source::Git(g) => {
+            let dest = fresh_path(opts)?;
+            git::fetch(g, &opts.git, &dest, display)?;
+            return match &g.subdir {
+                Some(sub) => scoped_sub_path(&dest, sub, display),
+                None => Ok(dest),
+            };
+        }
+        Source::Http(url) => remote::Remote::Http(url.clone()),
+        Source::S3 { bucket, key } => remote::Remote::S3 {
+            bucket: bucket.clone(),
+            key: key.clone(),
+        },
+        Source::Gcs { bucket, key } => remote::Remote::Gcs {
+            bucket: bucket.clone(),
+            key: key.clone(),
+        },
+        Source::Azure {
+            account,
+            container,
+            blob,
+        } => remote::Remote::Azure {
+            account: account.clone(),
+            container: container.clone(),
+            blob: blob.clone(),
+        },
+    };
+    let reader = remote::stream(remote, display, opts)?;
+    let dest = fresh_dir(opts)?;
+    archive::extract(reader, &dest, display)?;
+    Ok(dest)
+}
+
+/// `work_dir/context`, checked not to exist yet.
+fn fresh_path(opts: &ContextOptions) -> Result<PathBuf, ContextError> {
+    std::fs::create_dir_all(&opts.work_dir).map_err(|source| ContextError::Io {
+        path: opts.work_dir.clone(),
+        source,
+    })?;
+    let dest = opts.work_dir.join("context");
+    if dest.symlink_metadata().is_ok() {
+        return Err(ContextError::Io {
+            path: dest,
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the context work directory already exists",
+            ),
+        });
+    }
+    Ok(dest)
+}
+
+/// Creates `work_dir/context` (empty, new) and returns its canonical path.
+fn fresh_dir(opts: &ContextOptions) -> Result<PathBuf, ContextError> {
+    let dest = fresh_path(opts)?;
+    std::fs::create_dir(&dest)
+        .and_then(|()| dest.canonicalize())
+        .map_err(|source| ContextError::Io { path: dest, source })
+}
+
+/// `root/sub`, which must be a directory inside `root` once symlinks are
+/// resolved.
+fn scoped_sub_path(root: &Path, sub: &str, display: &str) -> Result<PathBuf, ContextError> {
+    let err = |reason: String| ContextError::SubPath {
+        location: display.to_string(),
+        sub_path: sub.to_string(),
+        reason,
+    };
+    let rel = Path::new(sub);
+    if rel
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_)))
+    {
+        return Err(err("must be a relative path inside the context".into()));
+    }
+    let root = root
+        .canonicalize()
+        .map_err(|e| err(format!("{}: {e}", root.display())))?;
+    let joined = root.join(rel);
+    let resolved = joined.canonicalize().map_err(|e| err(e.to_string()))?;
+    if !resolved.starts_with(&root) {
+        return Err(err("resolves outside the context".into()));
+    }
+    if !resolved.is_dir() {
+        return Err(err("is not a directory".into()));
+    }
+    Ok(resolved)
 }
 
 /// A local build context directory and its ignore rules.

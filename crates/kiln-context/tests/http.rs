@@ -1,0 +1,120 @@
+//! https tarball contexts, served over plain http on loopback by a small
+//! HTTP/1.1 server thread.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use common::*;
+use kiln_context::open;
+
+/// Serves `files` (path → body) on 127.0.0.1; anything else is a 404.
+/// Records the request lines it saw.
+fn serve(files: Vec<(&'static str, Vec<u8>)>) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if line.to_ascii_lowercase().starts_with("authorization:") {
+                    log.lock().unwrap().push(line.trim().to_string());
+                }
+            }
+            log.lock().unwrap().push(request.trim().to_string());
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    // Several writes, so the client sees many chunks.
+                    for chunk in body.chunks(4096) {
+                        if stream.write_all(chunk).is_err() {
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            }
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn http_tarball_gzip_and_zstd() {
+    let tar = sample_tar();
+    let (port, _) = serve(vec![("/ctx.tar.gz", gzip(&tar)), ("/ctx.tar.zst", zstd(&tar)), ("/ctx.tar", tar)]);
+    for name in ["ctx.tar.gz", "ctx.tar.zst", "ctx.tar"] {
+        let work = tempfile::tempdir().unwrap();
+        let ctx = open(&format!("http://127.0.0.1:{port}/{name}"), None, &options(work.path()))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_sample(&ctx);
+    }
+}
+
+#[test]
+fn large_tarball_streams_through() {
+    // 48 MiB of file data in 3 files: far more than the channel holds.
+    let mut b = tar::Builder::new(Vec::new());
+    let body: Vec<u8> = (0..16 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, body.as_slice()).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let (port, _) = serve(vec![("/big.tar", tar)]);
+    let work = tempfile::tempdir().unwrap();
+    let ctx = open(&format!("http://127.0.0.1:{port}/big.tar"), None, &options(work.path())).unwrap();
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        assert!(std::fs::read(ctx.root().join(name)).unwrap() == body, "{name}");
+    }
+}
+
+#[test]
+fn http_errors_name_the_url_not_the_credentials() {
+    let (port, seen) = serve(vec![]);
+    let work = tempfile::tempdir().unwrap();
+    let e = open(
+        &format!("http://user:hunter2@127.0.0.1:{port}/missing.tar.gz"),
+        None,
+        &options(work.path()),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("build context http://user:***@127.0.0.1:{port}/missing.tar.gz: HTTP 404 Not Found")
+    );
+    // The credentials were sent to the server, only hidden from output.
+    assert!(seen.lock().unwrap().iter().any(|l| l.starts_with("authorization: Basic")
+        || l.starts_with("Authorization: Basic")));
+
+    let closed = free_port();
+    let e = open(&format!("http://127.0.0.1:{closed}/x.tar"), None, &options(work.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with(&format!("build context http://127.0.0.1:{closed}/x.tar: ")), "{e}");
+    assert!(e.contains("Connection refused"), "{e}");
+}
