@@ -1,0 +1,674 @@
+#!/usr/bin/env python3
+"""kiln benchmark harness: builds workloads with kiln and buildah side by side.
+
+Run through bench/run.sh (see bench/README.md). Python 3 standard library only.
+
+For every workload and round, each builder (order alternating per round) does a
+cold build (kiln: a fresh --cache-dir; buildah: a wiped private storage root)
+and then a warm build (the same command again, nothing changed). Every build
+pushes to the registry. Per build we record wall time, the peak memory of the
+whole process tree (sampled; see TreeMeter) and the pushed image's size.
+"""
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+
+# BuildKit v0.32.2 time divided by buildah 1.28.2 time (cold, warm), medians measured
+# side by side on the reference machine (2 vCPU Debian 12 VM, 2026-11-22) over the
+# same kinds of workloads; kiln's target is a lower kiln/buildah ratio on every row.
+BUILDKIT_RATIO = {
+    "copy-many-small": (0.32, 0.13),
+    "copy-big": (0.50, 0.05),
+    "multistage-c": (0.53, 0.27),
+    "run-heavy-fs": (0.65, 1.00),
+    "apt-python": (0.87, 0.23),
+    "noop-rebuild": (0.58, 0.14),
+    "seed-weather-mcp": (0.60, 0.10),
+    "seed-weather-agent": (0.61, 0.03),
+    "seed-travel-agent": (0.56, 0.03),
+}
+BUILDAH_PEAK_MB_REF = 87  # buildah's median peak on the reference machine
+PROJECT_WORKLOADS = ["copy-many-small", "copy-big", "multistage-c", "run-heavy-fs",
+                     "apt-python", "noop-rebuild"]
+SEEDS = {  # name: (Dockerfile, context) relative to <shared>/seed-weather/agents
+    "seed-weather-mcp": ("weather/mcp-servers/weather-mcp-server/Dockerfile.local",
+                         "weather/mcp-servers/weather-mcp-server"),
+    "seed-weather-agent": ("weather/Dockerfile.local", "weather"),
+    "seed-travel-agent": ("travel/Dockerfile.local", "travel"),
+}
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+# ---------------------------------------------------------------- memory meter
+
+class TreeMeter:
+    """Peak memory of a command's whole process tree.
+
+    The command is started inside a fresh cgroup (v2, or the v1 memory
+    hierarchy), so every descendant - RUN steps, sandbox inits, helpers that
+    re-parent themselves - stays countable. A thread samples every `interval`
+    seconds the sum of Rss (and Pss) over all processes of the cgroup, read
+    from /proc/PID/smaps_rollup. The cgroup's own peak counter is recorded too,
+    but it also counts page cache written by the build, so it is not the
+    headline. Without a usable cgroup, descendants of the root process are
+    found by walking /proc (re-parented orphans are then missed).
+    """
+
+    def __init__(self, interval=0.05):
+        self.interval = interval
+        self.base, self.peak_file = self._detect()
+        self.seq = 0
+
+    @staticmethod
+    def _detect():
+        tag = f"kiln-bench-probe-{os.getpid()}"
+        for base, peak in (("/sys/fs/cgroup", "memory.peak"),
+                           ("/sys/fs/cgroup/memory", "memory.max_usage_in_bytes")):
+            if base == "/sys/fs/cgroup" and not os.path.exists(f"{base}/cgroup.controllers"):
+                continue
+            probe = Path(base) / tag
+            try:
+                probe.mkdir()
+                ok = (probe / "cgroup.procs").exists()
+                probe.rmdir()
+                if ok:
+                    return Path(base), peak
+            except OSError:
+                continue
+        return None, None
+
+    def describe(self):
+        if self.base is None:
+            return "/proc tree walk (no writable cgroup)"
+        return f"cgroup {self.base} ({self.peak_file}) + smaps_rollup sampling every {self.interval}s"
+
+    @staticmethod
+    def _mem(pid):
+        rss = pss = 0
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss = int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss = int(line.split()[1])
+            return rss, pss
+        except OSError:
+            pass
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss = int(line.split()[1])
+            return rss, rss
+        except OSError:
+            return 0, 0
+
+    @staticmethod
+    def _descendants(root):
+        children = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                continue
+        out, todo = [], [root]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo.extend(children.get(p, []))
+        return out
+
+    def run(self, cmd, env, cwd, logf):
+        """Runs cmd; returns dict(rc, wall_s, peak_rss_mb, peak_pss_mb, max_proc_rss_mb, cgroup_peak_mb)."""
+        cg = None
+        if self.base is not None:
+            self.seq += 1
+            cg = self.base / f"kiln-bench-{os.getpid()}-{self.seq}"
+            cg.mkdir()
+        procs_file = str(cg / "cgroup.procs") if cg else None
+
+        def enter_cgroup():
+            if procs_file:
+                with open(procs_file, "w") as f:
+                    f.write(str(os.getpid()))
+
+        peak = {"rss": 0, "pss": 0, "proc": 0}
+        stop = threading.Event()
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=logf, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, preexec_fn=enter_cgroup)
+
+        def sample():
+            while not stop.is_set():
+                if procs_file:
+                    try:
+                        with open(procs_file) as f:
+                            pids = [int(x) for x in f.read().split()]
+                    except OSError:
+                        pids = []
+                else:
+                    pids = self._descendants(p.pid)
+                rs = ps = mx = 0
+                for pid in pids:
+                    r, s = self._mem(pid)
+                    rs += r
+                    ps += s
+                    mx = max(mx, r)
+                peak["rss"] = max(peak["rss"], rs)
+                peak["pss"] = max(peak["pss"], ps)
+                peak["proc"] = max(peak["proc"], mx)
+                stop.wait(self.interval)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        rc = p.wait()
+        wall = time.monotonic() - t0
+        stop.set()
+        th.join()
+        cg_peak = None
+        if cg:
+            try:
+                cg_peak = int((cg / self.peak_file).read_text().split()[0]) / 2**20
+            except (OSError, ValueError, IndexError):
+                pass
+            for _ in range(50):  # leftovers (should be none) get a few seconds to exit
+                try:
+                    cg.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                log(f"warning: processes left in {cg}: {(cg / 'cgroup.procs').read_text().split()}")
+        return {"rc": rc, "wall_s": round(wall, 3), "peak_rss_mb": round(peak["rss"] / 1024, 1),
+                "peak_pss_mb": round(peak["pss"] / 1024, 1),
+                "max_proc_rss_mb": round(peak["proc"] / 1024, 1),
+                "cgroup_peak_mb": round(cg_peak, 1) if cg_peak is not None else None}
+
+
+# ---------------------------------------------------------------- registry
+
+def skopeo_raw(ref):
+    out = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "skopeo failed")
+    return json.loads(out.stdout)
+
+
+def image_size(ref):
+    """(sum of compressed layer sizes in MB, layer count) of a pushed image."""
+    m = skopeo_raw(ref)
+    if "manifests" in m:  # an index: take this machine's platform
+        arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+        pick = [d for d in m["manifests"]
+                if d.get("platform", {}).get("architecture") == arch] or m["manifests"]
+        repo = ref.rsplit(":", 1)[0] if "@" not in ref else ref.split("@")[0]
+        m = skopeo_raw(f"{repo}@{pick[0]['digest']}")
+    layers = m.get("layers", [])
+    return round(sum(l.get("size", 0) for l in layers) / 1e6, 2), len(layers)
+
+
+def has_image(ref):
+    try:
+        skopeo_raw(ref)
+        return True
+    except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError):
+        return False
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_registry(work):
+    d = work / "registry"
+    d.mkdir(parents=True, exist_ok=True)
+    reg = f"127.0.0.1:{free_port()}"
+    cfg = d / "config.yml"
+    cfg.write_text("version: 0.1\nlog: {level: warn}\n"
+                   f"storage: {{filesystem: {{rootdirectory: {d}/data}}, delete: {{enabled: true}}}}\n"
+                   f"http: {{addr: {reg}}}\n")
+    logf = open(d / "registry.log", "ab")
+    p = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=logf, stderr=logf,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(100):
+        if has_image_catalog(reg):
+            log(f"registry started on {reg} (pid {p.pid}, data {d}/data)")
+            return reg, p
+        time.sleep(0.1)
+    p.terminate()
+    raise SystemExit(f"docker-registry did not come up on {reg}; see {d}/registry.log")
+
+
+def has_image_catalog(reg):
+    try:
+        with socket.create_connection(tuple(reg.rsplit(":", 1)), timeout=1) as s:
+            s.sendall(f"GET /v2/ HTTP/1.0\r\nHost: {reg}\r\n\r\n".encode())
+            return s.recv(32).startswith(b"HTTP/1.")
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- workloads
+
+class Workload:
+    def __init__(self, name, dockerfile, ctx, gen=None, rounds=None, build_args=(), shared=False):
+        self.name, self.dockerfile, self.ctx, self.gen = name, Path(dockerfile), Path(ctx), gen
+        self.rounds, self.build_args, self.shared = rounds, list(build_args), shared
+
+    def prepare(self):
+        """Generates the context once; regenerated only when gen.sh changes."""
+        if not self.gen:
+            return
+        stamp = self.ctx.parent / f"{self.ctx.name}.stamp"
+        digest = hashlib.sha256(Path(self.gen).read_bytes()).hexdigest()
+        if self.ctx.is_dir() and stamp.exists() and stamp.read_text() == digest:
+            return
+        log(f"generating context {self.ctx}")
+        subprocess.run([str(self.gen), str(self.ctx)], check=True, stdout=subprocess.DEVNULL)
+        stamp.write_text(digest)
+
+
+def project_workloads(names, work, reg):
+    out = []
+    for n in names:
+        d = BENCH / "workloads" / n
+        out.append(Workload(n, d / "Dockerfile", work / "ctx" / n, d / "gen.sh",
+                            rounds=1 if n == "copy-big" else None,
+                            build_args=[f"REGISTRY={reg}"]))
+    return out
+
+
+def shared_workloads(shared, names, work, seeds):
+    out = []
+    for n in names:
+        d = shared / n
+        if not (d / "Dockerfile").exists():
+            log(f"shared workload {n} not found in {shared}, skipped")
+            continue
+        out.append(Workload(f"shared/{n}", d / "Dockerfile", work / "ctx" / f"shared-{n}",
+                            d / "gen.sh", rounds=1 if n == "copy-big" else None, shared=True))
+    if seeds:
+        agents = shared / "seed-weather" / "agents"
+        for n, (df, ctx) in SEEDS.items():
+            if (agents / df).exists():
+                out.append(Workload(f"shared/{n}", agents / df, agents / ctx, shared=True))
+            else:
+                log(f"seed image {n} not found under {agents}, skipped")
+    return out
+
+
+# ---------------------------------------------------------------- builders
+
+def first_lines(path, n=6, tail=False):
+    try:
+        lines = [l for l in Path(path).read_text(errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return ""
+    if tail:
+        errs = [l for l in lines if "error" in l.lower()]
+        lines = errs[:n] if errs else lines[-n:]
+    return "\n".join(lines[:n])
+
+
+class Kiln:
+    name = "kiln"
+
+    def __init__(self, binary, work, reg, meter):
+        self.bin, self.work, self.reg, self.meter = binary, work / "kiln", reg, meter
+        self.cache = self.work / "cache"
+
+    def cold_reset(self):
+        shutil.rmtree(self.cache, ignore_errors=True)
+        self.cache.mkdir(parents=True)
+
+    def build(self, w, tag, logdir, label):
+        cwd = self.work / "cwd"
+        cwd.mkdir(parents=True, exist_ok=True)
+        cmd = [str(self.bin), "--log-level", "info", "build", "--progress", "plain",
+               "-f", str(w.dockerfile), "-t", tag, "--push", "--cache-dir", str(self.cache)]
+        for r in sorted({self.reg, "127.0.0.1:5000", "localhost:5000"}):
+            cmd += ["--insecure-registry", r]
+        for a in w.build_args:
+            cmd += ["--build-arg", a]
+        cmd.append(str(w.ctx))
+        logp = logdir / f"{label}.log"
+        with open(logp, "wb") as lf:
+            lf.write((" ".join(cmd) + "\n").encode())
+            lf.flush()
+            res = self.meter.run(cmd, dict(os.environ), str(cwd), lf)
+        res["build_s"], res["push_s"] = res["wall_s"], None  # kiln pushes inside the build
+        res["log"] = str(logp)
+        try:
+            text = logp.read_text(errors="replace")
+            iso = [l.strip() for l in text.splitlines()
+                   if "isolation" in l.lower() or "user namespaces" in l.lower()]
+            res["isolation_log"] = iso[0][:300] if iso else None
+        except OSError:
+            pass
+        return res
+
+
+class Buildah:
+    name = "buildah"
+
+    def __init__(self, work, meter, jobs=None):
+        self.work, self.meter, self.jobs = work / "buildah", meter, jobs
+        self.root, self.runroot, self.tmp = self.work / "root", self.work / "runroot", self.work / "tmp"
+        self.env = dict(os.environ, TMPDIR=str(self.tmp))
+
+    def bh(self):
+        return ["buildah", "--root", str(self.root), "--runroot", str(self.runroot)]
+
+    def cold_reset(self):
+        if self.root.exists():
+            for sub in (["rm", "-a"], ["rmi", "-a", "-f"]):
+                subprocess.run(self.bh() + sub, env=self.env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        # unmount anything left under the storage root, deepest first, then delete it
+        with open("/proc/self/mounts") as f:
+            mnts = [l.split()[1] for l in f]
+        for m in sorted((m for m in mnts if m.startswith(str(self.work) + "/")), reverse=True):
+            subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
+        for d in (self.root, self.runroot, self.tmp):
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True, exist_ok=True)
+
+    def build(self, w, tag, logdir, label):
+        for d in (self.root, self.runroot, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        cmd = self.bh() + ["build", "--isolation", "chroot", "--layers", "--tls-verify=false"]
+        if self.jobs:
+            cmd += ["--jobs", str(self.jobs)]
+        for a in w.build_args:
+            cmd += ["--build-arg", a]
+        cmd += ["-f", str(w.dockerfile), "-t", tag, str(w.ctx)]
+        logp = logdir / f"{label}.log"
+        with open(logp, "wb") as lf:
+            lf.write((" ".join(cmd) + "\n").encode())
+            lf.flush()
+            b = self.meter.run(cmd, self.env, str(self.work), lf)
+            res = dict(b, build_s=b["wall_s"], push_s=None, log=str(logp))
+            if b["rc"] != 0:
+                return res
+            push = self.bh() + ["push", "--tls-verify=false", tag]
+            lf.write(("\n" + " ".join(push) + "\n").encode())
+            lf.flush()
+            p = self.meter.run(push, self.env, str(self.work), lf)
+        res["rc"] = p["rc"]
+        res["push_s"] = p["wall_s"]
+        res["wall_s"] = round(b["wall_s"] + p["wall_s"], 3)
+        for k in ("peak_rss_mb", "peak_pss_mb", "max_proc_rss_mb", "cgroup_peak_mb"):
+            vals = [x for x in (b[k], p[k]) if x is not None]
+            res[k] = max(vals) if vals else None
+        return res
+
+
+# ---------------------------------------------------------------- the run
+
+def load1():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def run_suite(args):
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    ts = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    logdir = work / "logs" / ts
+    logdir.mkdir(parents=True)
+    registry_proc = None
+    reg = args.registry
+    if args.own_registry:
+        reg, registry_proc = start_registry(work)
+    elif not has_image_catalog(reg):
+        raise SystemExit(f"no registry answers at {reg}; use --own-registry or start one (see bench/README.md)")
+    try:
+        bases = ["library/busybox:latest", "library/debian:bookworm"]
+        missing = [b for b in bases if not has_image(f"{reg}/{b}")]
+        if missing and args.own_registry and has_image_catalog(args.bases_from):
+            for b in missing:
+                log(f"copying {b} from {args.bases_from} to {reg}")
+                subprocess.run(["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+                                f"docker://{args.bases_from}/{b}", f"docker://{reg}/{b}"],
+                               check=False, stdout=subprocess.DEVNULL)
+            missing = [b for b in bases if not has_image(f"{reg}/{b}")]
+        if missing:
+            raise SystemExit(f"{reg} lacks base images {missing}: run bench/base-images.sh {reg}")
+
+        names = [n for n in args.workloads.split(",") if n] if args.workloads is not None else PROJECT_WORKLOADS
+        wls = project_workloads([n for n in names if n in PROJECT_WORKLOADS], work, reg)
+        unknown = [n for n in names if n not in PROJECT_WORKLOADS]
+        if unknown:
+            raise SystemExit(f"unknown workloads {unknown}; known: {PROJECT_WORKLOADS}")
+        if args.shared:
+            if reg not in ("127.0.0.1:5000", "localhost:5000"):
+                log("note: shared workloads pull FROM localhost:5000, whatever --registry says")
+            sh_names = args.shared_workloads.split(",") if args.shared_workloads else PROJECT_WORKLOADS
+            wls += shared_workloads(Path(args.shared), sh_names, work, args.seeds)
+        if args.only_shared:
+            wls = [w for w in wls if w.shared]
+        for w in wls:
+            w.prepare()
+
+        meter = TreeMeter()
+        builders = []
+        if "kiln" in args.builders:
+            kbin = Path(args.kiln)
+            if not os.access(kbin, os.X_OK):
+                raise SystemExit(f"kiln binary {kbin} not found: cargo build --release -p kiln-cli")
+            builders.append(Kiln(kbin, work, reg, meter))
+        if "buildah" in args.builders:
+            builders.append(Buildah(work, meter, args.buildah_jobs))
+
+        kver = subprocess.run([args.kiln, "--version"], capture_output=True, text=True).stdout.strip() \
+            if "kiln" in args.builders else None
+        bver = subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip()
+        git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True).stdout.strip()
+        meta = {"timestamp": ts, "registry": reg, "kiln": kver, "kiln_binary": str(args.kiln),
+                "kiln_commit": git, "buildah": bver, "nproc": os.cpu_count(),
+                "kernel": platform.release(), "memory_meter": meter.describe(),
+                "rounds": args.rounds, "work": str(work), "logs": str(logdir)}
+        log(f"memory meter: {meter.describe()}")
+        runs = []
+        out_json = Path(args.results) / f"{ts}.json"
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+
+        def save():
+            out_json.write_text(json.dumps({"meta": meta, "runs": runs,
+                                            "summary": summarize(runs, wls, builders)}, indent=1))
+
+        for w in wls:
+            rounds = args.big_rounds if w.name.endswith("copy-big") and w.rounds == 1 else args.rounds
+            for r in range(rounds):
+                order = builders if r % 2 == 0 else list(reversed(builders))
+                for b in order:
+                    tag = f"{reg}/bench/{w.name.replace('shared/', 'shared-')}:{b.name}"
+                    cold_ok = True
+                    for mode in ("cold", "warm"):
+                        if mode == "warm" and not cold_ok:
+                            runs.append({"workload": w.name, "builder": b.name, "mode": mode,
+                                         "round": r + 1, "rc": None, "skipped": "cold build failed"})
+                            continue
+                        if mode == "cold":
+                            b.cold_reset()
+                        label = f"{w.name.replace('/', '_')}.{b.name}.{mode}{r + 1}"
+                        l1 = load1()
+                        res = b.build(w, tag, logdir, label)
+                        rec = {"workload": w.name, "builder": b.name, "mode": mode, "round": r + 1,
+                               "load1": l1, **res}
+                        if res["rc"] == 0:
+                            try:
+                                rec["image_mb"], rec["layers"] = image_size(tag)
+                            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
+                                rec["image_error"] = str(e)
+                        else:
+                            rec["error"] = first_lines(res["log"], tail=True)
+                            cold_ok = cold_ok and mode != "cold"
+                        runs.append(rec)
+                        status = "ok" if res["rc"] == 0 else f"FAILED rc={res['rc']}"
+                        log(f"{w.name} {b.name} {mode} r{r + 1}: {status} {res['wall_s']:.2f}s "
+                            f"peak {res['peak_rss_mb']} MB (load {l1})")
+                        save()
+        save()
+        md = render(meta, runs, wls, builders)
+        (Path(args.results) / f"{ts}.md").write_text(md)
+        if not args.no_latest:
+            (Path(args.results) / "latest.md").write_text(md)
+        print(md)
+        log(f"results: {out_json}")
+    finally:
+        if registry_proc:
+            registry_proc.send_signal(signal.SIGTERM)
+            registry_proc.wait(timeout=10)
+
+
+def summarize(runs, wls, builders):
+    s = {}
+    for w in wls:
+        e = s[w.name] = {}
+        for b in builders:
+            for mode in ("cold", "warm"):
+                rs = [r for r in runs if r["workload"] == w.name and r["builder"] == b.name
+                      and r["mode"] == mode]
+                ok = [r for r in rs if r.get("rc") == 0]
+                e[f"{b.name}_{mode}"] = {
+                    "runs": len(rs), "ok": len(ok),
+                    "median_s": median([r["wall_s"] for r in ok]),
+                    "median_peak_rss_mb": median([r["peak_rss_mb"] for r in ok]),
+                    "max_peak_rss_mb": max([r["peak_rss_mb"] for r in ok], default=None),
+                    "median_peak_pss_mb": median([r["peak_pss_mb"] for r in ok]),
+                    "image_mb": median([r["image_mb"] for r in ok if "image_mb" in r]),
+                    "errors": sorted({r["error"] for r in rs if r.get("error")}),
+                }
+        for mode, i in (("cold", 0), ("warm", 1)):
+            k, bh = e.get(f"kiln_{mode}", {}), e.get(f"buildah_{mode}", {})
+            if k.get("median_s") and bh.get("median_s"):
+                ratio = k["median_s"] / bh["median_s"]
+                bk = BUILDKIT_RATIO.get(w.name.replace("shared/", ""), (None, None))[i]
+                e[f"ratio_{mode}"] = round(ratio, 3)
+                e[f"buildkit_ratio_{mode}"] = bk
+                e[f"beats_buildkit_{mode}"] = (ratio < bk) if bk is not None else None
+    return s
+
+
+def fmt(x, nd=2):
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
+def render(meta, runs, wls, builders):
+    s = summarize(runs, wls, builders)
+    loads = [r["load1"] for r in runs if "load1" in r]
+    lines = [
+        f"# kiln vs buildah — {meta['timestamp']}", "",
+        f"kiln {meta['kiln']} (commit {meta['kiln_commit']}), {meta['buildah']}; "
+        f"{meta['nproc']} CPUs, kernel {meta['kernel']}; registry {meta['registry']} (loopback).",
+        f"Rounds: {meta['rounds']} (copy-big: 1), builders alternated per round; every build pushes. "
+        f"load1 at build start: {fmt(min(loads, default=None), 1)}–{fmt(max(loads, default=None), 1)} "
+        "on 2 CPUs — the machine was shared with compilers, so expect ±30 % noise.",
+        f"Memory: {meta['memory_meter']}; peak RSS = sampled sum over the whole process tree.", "",
+        "Times: median wall seconds (buildah = build + push). ratio = kiln ÷ buildah; "
+        "BK = BuildKit ÷ buildah on the reference machine; ✓ = kiln's ratio is below BuildKit's.", "",
+        "| workload | kiln cold | buildah cold | ratio (BK) | kiln warm | buildah warm | ratio (BK) "
+        "| peak RSS MB kiln / buildah | image MB kiln / buildah |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for w in wls:
+        e = s[w.name]
+        row = [w.name]
+        for mode in ("cold", "warm"):
+            k, b = e.get(f"kiln_{mode}", {}), e.get(f"buildah_{mode}", {})
+            kt = fmt(k.get("median_s")) if k.get("ok") else ("FAILED" if k.get("runs") else "—")
+            if k.get("ok") and k.get("ok") < k.get("runs", 0):
+                kt += f" ({k['runs'] - k['ok']} failed)"
+            bt = fmt(b.get("median_s")) if b.get("ok") else ("FAILED" if b.get("runs") else "—")
+            r = e.get(f"ratio_{mode}")
+            bk = BUILDKIT_RATIO.get(w.name.replace("shared/", ""), (None, None))[0 if mode == "cold" else 1]
+            mark = "" if e.get(f"beats_buildkit_{mode}") is None else (
+                " ✓" if e[f"beats_buildkit_{mode}"] else " ✗")
+            row += [kt, bt, f"{fmt(r)} ({fmt(bk)}){mark}" if r is not None else f"— ({fmt(bk)})"]
+        peaks = []
+        sizes = []
+        for bn in ("kiln", "buildah"):
+            ps = [e.get(f"{bn}_{m}", {}).get("max_peak_rss_mb") for m in ("cold", "warm")]
+            ps = [p for p in ps if p is not None]
+            peaks.append(fmt(max(ps), 0) if ps else "—")
+            sizes.append(fmt(e.get(f"{bn}_cold", {}).get("image_mb") or e.get(f"{bn}_warm", {}).get("image_mb"), 1))
+        row += [" / ".join(peaks), " / ".join(sizes)]
+        lines.append("| " + " | ".join(row) + " |")
+        for bn in ("kiln", "buildah"):
+            for mode in ("cold", "warm"):
+                for err in e.get(f"{bn}_{mode}", {}).get("errors", []):
+                    notes.append(f"- **{w.name}**, {bn} {mode}:\n\n```\n{err}\n```")
+    iso = sorted({r.get("isolation_log") for r in runs if r.get("isolation_log")})
+    lines += ["", "Peak RSS column: the highest per-build peak (cold or warm) of each builder.",
+              f"buildah's reference peak: ~{BUILDAH_PEAK_MB_REF} MB (largest single process)."]
+    if iso:
+        lines += ["", "kiln isolation (from its log): " + "; ".join(f"`{i}`" for i in iso)]
+    if notes:
+        lines += ["", "## Failures (first error lines; full logs under " + meta["logs"] + ")", ""] + notes
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", help=f"comma list (default all: {','.join(PROJECT_WORKLOADS)}); "
+                                        "empty string = none")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per workload (default 3)")
+    ap.add_argument("--big-rounds", type=int, default=1, help="rounds for copy-big (default 1)")
+    ap.add_argument("--builders", default="kiln,buildah")
+    ap.add_argument("--kiln", default=os.environ.get("KILN", str(REPO / "target/release/kiln")))
+    ap.add_argument("--registry", default="127.0.0.1:5000",
+                    help="registry holding library/busybox:latest and library/debian:bookworm")
+    ap.add_argument("--own-registry", action="store_true",
+                    help="start a private docker-registry on a free port under --work "
+                         "(bases copied from --bases-from)")
+    ap.add_argument("--bases-from", default="127.0.0.1:5000")
+    ap.add_argument("--work", default=os.environ.get("KILN_BENCH_WORK", "/var/tmp/kiln-bench-suite"))
+    ap.add_argument("--results", default=str(BENCH / "results"))
+    ap.add_argument("--no-latest", action="store_true", help="do not overwrite results/latest.md")
+    ap.add_argument("--buildah-jobs", type=int, help="buildah --jobs (default: buildah's default)")
+    ap.add_argument("--shared", help="also run the workloads of this folder (e.g. /work/shared/workloads)")
+    ap.add_argument("--shared-workloads", help="comma list of shared synthetic workloads (default all six)")
+    ap.add_argument("--seeds", action="store_true", help="with --shared: also the three seed-weather images")
+    ap.add_argument("--only-shared", action="store_true", help="with --shared: skip the project's workloads")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: buildah's private store and the cgroup meter need it")
+    run_suite(args)
+
+
+if __name__ == "__main__":
+    main()
