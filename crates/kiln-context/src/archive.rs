@@ -108,9 +108,8 @@ fn extract_with(
             .path()
             .map_err(|e| archive_error(source, format!("entry with an invalid path: {e}")))?
             .into_owned();
-        check_relative(&path).map_err(|why| {
-            archive_error(source, format!("entry {} {why}", path.display()))
-        })?;
+        check_relative(&path)
+            .map_err(|why| archive_error(source, format!("entry {} {why}", path.display())))?;
         if entry.header().entry_type().is_hard_link() {
             if let Ok(Some(target)) = entry.link_name() {
                 check_relative(&target).map_err(|why| {
@@ -122,7 +121,10 @@ fn extract_with(
             }
         }
         entry.unpack_in(dest).map_err(|e| {
-            archive_error(source, format!("entry {}: {}", path.display(), reason_of(&e)))
+            archive_error(
+                source,
+                format!("entry {}: {}", path.display(), reason_of(&e)),
+            )
         })?;
         count += 1;
     }
@@ -171,7 +173,10 @@ mod tests {
     fn relative_paths_only() {
         assert!(check_relative(Path::new("a/b")).is_ok());
         assert!(check_relative(Path::new("./a")).is_ok());
-        assert_eq!(check_relative(Path::new("/etc/x")), Err("is an absolute path"));
+        assert_eq!(
+            check_relative(Path::new("/etc/x")),
+            Err("is an absolute path")
+        );
         assert_eq!(
             check_relative(Path::new("a/../../x")),
             Err("escapes the context (\"..\")")

@@ -44,7 +44,12 @@ where
 {
     let output = Command::new("git")
         .current_dir(dir)
-        .args(["-c", "advice.detachedHead=false", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "advice.detachedHead=false",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
@@ -104,7 +109,13 @@ pub(crate) fn fetch(
         // FETCH_HEAD ends up naming the requested ref alone.
         run(
             tree,
-            ["fetch", "-q", "--depth=1", "origin", "+refs/heads/*:refs/remotes/origin/*"],
+            [
+                "fetch",
+                "-q",
+                "--depth=1",
+                "origin",
+                "+refs/heads/*:refs/remotes/origin/*",
+            ],
         )
         .map_err(err)?;
     }
@@ -153,7 +164,14 @@ fn finish(
     if opts.recurse_submodules {
         run(
             tree,
-            ["submodule", "update", "-q", "--init", "--recursive", "--depth=1"],
+            [
+                "submodule",
+                "update",
+                "-q",
+                "--init",
+                "--recursive",
+                "--depth=1",
+            ],
         )
         .map_err(|e| err(format!("submodules: {e}")))?;
     }

@@ -197,10 +197,12 @@ fn scoped_sub_path(root: &Path, sub: &str, display: &str) -> Result<PathBuf, Con
         reason,
     };
     let rel = Path::new(sub);
-    if rel
-        .components()
-        .any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_)))
-    {
+    if rel.components().any(|c| {
+        matches!(
+            c,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_)
+        )
+    }) {
         return Err(err("must be a relative path inside the context".into()));
     }
     let root = root

@@ -28,8 +28,14 @@ const CHANNEL_DEPTH: usize = 8;
 /// A remote archive to stream.
 pub(crate) enum Remote {
     Http(Url),
-    S3 { bucket: String, key: String },
-    Gcs { bucket: String, key: String },
+    S3 {
+        bucket: String,
+        key: String,
+    },
+    Gcs {
+        bucket: String,
+        key: String,
+    },
     Azure {
         account: Option<String>,
         container: String,
@@ -106,7 +112,10 @@ pub(crate) fn stream(
             done: false,
         }),
         Ok(Err(reason)) => Err(fetch_error(display, reason)),
-        Err(_) => Err(fetch_error(display, "the download stopped before it started")),
+        Err(_) => Err(fetch_error(
+            display,
+            "the download stopped before it started",
+        )),
     }
 }
 
@@ -206,8 +215,7 @@ fn unknown_option(key: &str) -> String {
 async fn s3_store(bucket: &str, settings: &Settings) -> Result<Arc<dyn ObjectStore>, String> {
     let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
     if let Some(endpoint) = &settings.s3_endpoint {
-        let mut url =
-            Url::parse(endpoint).map_err(|e| format!("S3 endpoint {endpoint:?}: {e}"))?;
+        let mut url = Url::parse(endpoint).map_err(|e| format!("S3 endpoint {endpoint:?}: {e}"))?;
         if url.scheme() == "http" {
             b = b.with_allow_http(true);
         }
@@ -229,7 +237,8 @@ async fn s3_store(bucket: &str, settings: &Settings) -> Result<Arc<dyn ObjectSto
         b = b.with_config(key, v);
     }
     let has_region = b.get_config_value(&AmazonS3ConfigKey::Region).is_some()
-        || b.get_config_value(&AmazonS3ConfigKey::DefaultRegion).is_some();
+        || b.get_config_value(&AmazonS3ConfigKey::DefaultRegion)
+            .is_some();
     if !has_region {
         if settings.s3_endpoint.is_none() {
             // Like the AWS CLI, find the bucket's region instead of
@@ -275,7 +284,10 @@ fn store_reason(e: &object_store::Error) -> String {
 fn one_line(s: &str) -> String {
     let line = s.lines().map(str::trim).collect::<Vec<_>>().join(" ");
     if line.len() > 400 {
-        let cut = (0..=400).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=400)
+            .rev()
+            .find(|&i| line.is_char_boundary(i))
+            .unwrap_or(0);
         format!("{}…", &line[..cut])
     } else {
         line

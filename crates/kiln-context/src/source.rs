@@ -266,8 +266,15 @@ pub fn parse(spec: &str) -> Result<Source, ContextError> {
         return Ok(Source::Http(url));
     }
     if let Some((scheme, _)) = spec.split_once("://") {
-        if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') {
-            return Err(invalid(spec, format!("unsupported context scheme {scheme}://")));
+        if !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+')
+        {
+            return Err(invalid(
+                spec,
+                format!("unsupported context scheme {scheme}://"),
+            ));
         }
     }
     let path = Path::new(spec);
@@ -295,7 +302,10 @@ mod tests {
         let cases: Vec<(&str, Source)> = vec![
             ("-", Source::Stdin),
             ("tar://stdin", Source::Stdin),
-            ("tar:///tmp/c.tar.gz", Source::TarFile("/tmp/c.tar.gz".into())),
+            (
+                "tar:///tmp/c.tar.gz",
+                Source::TarFile("/tmp/c.tar.gz".into()),
+            ),
             ("dir:///src/app", Source::Dir("/src/app".into())),
             (
                 "s3://my-bucket/path/ctx.tar.gz",
@@ -346,7 +356,12 @@ mod tests {
             ),
             (
                 "https://host/org/repo.git#v1.0:app/web",
-                git("https://host/org/repo.git", Some("v1.0"), None, Some("app/web")),
+                git(
+                    "https://host/org/repo.git",
+                    Some("v1.0"),
+                    None,
+                    Some("app/web"),
+                ),
             ),
             (
                 "https://host/org/repo.git#:sub",

@@ -9,7 +9,13 @@ use std::process::{Command, Stdio};
 use common::*;
 use kiln_context::{open, ContextError};
 
-fn open_tar_file(bytes: &[u8], name: &str) -> (tempfile::TempDir, Result<kiln_context::Context, ContextError>) {
+fn open_tar_file(
+    bytes: &[u8],
+    name: &str,
+) -> (
+    tempfile::TempDir,
+    Result<kiln_context::Context, ContextError>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(name);
     std::fs::write(&file, bytes).unwrap();
@@ -29,7 +35,10 @@ fn tar_file_plain_gzip_zstd() {
     ] {
         let (dir, ctx) = open_tar_file(&bytes, name);
         let ctx = ctx.unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(ctx.root(), dir.path().join("work/context").canonicalize().unwrap());
+        assert_eq!(
+            ctx.root(),
+            dir.path().join("work/context").canonicalize().unwrap()
+        );
         assert_sample(&ctx);
     }
 }
@@ -39,7 +48,12 @@ fn a_plain_path_to_a_file_is_a_tar_context() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ctx.tgz");
     std::fs::write(&file, gzip(&sample_tar())).unwrap();
-    let ctx = open(file.to_str().unwrap(), None, &options(&dir.path().join("w"))).unwrap();
+    let ctx = open(
+        file.to_str().unwrap(),
+        None,
+        &options(&dir.path().join("w")),
+    )
+    .unwrap();
     assert_sample(&ctx);
 }
 
@@ -47,7 +61,10 @@ fn a_plain_path_to_a_file_is_a_tar_context() {
 fn local_dir_and_dir_scheme() {
     let (dir, ctx) = open_tar_file(&sample_tar(), "c.tar");
     let root = ctx.unwrap().root().to_path_buf();
-    for spec in [root.display().to_string(), format!("dir://{}", root.display())] {
+    for spec in [
+        root.display().to_string(),
+        format!("dir://{}", root.display()),
+    ] {
         let ctx = open(&spec, None, &options(&dir.path().join("unused"))).unwrap();
         assert_eq!(ctx.root(), root);
         assert_sample(&ctx);
@@ -93,7 +110,8 @@ fn work_dir_must_be_fresh() {
     open(&spec, None, &options(&work)).unwrap();
     let e = open(&spec, None, &options(&work)).unwrap_err();
     assert!(
-        e.to_string().ends_with("the context work directory already exists"),
+        e.to_string()
+            .ends_with("the context work directory already exists"),
         "{e}"
     );
 }
@@ -112,10 +130,19 @@ fn stdin_child() {
 #[test]
 fn tar_from_stdin() {
     let tar = sample_tar();
-    for (i, bytes) in [tar.clone(), gzip(&tar), zstd(&tar)].into_iter().enumerate() {
+    for (i, bytes) in [tar.clone(), gzip(&tar), zstd(&tar)]
+        .into_iter()
+        .enumerate()
+    {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "stdin_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "stdin_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("KILN_CONTEXT_TEST_WORK", dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -133,7 +160,11 @@ fn tar_from_stdin() {
         let out = child.wait_with_output().unwrap();
         writer.join().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "case {i}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "case {i}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(
             stdout.contains(
                 "TREE .dockerignore,Dockerfile,app/,app/data/,app/data/x.txt,app/main.sh,link,secret.key"
@@ -151,7 +182,13 @@ fn tar_with(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
 }
 
 /// A raw header whose name is written as is (the builder refuses `..`).
-fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
+fn raw_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    link: Option<&str>,
+    data: &[u8],
+) {
     let mut h = tar::Header::new_old();
     h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
     if let Some(l) = link {
@@ -174,7 +211,15 @@ fn escapes_are_rejected_and_nothing_lands_outside() {
         ),
         (
             "nested-dotdot",
-            tar_with(|b| raw_entry(b, "a/../../outside.txt", tar::EntryType::Regular, None, b"x")),
+            tar_with(|b| {
+                raw_entry(
+                    b,
+                    "a/../../outside.txt",
+                    tar::EntryType::Regular,
+                    None,
+                    b"x",
+                )
+            }),
             "entry a/../../outside.txt escapes the context (\"..\")".into(),
         ),
         (
@@ -192,7 +237,11 @@ fn escapes_are_rejected_and_nothing_lands_outside() {
         let (dir, r) = open_tar_file(&bytes, "c.tar");
         let e = r.unwrap_err();
         let spec = dir.path().join("c.tar");
-        assert_eq!(e.to_string(), format!("build context {}: {reason}", spec.display()), "{name}");
+        assert_eq!(
+            e.to_string(),
+            format!("build context {}: {reason}", spec.display()),
+            "{name}"
+        );
         assert!(!dir.path().join("outside.txt").exists(), "{name}");
     }
 }
@@ -202,7 +251,13 @@ fn writes_through_a_symlink_are_rejected() {
     let outside = tempfile::tempdir().unwrap();
     // A symlink to a directory outside, then a file written below it.
     let bytes = tar_with(|b| {
-        raw_entry(b, "evil", tar::EntryType::Symlink, Some(outside.path().to_str().unwrap()), b"");
+        raw_entry(
+            b,
+            "evil",
+            tar::EntryType::Symlink,
+            Some(outside.path().to_str().unwrap()),
+            b"",
+        );
         raw_entry(b, "evil/pwned", tar::EntryType::Regular, None, b"x");
     });
     let (_dir, r) = open_tar_file(&bytes, "c.tar");
@@ -216,14 +271,23 @@ fn writes_through_a_symlink_are_rejected() {
     let target = outside.path().join("victim");
     std::fs::write(&target, b"original").unwrap();
     let bytes = tar_with(|b| {
-        raw_entry(b, "f", tar::EntryType::Symlink, Some(target.to_str().unwrap()), b"");
+        raw_entry(
+            b,
+            "f",
+            tar::EntryType::Symlink,
+            Some(target.to_str().unwrap()),
+            b"",
+        );
         raw_entry(b, "f", tar::EntryType::Regular, None, b"new");
     });
     let (_dir, r) = open_tar_file(&bytes, "c.tar");
     let ctx = r.unwrap();
     assert_eq!(std::fs::read(&target).unwrap(), b"original");
     assert_eq!(std::fs::read(ctx.root().join("f")).unwrap(), b"new");
-    assert!(!std::fs::symlink_metadata(ctx.root().join("f")).unwrap().file_type().is_symlink());
+    assert!(!std::fs::symlink_metadata(ctx.root().join("f"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
@@ -233,19 +297,33 @@ fn truncated_and_empty_archives() {
     let e = r.unwrap_err().to_string();
     let prefix = format!("build context {}: ", dir.path().join("c.tar.gz").display());
     assert!(e.starts_with(&prefix), "{e}");
-    assert!(e.contains("truncated archive") || e.contains("unexpected end of file"), "{e}");
+    assert!(
+        e.contains("truncated archive") || e.contains("unexpected end of file"),
+        "{e}"
+    );
 
     let (dir, r) = open_tar_file(b"", "empty.tar");
     assert_eq!(
         r.unwrap_err().to_string(),
-        format!("build context {}: empty archive", dir.path().join("empty.tar").display())
+        format!(
+            "build context {}: empty archive",
+            dir.path().join("empty.tar").display()
+        )
     );
 
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.tar");
-    let e = open(&format!("tar://{}", missing.display()), None, &options(dir.path())).unwrap_err();
+    let e = open(
+        &format!("tar://{}", missing.display()),
+        None,
+        &options(dir.path()),
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
-        format!("build context {}: No such file or directory (os error 2)", missing.display())
+        format!(
+            "build context {}: No such file or directory (os error 2)",
+            missing.display()
+        )
     );
 }

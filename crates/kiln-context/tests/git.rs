@@ -13,11 +13,22 @@ use kiln_context::{open, ContextError};
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -31,6 +42,7 @@ fn write(dir: &Path, rel: &str, text: &str) {
 /// - main: `Dockerfile`, `web/index.html` ("main")
 /// - tag v1 on the first main commit; main then moves on ("main2")
 /// - dev: `web/index.html` ("dev"), `web/dev-only.txt`
+///
 /// And `base/lib.git`, added to dev as the submodule `vendor/lib`.
 /// Returns the first main commit.
 fn make_repos(base: &Path) -> String {
@@ -56,7 +68,15 @@ fn make_repos(base: &Path) -> String {
     git(&repo, &["add", "."]);
     git(
         &repo,
-        &["-c", "protocol.file.allow=always", "submodule", "add", "-q", "../lib.git", "vendor/lib"],
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            "../lib.git",
+            "vendor/lib",
+        ],
     );
     git(&repo, &["commit", "-q", "-m", "dev"]);
     git(&repo, &["checkout", "-q", "main"]);
@@ -89,16 +109,57 @@ fn git_daemon_refs_and_subdirs() {
     );
     let url = format!("git://127.0.0.1:{port}/repo.git");
     let cases: Vec<(String, Vec<&str>, &str)> = vec![
-        (url.clone(), vec!["Dockerfile", "web/", "web/index.html"], "main2"),
-        (format!("{url}#dev"), vec![".gitmodules", "Dockerfile", "vendor/", "vendor/lib/", "web/", "web/dev-only.txt", "web/index.html"], "dev"),
-        (format!("{url}#refs/heads/dev"), vec![".gitmodules", "Dockerfile", "vendor/", "vendor/lib/", "web/", "web/dev-only.txt", "web/index.html"], "dev"),
-        (format!("{url}#v1"), vec!["Dockerfile", "web/", "web/index.html"], "main"),
-        (format!("{url}#{first}"), vec!["Dockerfile", "web/", "web/index.html"], "main"),
-        (format!("{url}#refs/heads/main#{first}"), vec!["Dockerfile", "web/", "web/index.html"], "main"),
+        (
+            url.clone(),
+            vec!["Dockerfile", "web/", "web/index.html"],
+            "main2",
+        ),
+        (
+            format!("{url}#dev"),
+            vec![
+                ".gitmodules",
+                "Dockerfile",
+                "vendor/",
+                "vendor/lib/",
+                "web/",
+                "web/dev-only.txt",
+                "web/index.html",
+            ],
+            "dev",
+        ),
+        (
+            format!("{url}#refs/heads/dev"),
+            vec![
+                ".gitmodules",
+                "Dockerfile",
+                "vendor/",
+                "vendor/lib/",
+                "web/",
+                "web/dev-only.txt",
+                "web/index.html",
+            ],
+            "dev",
+        ),
+        (
+            format!("{url}#v1"),
+            vec!["Dockerfile", "web/", "web/index.html"],
+            "main",
+        ),
+        (
+            format!("{url}#{first}"),
+            vec!["Dockerfile", "web/", "web/index.html"],
+            "main",
+        ),
+        (
+            format!("{url}#refs/heads/main#{first}"),
+            vec!["Dockerfile", "web/", "web/index.html"],
+            "main",
+        ),
     ];
     for (spec, want_tree, want_index) in cases {
         let work = tempfile::tempdir().unwrap();
-        let ctx = open(&spec, None, &options(work.path())).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        let ctx =
+            open(&spec, None, &options(work.path())).unwrap_or_else(|e| panic!("{spec}: {e}"));
         assert_eq!(tree(ctx.root()), want_tree, "{spec}");
         assert_eq!(read(ctx.root(), "web/index.html"), want_index, "{spec}");
     }
@@ -122,14 +183,19 @@ fn git_daemon_refs_and_subdirs() {
     let work = tempfile::tempdir().unwrap();
     let e = open(&format!("{url}#nope"), None, &options(work.path())).unwrap_err();
     assert!(matches!(e, ContextError::Git { .. }), "{e:?}");
-    assert_eq!(e.to_string(), format!("build context {url}#nope: git: ref nope not found"));
+    assert_eq!(
+        e.to_string(),
+        format!("build context {url}#nope: git: ref nope not found")
+    );
 
     // A subdirectory that does not exist.
     let work = tempfile::tempdir().unwrap();
     let e = open(&format!("{url}#dev:nope"), None, &options(work.path())).unwrap_err();
     assert_eq!(
         e.to_string(),
-        format!("build context {url}#dev:nope: sub-path nope: No such file or directory (os error 2)")
+        format!(
+            "build context {url}#dev:nope: sub-path nope: No such file or directory (os error 2)"
+        )
     );
 }
 
@@ -151,7 +217,10 @@ fn file_url_keep_git_dir_and_submodules() {
     o.git.keep_git_dir = true;
     let ctx = open(&format!("{url}#v1"), None, &o).unwrap();
     let head = git(ctx.root(), &["rev-parse", "HEAD"]);
-    assert_eq!(head, git(&base.path().join("repo.git"), &["rev-parse", "v1^{commit}"]));
+    assert_eq!(
+        head,
+        git(&base.path().join("repo.git"), &["rev-parse", "v1^{commit}"])
+    );
 }
 
 #[test]

@@ -64,11 +64,19 @@ fn serve(files: Vec<(&'static str, Vec<u8>)>) -> (u16, Arc<std::sync::Mutex<Vec<
 #[test]
 fn http_tarball_gzip_and_zstd() {
     let tar = sample_tar();
-    let (port, _) = serve(vec![("/ctx.tar.gz", gzip(&tar)), ("/ctx.tar.zst", zstd(&tar)), ("/ctx.tar", tar)]);
+    let (port, _) = serve(vec![
+        ("/ctx.tar.gz", gzip(&tar)),
+        ("/ctx.tar.zst", zstd(&tar)),
+        ("/ctx.tar", tar),
+    ]);
     for name in ["ctx.tar.gz", "ctx.tar.zst", "ctx.tar"] {
         let work = tempfile::tempdir().unwrap();
-        let ctx = open(&format!("http://127.0.0.1:{port}/{name}"), None, &options(work.path()))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let ctx = open(
+            &format!("http://127.0.0.1:{port}/{name}"),
+            None,
+            &options(work.path()),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_sample(&ctx);
     }
 }
@@ -87,9 +95,17 @@ fn large_tarball_streams_through() {
     let tar = b.into_inner().unwrap();
     let (port, _) = serve(vec![("/big.tar", tar)]);
     let work = tempfile::tempdir().unwrap();
-    let ctx = open(&format!("http://127.0.0.1:{port}/big.tar"), None, &options(work.path())).unwrap();
+    let ctx = open(
+        &format!("http://127.0.0.1:{port}/big.tar"),
+        None,
+        &options(work.path()),
+    )
+    .unwrap();
     for name in ["a.bin", "b.bin", "c.bin"] {
-        assert!(std::fs::read(ctx.root().join(name)).unwrap() == body, "{name}");
+        assert!(
+            std::fs::read(ctx.root().join(name)).unwrap() == body,
+            "{name}"
+        );
     }
 }
 
@@ -105,16 +121,28 @@ fn http_errors_name_the_url_not_the_credentials() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        format!("build context http://user:***@127.0.0.1:{port}/missing.tar.gz: HTTP 404 Not Found")
+        format!(
+            "build context http://user:***@127.0.0.1:{port}/missing.tar.gz: HTTP 404 Not Found"
+        )
     );
     // The credentials were sent to the server, only hidden from output.
-    assert!(seen.lock().unwrap().iter().any(|l| l.starts_with("authorization: Basic")
-        || l.starts_with("Authorization: Basic")));
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("authorization: Basic") || l.starts_with("Authorization: Basic")));
 
     let closed = free_port();
-    let e = open(&format!("http://127.0.0.1:{closed}/x.tar"), None, &options(work.path()))
-        .unwrap_err()
-        .to_string();
-    assert!(e.starts_with(&format!("build context http://127.0.0.1:{closed}/x.tar: ")), "{e}");
+    let e = open(
+        &format!("http://127.0.0.1:{closed}/x.tar"),
+        None,
+        &options(work.path()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with(&format!("build context http://127.0.0.1:{closed}/x.tar: ")),
+        "{e}"
+    );
     assert!(e.contains("Connection refused"), "{e}");
 }

@@ -66,7 +66,10 @@ pub fn assert_sample(ctx: &Context) {
         std::fs::read_link(root.join("link")).unwrap(),
         PathBuf::from("app/main.sh")
     );
-    assert_eq!(ctx.ignore_file(), Some(root.join(".dockerignore").as_path()));
+    assert_eq!(
+        ctx.ignore_file(),
+        Some(root.join(".dockerignore").as_path())
+    );
     assert!(ctx.is_excluded("secret.key"));
     assert!(!ctx.is_excluded("app/main.sh"));
     assert_eq!(tree(root).len(), 8, "{:?}", tree(root));
@@ -77,7 +80,12 @@ pub fn tree(root: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
-            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let ty = e.file_type().unwrap();
             if ty.is_dir() {
                 out.push(format!("{rel}/"));
@@ -138,7 +146,10 @@ pub fn start_server(cmd: &mut Command, port: u16, what: &str) -> Server {
     let server = Server(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     server
