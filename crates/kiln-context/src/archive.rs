@@ -131,15 +131,28 @@ fn extract_with(
     Ok(count)
 }
 
-/// The innermost message of an I/O error from the tar crate, whose errors
-/// nest "failed to unpack X" around the actual cause.
+/// An I/O error from the tar crate and its causes on one line, without the
+/// "failed to unpack <path>" wrappers the crate nests around the cause.
 fn reason_of(e: &std::io::Error) -> String {
-    let mut msg = e.to_string();
+    let mut parts = vec![e.to_string()];
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(inner) = cur {
-        msg = format!("{msg}: {inner}");
+        parts.push(inner.to_string());
         cur = inner.source();
     }
+    let useful: Vec<&String> = parts
+        .iter()
+        .filter(|p| !p.starts_with("failed to unpack"))
+        .collect();
+    let mut msg = if useful.is_empty() {
+        parts.join(": ")
+    } else {
+        useful
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(": ")
+    };
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         msg = format!("truncated archive ({msg})");
     }

@@ -4,8 +4,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use common::*;
 use kiln_context::{open, ContextError};
@@ -250,4 +252,125 @@ fn submodules_over_git_daemon() {
     assert_eq!(read(ctx.root(), "vendor/lib/lib.txt"), "library");
     assert!(!ctx.root().join("vendor/lib/.git").exists());
     assert!(!ctx.root().join(".git").exists());
+}
+
+/// Serves the repositories under `root` over smart HTTP on 127.0.0.1:
+/// each request runs `git http-backend` as a CGI program. Returns the port.
+fn serve_smart_http(root: PathBuf) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let root = root.clone();
+            std::thread::spawn(move || cgi(stream, &root));
+        }
+    });
+    port
+}
+
+fn cgi(mut stream: std::net::TcpStream, root: &Path) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request = String::new();
+    reader.read_line(&mut request).unwrap();
+    let mut parts = request.split_whitespace();
+    let method = parts.next().unwrap_or("GET").to_string();
+    let target = parts.next().unwrap_or("/").to_string();
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let mut content_type = String::new();
+    let mut length = 0usize;
+    let mut encoding = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap_or((&line, ""));
+        match k.to_ascii_lowercase().as_str() {
+            "content-type" => content_type = v.trim().to_string(),
+            "content-length" => length = v.trim().parse().unwrap_or(0),
+            "content-encoding" => encoding = v.trim().to_string(),
+            _ => {}
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).unwrap();
+    let mut cmd = Command::new("git");
+    cmd.arg("http-backend")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", &method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("CONTENT_TYPE", &content_type)
+        .env("CONTENT_LENGTH", length.to_string())
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    if !encoding.is_empty() {
+        cmd.env("HTTP_CONTENT_ENCODING", &encoding);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(&body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    // CGI output: headers (with an optional Status:), blank line, body.
+    let split = out
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| {
+            out.stdout
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| (i, 2))
+        })
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout[..split.0]).to_string();
+    let body = &out.stdout[split.0 + split.1..];
+    let mut status = "200 OK".to_string();
+    let mut headers = String::new();
+    for line in head.lines() {
+        match line.strip_prefix("Status:") {
+            Some(s) => status = s.trim().to_string(),
+            None => headers.push_str(&format!("{line}\r\n")),
+        }
+    }
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(body);
+}
+
+#[test]
+fn smart_http_with_branch_and_subdir() {
+    let base = tempfile::tempdir().unwrap();
+    let first = make_repos(base.path());
+    let port = serve_smart_http(base.path().to_path_buf());
+    let url = format!("http://127.0.0.1:{port}/repo.git");
+
+    let work = tempfile::tempdir().unwrap();
+    let ctx = open(&format!("{url}#dev:web"), None, &options(work.path())).unwrap();
+    assert_eq!(tree(ctx.root()), ["dev-only.txt", "index.html"]);
+    assert_eq!(read(ctx.root(), "index.html"), "dev");
+
+    let work = tempfile::tempdir().unwrap();
+    let ctx = open(&format!("{url}#{first}"), None, &options(work.path())).unwrap();
+    assert_eq!(read(ctx.root(), "web/index.html"), "main");
+
+    // Credentials in the URL never reach the message.
+    let work = tempfile::tempdir().unwrap();
+    let spec = format!("http://user:s3cret@127.0.0.1:{port}/missing.git");
+    let e = open(&spec, None, &options(work.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "build context http://user:***@127.0.0.1:{port}/missing.git: git: "
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
 }

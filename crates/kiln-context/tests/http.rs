@@ -37,11 +37,16 @@ fn serve(files: Vec<(&'static str, Vec<u8>)>) -> (u16, Arc<std::sync::Mutex<Vec<
             log.lock().unwrap().push(request.trim().to_string());
             let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
             match files.iter().find(|(p, _)| *p == path) {
-                Some((_, body)) => {
+                Some((p, body)) => {
+                    // `/cut…` announces twice its length, then hangs up.
+                    let announced = if p.starts_with("/cut") {
+                        body.len() * 2
+                    } else {
+                        body.len()
+                    };
                     let _ = write!(
                         stream,
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
+                        "HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n"
                     );
                     // Several writes, so the client sees many chunks.
                     for chunk in body.chunks(4096) {
@@ -145,4 +150,26 @@ fn http_errors_name_the_url_not_the_credentials() {
         "{e}"
     );
     assert!(e.contains("Connection refused"), "{e}");
+}
+
+#[test]
+fn connection_lost_mid_download() {
+    let mut b = tar::Builder::new(Vec::new());
+    let body = vec![7u8; 1024 * 1024];
+    let mut h = tar::Header::new_gnu();
+    h.set_size(body.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "big.bin", body.as_slice()).unwrap();
+    let tar = b.into_inner().unwrap();
+    let (port, _) = serve(vec![("/cut.tar", tar[..tar.len() / 2].to_vec())]);
+    let work = tempfile::tempdir().unwrap();
+    let spec = format!("http://127.0.0.1:{port}/cut.tar");
+    let e = open(&spec, None, &options(work.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("build context {spec}: entry big.bin: ")),
+        "{e}"
+    );
+    assert!(e.contains("error decoding response body"), "{e}");
 }
