@@ -103,7 +103,17 @@ pub fn open(
         Some(sub) => scoped_sub_path(&root, sub, &display)?,
         None => root,
     };
-    Context::local(&root, dockerfile)
+    let materialized = !matches!(source, Source::Dir(_));
+    let dockerfile = dockerfile.map(|d| {
+        if materialized && d.is_relative() {
+            root.join(d)
+        } else {
+            d.to_path_buf()
+        }
+    });
+    let mut ctx = Context::local(&root, dockerfile.as_deref())?;
+    ctx.materialized = materialized;
+    Ok(ctx)
 }
 
 /// Fetches or extracts `source` and returns the directory it became.
@@ -225,6 +235,7 @@ pub struct Context {
     root: PathBuf,
     ignore: Option<PatternSet>,
     ignore_file: Option<PathBuf>,
+    materialized: bool,
 }
 
 impl Context {
@@ -273,7 +284,26 @@ impl Context {
             root,
             ignore,
             ignore_file,
+            materialized: false,
         })
+    }
+
+    /// Where the Dockerfile is: `file` as given, or `<root>/Dockerfile`
+    /// when none is given. For a context fetched or extracted by [`open`]
+    /// (anything but a local directory) a relative `file` is inside the
+    /// context, as with Kaniko's `--dockerfile`.
+    pub fn dockerfile_path(&self, file: Option<&Path>) -> PathBuf {
+        match file {
+            None => self.root.join("Dockerfile"),
+            Some(f) if self.materialized && f.is_relative() => self.root.join(f),
+            Some(f) => f.to_path_buf(),
+        }
+    }
+
+    /// Whether the context was fetched or extracted (not a local directory
+    /// used in place).
+    pub fn is_materialized(&self) -> bool {
+        self.materialized
     }
 
     /// The context's root directory.

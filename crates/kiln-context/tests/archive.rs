@@ -327,3 +327,61 @@ fn truncated_and_empty_archives() {
         )
     );
 }
+
+#[test]
+fn dockerfile_inside_a_materialized_context() {
+    let tar = tar_with(|b| {
+        raw_entry(
+            b,
+            "docker/app.Dockerfile",
+            tar::EntryType::Regular,
+            None,
+            b"FROM scratch\n",
+        );
+        raw_entry(
+            b,
+            "docker/app.Dockerfile.dockerignore",
+            tar::EntryType::Regular,
+            None,
+            b"*.log\n",
+        );
+        raw_entry(b, "x.log", tar::EntryType::Regular, None, b"log");
+    });
+    let (_dir, r) = open_tar_file(&tar, "c.tar");
+    let root = r.unwrap().root().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.tar");
+    std::fs::write(&file, &tar).unwrap();
+    let df = std::path::Path::new("docker/app.Dockerfile");
+    let ctx = open(
+        &format!("tar://{}", file.display()),
+        Some(df),
+        &options(&dir.path().join("w")),
+    )
+    .unwrap();
+    assert!(ctx.is_materialized());
+    assert_eq!(
+        ctx.dockerfile_path(Some(df)),
+        ctx.root().join("docker/app.Dockerfile")
+    );
+    assert_eq!(ctx.dockerfile_path(None), ctx.root().join("Dockerfile"));
+    assert_eq!(
+        ctx.ignore_file(),
+        Some(
+            ctx.root()
+                .join("docker/app.Dockerfile.dockerignore")
+                .as_path()
+        )
+    );
+    assert!(ctx.is_excluded("x.log"));
+
+    // A local directory: a relative Dockerfile path stays as given.
+    let local = open(
+        root.to_str().unwrap(),
+        None,
+        &options(&dir.path().join("w2")),
+    )
+    .unwrap();
+    assert!(!local.is_materialized());
+    assert_eq!(local.dockerfile_path(Some(df)), df);
+}
