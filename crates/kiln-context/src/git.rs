@@ -91,7 +91,7 @@ pub(crate) fn fetch(
     let err = |reason: String| git_error(src, display, reason);
     std::fs::create_dir_all(tree).map_err(|e| err(format!("creating {}: {e}", tree.display())))?;
     run(tree, ["init", "-q", "."]).map_err(err)?;
-    run(tree, ["remote", "add", "origin", src.remote.as_str()]).map_err(err)?;
+    run(tree, ["remote", "add", "--", "origin", src.remote.as_str()]).map_err(err)?;
 
     let reference = src
         .reference
@@ -102,6 +102,7 @@ pub(crate) fn fetch(
     if src.commit.is_none() {
         fetch_args.push("--depth=1".into());
     }
+    fetch_args.push("--".into());
     fetch_args.push("origin".into());
     fetch_args.push(reference.clone());
     if opts.keep_git_dir && !opts.single_branch {

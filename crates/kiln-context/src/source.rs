@@ -167,6 +167,13 @@ fn parse_git(spec: &str) -> Result<GitSource, ContextError> {
     if remote.is_empty() {
         return Err(invalid(spec, "empty git remote"));
     }
+    // Nothing the user wrote may reach git as an option.
+    if remote.starts_with('-') {
+        return Err(invalid(spec, "a git remote cannot start with \"-\""));
+    }
+    if fragment.is_some_and(|f| f.starts_with('-')) {
+        return Err(invalid(spec, "a git ref cannot start with \"-\""));
+    }
     let remote = if remote.to_ascii_lowercase().starts_with("github.com/") {
         format!("https://{remote}")
     } else if let Some(rest) = remote.strip_prefix("git+ssh://") {
@@ -401,6 +408,14 @@ mod tests {
             ("gs:///key", "expected <bucket>/<object key>"),
             ("ftp://host/x.tar", "unsupported context scheme ftp://"),
             ("git://h/r#main#zz", "\"zz\" is not a commit id"),
+            (
+                "git://h/r#--upload-pack=x",
+                "a git ref cannot start with \"-\"",
+            ),
+            (
+                "--upload-pack=x@h:r",
+                "a git remote cannot start with \"-\"",
+            ),
             ("", "empty context"),
         ] {
             match parse(spec) {
