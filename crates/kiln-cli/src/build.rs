@@ -13,7 +13,8 @@ use crate::job::{self, Job};
 
 #[derive(Args)]
 pub struct BuildArgs {
-    /// The build context: a directory (or dir://DIR).
+    /// The build context: a directory, a tar file, `-` (a tar on stdin), an
+    /// http(s) tarball, s3://, gs://, Azure Blob, or a git URL (`#ref:subdir`).
     pub context: String,
     /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard input).
     #[arg(short = 'f', long = "file")]
@@ -144,6 +145,8 @@ pub fn run(args: BuildArgs) -> Result<()> {
     };
     job::execute(Job {
         context: args.context,
+        context_sub_path: None,
+        git: Default::default(),
         dockerfile: args.file,
         tags: args.tags,
         push_to,

@@ -15,6 +15,10 @@ use kiln_image::{BlobStore, Compression, Format, Platform};
 /// Everything one build needs, whichever command line described it.
 pub struct Job {
     pub context: String,
+    /// A sub-directory of the context to build from.
+    pub context_sub_path: Option<String>,
+    /// Options for git contexts.
+    pub git: kiln_context::GitOptions,
     /// The Dockerfile path; `None` = `CONTEXT/Dockerfile`; `-` = stdin.
     pub dockerfile: Option<PathBuf>,
     /// Image names: tags for outputs, destinations for pushes.
@@ -130,16 +134,43 @@ pub fn source_date_epoch(reproducible: bool) -> Result<Option<i64>> {
 
 /// Runs the job; prints the image digest on stdout.
 pub fn execute(job: Job) -> Result<()> {
-    let (dockerfile_name, dockerfile_text, dockerfile_path) = read_dockerfile(&job)?;
-    let context_dir = match job.context.strip_prefix("dir://") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(&job.context),
-    };
-    let context = kiln_context::Context::local(&context_dir, dockerfile_path.as_deref())?;
-
     let store = BlobStore::open(&job.cache_dir)
         .with_context(|| format!("opening the cache directory {}", job.cache_dir.display()))?;
     let work = scratch_dir(&job.cache_dir)?;
+    let result = build_and_export(&job, &store, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
+    let stdin_dockerfile = job.dockerfile.as_deref() == Some(Path::new("-"));
+    if stdin_dockerfile && matches!(job.context.as_str(), "-" | "tar://stdin") {
+        bail!("the Dockerfile and the context cannot both come from standard input");
+    }
+    let given = if stdin_dockerfile {
+        None
+    } else {
+        job.dockerfile.as_deref()
+    };
+    let context_options = kiln_context::ContextOptions {
+        sub_path: job.context_sub_path.clone(),
+        git: job.git.clone(),
+        work_dir: work.join("context"),
+        ..Default::default()
+    };
+    let context = kiln_context::open(&job.context, given, &context_options)?;
+    let (dockerfile_name, dockerfile_text) = if stdin_dockerfile {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the Dockerfile from standard input")?;
+        ("Dockerfile".to_string(), text)
+    } else {
+        let path = context.dockerfile_path(given);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading Dockerfile {}", path.display()))?;
+        (path.display().to_string(), text)
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -148,7 +179,7 @@ pub fn execute(job: Job) -> Result<()> {
         .context("starting the I/O runtime")?;
     let http = kiln_build::fetch::HttpFetcher::new(runtime.handle().clone())?;
     let progress = StderrProgress::new(job.progress);
-    let registry = kiln_registry::RegistryClient::new(job.registry)?;
+    let registry = kiln_registry::RegistryClient::new(job.registry.clone())?;
     let resolver = kiln_build::registry::RegistryImages {
         client: &registry,
         runtime: runtime.handle().clone(),
@@ -158,13 +189,13 @@ pub fn execute(job: Job) -> Result<()> {
         dockerfile_name,
         dockerfile: dockerfile_text,
         context: &context,
-        build_args: job.build_args,
-        target: job.target,
-        platform: job.platform,
+        build_args: job.build_args.clone(),
+        target: job.target.clone(),
+        platform: job.platform.clone(),
         build_platform: host_platform(),
-        labels: job.labels,
-        store: &store,
-        work_dir: work.clone(),
+        labels: job.labels.clone(),
+        store,
+        work_dir: work.join("stages"),
         compression: job.compression,
         format: job.format,
         source_date_epoch: job.source_date_epoch,
@@ -172,24 +203,22 @@ pub fn execute(job: Job) -> Result<()> {
         http: &http,
         progress: &progress,
         isolation: job.isolation,
-        secrets: job.secrets,
-        ssh: job.ssh,
+        secrets: job.secrets.clone(),
+        ssh: job.ssh.clone(),
         mount_cache_dir: job.cache_dir.join("mounts"),
     };
-    let result = kiln_build::build(&request);
-    let _ = std::fs::remove_dir_all(&work);
-    let out = result?;
+    let out = kiln_build::build(&request)?;
     for arg in &out.unused_args {
         eprintln!("warning: build arg {arg} was given but no ARG instruction declares it");
     }
     for output in &job.outputs {
-        export(&store, output, &out.image, &out.stored, &job.tags)?;
+        export(store, output, &out.image, &out.stored, &job.tags)?;
         eprintln!("exported {}", describe(output));
     }
     let pushed = kiln_build::registry::push_all(
         &registry,
         runtime.handle(),
-        &store,
+        store,
         &out.stored,
         &job.push_to,
         &progress,
@@ -285,30 +314,6 @@ fn scratch_dir(cache_dir: &Path) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
-}
-
-fn read_dockerfile(job: &Job) -> Result<(String, String, Option<PathBuf>)> {
-    match &job.dockerfile {
-        Some(p) if p.as_os_str() == "-" => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("reading the Dockerfile from standard input")?;
-            Ok(("Dockerfile".into(), text, None))
-        }
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading Dockerfile {}", p.display()))?;
-            Ok((p.display().to_string(), text, Some(p.clone())))
-        }
-        None => {
-            let dir = job.context.strip_prefix("dir://").unwrap_or(&job.context);
-            let p = Path::new(dir).join("Dockerfile");
-            let text = std::fs::read_to_string(&p)
-                .with_context(|| format!("reading Dockerfile {}", p.display()))?;
-            Ok((p.display().to_string(), text, Some(p)))
-        }
-    }
 }
 
 /// Registry settings shared by both front-ends.

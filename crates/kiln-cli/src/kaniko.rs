@@ -194,9 +194,6 @@ pub fn run(args: KanikoArgs) -> Result<()> {
     if !args.registry_client_certs.is_empty() {
         warn("--registry-client-cert: client certificates are not supported yet; connecting without them");
     }
-    if args.git.is_some() && !args.context.starts_with("git://") {
-        warn("--git applies only to git:// contexts; ignored");
-    }
     let progress = match args.log_format.as_str() {
         "json" => ProgressMode::Json,
         "text" | "color" => ProgressMode::Plain,
@@ -219,24 +216,25 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         let (k, v) = job::parse_kv("--label", l, false)?;
         labels.insert(k, v);
     }
-    let context = match &args.context_sub_path {
-        Some(sub) => {
-            let base = args.context.strip_prefix("dir://").unwrap_or(&args.context);
-            Path::new(base).join(sub).to_string_lossy().to_string()
-        }
-        None => args.context.clone(),
-    };
-    // Kaniko resolves a relative --dockerfile against the context when it
-    // does not exist as given.
+    let context = args.context.clone();
+    // Kaniko resolves a relative --dockerfile against a local context when
+    // it does not exist as given; remote contexts resolve it inside
+    // themselves (kiln-context).
     let dockerfile = {
         let given = PathBuf::from(&args.dockerfile);
-        if given.is_absolute() || given.exists() {
-            given
-        } else {
-            let base = context.strip_prefix("dir://").unwrap_or(&context);
-            Path::new(base).join(&args.dockerfile)
+        let local = local_dir(&context);
+        match local {
+            Some(dir) if !(given.is_absolute() || given.exists()) => {
+                let base = match &args.context_sub_path {
+                    Some(sub) => Path::new(dir).join(sub),
+                    None => Path::new(dir).to_path_buf(),
+                };
+                base.join(&args.dockerfile)
+            }
+            _ => given,
         }
     };
+    let git = parse_git_options(args.git.as_deref().unwrap_or(""))?;
 
     let mut outputs = Vec::new();
     if let Some(p) = &args.tar_path {
@@ -282,6 +280,8 @@ pub fn run(args: KanikoArgs) -> Result<()> {
     };
     job::execute(Job {
         context,
+        context_sub_path: args.context_sub_path.clone(),
+        git,
         dockerfile: Some(dockerfile),
         tags: args.destinations.clone(),
         push_to,
@@ -314,9 +314,62 @@ pub fn run(args: KanikoArgs) -> Result<()> {
     })
 }
 
+/// The directory of a local context (`DIR` or `dir://DIR`), `None` for
+/// remote ones.
+fn local_dir(context: &str) -> Option<&str> {
+    if let Some(d) = context.strip_prefix("dir://") {
+        return Some(d);
+    }
+    if context.contains("://") || context == "-" {
+        return None;
+    }
+    Path::new(context).is_dir().then_some(context)
+}
+
+/// Kaniko's `--git branch=NAME,single-branch=BOOL,recurse-submodules=BOOL,insecure-skip-tls=BOOL`.
+fn parse_git_options(spec: &str) -> Result<kiln_context::GitOptions> {
+    let mut git = kiln_context::GitOptions::default();
+    let flag = |k: &str, v: &str| -> Result<bool> {
+        match v {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => bail!("--git {k}={other}: expected true or false"),
+        }
+    };
+    for field in spec.split(',').filter(|f| !f.is_empty()) {
+        let (k, v) = field
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--git {field}: expected KEY=VALUE"))?;
+        match k {
+            "branch" => git.branch = Some(v.to_string()),
+            "single-branch" => git.single_branch = flag(k, v)?,
+            "recurse-submodules" => git.recurse_submodules = flag(k, v)?,
+            "insecure-skip-tls" => {
+                if flag(k, v)? {
+                    warn("--git insecure-skip-tls=true: kiln verifies TLS for git; use a CA bundle instead");
+                }
+            }
+            other => bail!("--git {other}: unknown option (branch, single-branch, recurse-submodules, insecure-skip-tls)"),
+        }
+    }
+    Ok(git)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::registry_of;
+    use super::{parse_git_options, registry_of};
+
+    #[test]
+    fn git_options() {
+        let g = parse_git_options("branch=dev,single-branch=true,recurse-submodules=false")
+            .unwrap_or_default();
+        assert_eq!(g.branch.as_deref(), Some("dev"));
+        assert!(g.single_branch);
+        assert!(!g.recurse_submodules);
+        assert!(parse_git_options("branch").is_err());
+        assert!(parse_git_options("depth=1").is_err());
+        assert!(parse_git_options("single-branch=maybe").is_err());
+    }
 
     #[test]
     fn registries() {

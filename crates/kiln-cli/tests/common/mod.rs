@@ -136,6 +136,16 @@ fn tls_flag(image: &str) -> &'static str {
     }
 }
 
+/// Runs a tool and returns its raw stdout.
+pub fn run_tool_bytes(program: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} could not start: {e}"));
+    assert_success(&out);
+    out.stdout
+}
+
 /// `skopeo inspect --config` of an image, as JSON.
 pub fn skopeo_config(image: &str) -> serde_json::Value {
     let tls = tls_flag(image);
