@@ -20,9 +20,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo (Rust toolchain) is required: https://rustup.rs" >&2
   exit 1
 fi
-echo "setup: ok"
 # Emulators for the kiln-context object store tests (S3: moto server,
 # Azure Blob: Azurite, GCS: gcp-storage-emulator); all bind 127.0.0.1.
 command -v moto_server >/dev/null 2>&1 || python3 -m pip install -q 'moto[server]'
 command -v gcp-storage-emulator >/dev/null 2>&1 || python3 -m pip install -q gcp-storage-emulator
 command -v azurite-blob >/dev/null 2>&1 || npm install -g -s azurite
+# Offline Kubernetes schema validation of deploy/ (scripts/test.sh).
+command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install -q kubernetes-validate
+echo "setup: ok"

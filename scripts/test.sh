@@ -4,6 +4,7 @@
 # check its output with skopeo, umoci and podman).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
