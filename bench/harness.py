@@ -77,8 +77,8 @@ class TreeMeter:
     found by walking /proc (re-parented orphans are then missed).
     """
 
-    def __init__(self, interval=0.05):
-        self.interval = interval
+    def __init__(self, interval=0.05, timeout=1800):
+        self.interval, self.timeout = interval, timeout
         self.base, self.peak_file = self._detect()
         self.seq = 0
 
@@ -164,7 +164,8 @@ class TreeMeter:
         stop = threading.Event()
         t0 = time.monotonic()
         p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=logf, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, preexec_fn=enter_cgroup)
+                             stdin=subprocess.DEVNULL, preexec_fn=enter_cgroup,
+                             start_new_session=True)
 
         def sample():
             while not stop.is_set():
@@ -189,7 +190,21 @@ class TreeMeter:
 
         th = threading.Thread(target=sample, daemon=True)
         th.start()
-        rc = p.wait()
+        try:
+            rc = p.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            # our own build: kill its process group and anything left in its cgroup
+            os.killpg(p.pid, signal.SIGKILL)
+            if procs_file:
+                with open(procs_file) as f:
+                    for pid in f.read().split():
+                        try:
+                            os.kill(int(pid), signal.SIGKILL)
+                        except OSError:
+                            pass
+            p.wait()
+            logf.write(f"\nerror: killed by the bench harness after {self.timeout}s\n".encode())
+            rc = -9
         wall = time.monotonic() - t0
         stop.set()
         th.join()
@@ -355,7 +370,7 @@ class Kiln:
     def build(self, w, tag, logdir, label):
         cwd = self.work / "cwd"
         cwd.mkdir(parents=True, exist_ok=True)
-        cmd = [str(self.bin), "--log-level", "info", "build", "--progress", "plain",
+        cmd = [str(self.bin), "build", "--progress", "plain",
                "-f", str(w.dockerfile), "-t", tag, "--push", "--cache-dir", str(self.cache)]
         for r in sorted({self.reg, "127.0.0.1:5000", "localhost:5000"}):
             cmd += ["--insecure-registry", r]
@@ -481,7 +496,7 @@ def run_suite(args):
         for w in wls:
             w.prepare()
 
-        meter = TreeMeter()
+        meter = TreeMeter(timeout=args.timeout)
         builders = []
         if "kiln" in args.builders:
             kbin = Path(args.kiln)
@@ -497,7 +512,7 @@ def run_suite(args):
         git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True).stdout.strip()
         meta = {"timestamp": ts, "registry": reg, "kiln": kver, "kiln_binary": str(args.kiln),
-                "kiln_commit": git, "buildah": bver, "nproc": os.cpu_count(),
+                "kiln_commit": os.environ.get("KILN_COMMIT", git), "buildah": bver, "nproc": os.cpu_count(),
                 "kernel": platform.release(), "memory_meter": meter.describe(),
                 "rounds": args.rounds, "work": str(work), "logs": str(logdir)}
         log(f"memory meter: {meter.describe()}")
@@ -511,7 +526,7 @@ def run_suite(args):
 
         for w in wls:
             rounds = args.big_rounds if w.name.endswith("copy-big") and w.rounds == 1 else args.rounds
-            for r in range(rounds):
+            for r in range(args.round_offset, args.round_offset + rounds):
                 order = builders if r % 2 == 0 else list(reversed(builders))
                 for b in order:
                     tag = f"{reg}/bench/{w.name.replace('shared/', 'shared-')}:{b.name}"
@@ -583,6 +598,16 @@ def summarize(runs, wls, builders):
     return s
 
 
+def rounds_desc(runs):
+    per = {}
+    for r in runs:
+        per.setdefault(r["workload"], set()).add(r["round"])
+    groups = {}
+    for w, rs in per.items():
+        groups.setdefault(len(rs), []).append(w)
+    return ", ".join(f"{n} for {', '.join(ws)}" for n, ws in sorted(groups.items(), reverse=True))
+
+
 def fmt(x, nd=2):
     return "—" if x is None else f"{x:.{nd}f}"
 
@@ -594,7 +619,7 @@ def render(meta, runs, wls, builders):
         f"# kiln vs buildah — {meta['timestamp']}", "",
         f"kiln {meta['kiln']} (commit {meta['kiln_commit']}), {meta['buildah']}; "
         f"{meta['nproc']} CPUs, kernel {meta['kernel']}; registry {meta['registry']} (loopback).",
-        f"Rounds: {meta['rounds']} (copy-big: 1), builders alternated per round; every build pushes. "
+        f"Rounds: {rounds_desc(runs)}; builders alternated per round; every build pushes. "
         f"load1 at build start: {fmt(min(loads, default=None), 1)}–{fmt(max(loads, default=None), 1)} "
         "on 2 CPUs — the machine was shared with compilers, so expect ±30 % noise.",
         f"Memory: {meta['memory_meter']}; peak RSS = sampled sum over the whole process tree.", "",
@@ -642,6 +667,34 @@ def render(meta, runs, wls, builders):
     return "\n".join(lines) + "\n"
 
 
+class _W:  # a workload name, for rendering saved results
+    def __init__(self, name):
+        self.name = name
+
+
+class _B:
+    def __init__(self, name):
+        self.name = name
+
+
+def render_files(args):
+    metas, runs = [], []
+    for f in args.render:
+        d = json.loads(Path(f).read_text())
+        metas.append(d["meta"])
+        runs += d["runs"]
+    meta = dict(metas[0])
+    meta["timestamp"] = " + ".join(m["timestamp"] for m in metas)
+    meta["logs"] = ", ".join(m["logs"] for m in metas)
+    meta["rounds"] = max(r["round"] for r in runs) if runs else 0
+    names = list(dict.fromkeys(r["workload"] for r in runs))
+    bnames = list(dict.fromkeys(r["builder"] for r in runs))
+    md = render(meta, runs, [_W(n) for n in names], [_B(b) for b in bnames])
+    if not args.no_latest:
+        (Path(args.results) / "latest.md").write_text(md)
+    print(md)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", help=f"comma list (default all: {','.join(PROJECT_WORKLOADS)}); "
@@ -659,12 +712,20 @@ def main():
     ap.add_argument("--work", default=os.environ.get("KILN_BENCH_WORK", "/var/tmp/kiln-bench-suite"))
     ap.add_argument("--results", default=str(BENCH / "results"))
     ap.add_argument("--no-latest", action="store_true", help="do not overwrite results/latest.md")
+    ap.add_argument("--round-offset", type=int, default=0,
+                    help="number rounds from N+1 (to extend an earlier run; order keeps alternating)")
+    ap.add_argument("--render", nargs="+", metavar="JSON",
+                    help="only re-render the table from result files (merged; e.g. a run and its extension)")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds before a build is killed")
     ap.add_argument("--buildah-jobs", type=int, help="buildah --jobs (default: buildah's default)")
     ap.add_argument("--shared", help="also run the workloads of this folder (e.g. /work/shared/workloads)")
     ap.add_argument("--shared-workloads", help="comma list of shared synthetic workloads (default all six)")
     ap.add_argument("--seeds", action="store_true", help="with --shared: also the three seed-weather images")
     ap.add_argument("--only-shared", action="store_true", help="with --shared: skip the project's workloads")
     args = ap.parse_args()
+    if args.render:
+        render_files(args)
+        return
     if os.geteuid() != 0:
         raise SystemExit("run as root: buildah's private store and the cgroup meter need it")
     run_suite(args)
