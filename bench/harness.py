@@ -163,9 +163,17 @@ class TreeMeter:
         peak = {"rss": 0, "pss": 0, "proc": 0}
         stop = threading.Event()
         t0 = time.monotonic()
-        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=logf, stderr=subprocess.STDOUT,
+        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, preexec_fn=enter_cgroup,
                              start_new_session=True)
+
+        def copy_output():  # every line of the build's output, stamped with seconds since start
+            for line in p.stdout:
+                logf.write(f"[{time.monotonic() - t0:8.2f}s] ".encode() + line)
+            logf.write(f"[{time.monotonic() - t0:8.2f}s] (output closed)\n".encode())
+
+        reader = threading.Thread(target=copy_output, daemon=True)
+        reader.start()
 
         def sample():
             while not stop.is_set():
@@ -207,6 +215,7 @@ class TreeMeter:
             rc = -9
         wall = time.monotonic() - t0
         stop.set()
+        reader.join(timeout=10)
         th.join()
         cg_peak = None
         if cg:
