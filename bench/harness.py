@@ -345,7 +345,12 @@ def shared_workloads(shared, names, work, seeds):
     if seeds:
         agents = shared / "seed-weather" / "agents"
         for n, (df, ctx) in SEEDS.items():
-            if (agents / df).exists():
+            need = ["127.0.0.1:5000/library/python:3.13-slim", "127.0.0.1:5000/astral-sh/uv:latest"]
+            lacking = [b for b in need if not has_image(b)]
+            if lacking:
+                log(f"seed image {n} skipped: the registry lacks {lacking} "
+                    f"(make them with {shared}/base-images/build-base-images.sh)")
+            elif (agents / df).exists():
                 out.append(Workload(f"shared/{n}", agents / df, agents / ctx, shared=True))
             else:
                 log(f"seed image {n} not found under {agents}, skipped")
