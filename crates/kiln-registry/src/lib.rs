@@ -6,10 +6,13 @@
 //!   verified blob download into a [`kiln_image::BlobStore`]) and push (HEAD, mount,
 //!   monolithic / chunked upload, retries, manifest PUT last);
 //! - authentication: anonymous, Basic, Bearer token challenge, docker `config.json`
-//!   and `docker-credential-*` helpers; secrets are wrapped in [`Secret`].
+//!   and `docker-credential-*` helpers; secrets are wrapped in [`Secret`];
+//! - built-in cloud registry auth (ECR, GCR / Artifact Registry, ACR) with no helper
+//!   binary: see [`CloudRegistry`].
 
 mod auth;
 mod client;
+mod cloud;
 mod credentials;
 mod error;
 mod progress;
@@ -20,6 +23,7 @@ mod secret;
 mod transport;
 
 pub use client::RegistryClient;
+pub use cloud::{parse_cloud_override, CloudRegistry};
 pub use credentials::{default_docker_config_path, Credential};
 pub use error::{Error, Result};
 pub use progress::{NoProgress, SkipReason, TransferProgress};

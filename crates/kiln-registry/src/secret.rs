@@ -34,6 +34,13 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Reads a secret from a JSON string (credential files, token responses).
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use url::Url;
 
 use crate::auth::{self, Challenge, TokenCache};
+use crate::cloud::{CloudAuth, CloudRegistry};
 use crate::credentials::{default_docker_config_path, Credential, CredentialStore};
 use crate::error::{Error, Result};
 use crate::reference::api_host;
@@ -35,6 +36,15 @@ pub struct RegistryOptions {
     /// Credentials given explicitly, per registry; they take precedence over docker's
     /// `config.json`.
     pub credentials: HashMap<String, Credential>,
+    /// Built-in cloud registry authentication (ECR, GCR / Artifact Registry, ACR) for
+    /// registries that have neither explicit nor `config.json` credentials. On by
+    /// default.
+    pub cloud_auth: bool,
+    /// Registries (`host[:port]`) to authenticate to as the given cloud registry,
+    /// besides those recognised by host name ([`CloudRegistry::detect`](crate::CloudRegistry::detect)): for a
+    /// registry reached through a proxy or private DNS name, and for tests. See
+    /// [`crate::parse_cloud_override`] for the command-line form.
+    pub cloud_registries: HashMap<String, CloudRegistry>,
     /// The docker `config.json` to read; `None` means `$DOCKER_CONFIG/config.json` or
     /// `~/.docker/config.json`.
     pub docker_config: Option<PathBuf>,
@@ -58,6 +68,8 @@ impl Default for RegistryOptions {
             registry_map: HashMap::new(),
             credentials: HashMap::new(),
             docker_config: None,
+            cloud_auth: true,
+            cloud_registries: HashMap::new(),
             max_concurrent_transfers: 4,
             chunk_size: 64 << 20,
             max_retries: 4,
@@ -101,6 +113,7 @@ pub(crate) struct Transport {
     challenges: Mutex<HashMap<String, Challenge>>,
     tokens: Mutex<TokenCache>,
     cred_cache: tokio::sync::Mutex<HashMap<String, Option<Credential>>>,
+    cloud: CloudAuth,
 }
 
 /// A reqwest error with its whole cause chain (they carry no credentials: kiln never
@@ -134,6 +147,7 @@ impl Transport {
             challenges: Default::default(),
             tokens: Default::default(),
             cred_cache: Default::default(),
+            cloud: CloudAuth::new()?,
         })
     }
 
@@ -220,17 +234,46 @@ impl Transport {
         Ok(ep)
     }
 
+    /// The cloud registry `registry` is, if built-in cloud auth applies to it.
+    fn cloud_kind(&self, registry: &str) -> Option<CloudRegistry> {
+        if !self.opts.cloud_auth {
+            return None;
+        }
+        self.opts
+            .cloud_registries
+            .get(registry)
+            .cloned()
+            .or_else(|| CloudRegistry::detect(registry))
+    }
+
+    /// Credentials for `registry`: explicit ones, then docker `config.json`, then the
+    /// built-in cloud providers for a cloud registry; `None` means anonymous.
     async fn credential(&self, registry: &str) -> Result<Option<Credential>> {
         if let Some(c) = self.opts.credentials.get(registry) {
             return Ok(Some(c.clone()));
         }
-        let mut cache = self.cred_cache.lock().await;
-        if let Some(c) = cache.get(registry) {
-            return Ok(c.clone());
+        let stored = {
+            let mut cache = self.cred_cache.lock().await;
+            match cache.get(registry) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.creds.lookup(registry).await?;
+                    cache.insert(registry.to_string(), c.clone());
+                    c
+                }
+            }
+        };
+        if stored.is_some() {
+            return Ok(stored);
         }
-        let c = self.creds.lookup(registry).await?;
-        cache.insert(registry.to_string(), c.clone());
-        Ok(c)
+        let Some(kind) = self.cloud_kind(registry) else {
+            return Ok(None);
+        };
+        let ep = self.endpoint(registry).await?;
+        self.cloud
+            .credential(registry, &kind, &ep.http, &ep.base)
+            .await
+            .map(Some)
     }
 
     /// The `Authorization` value for a request to `ep` needing `scopes`, if the
@@ -299,6 +342,10 @@ impl Transport {
                 .and_then(|v| v.to_str().ok())
                 .and_then(auth::parse_challenge);
             lock(&self.tokens).forget(&ep.registry, scopes);
+            if header.is_some() {
+                // Cloud credentials the registry refused are not used again.
+                self.cloud.forget(&ep.registry).await;
+            }
             let had_creds = self.credential(&ep.registry).await?.is_some();
             if attempt >= 2 || challenge.is_none() {
                 let reason = match (&challenge, had_creds, header.is_some()) {

@@ -1,0 +1,394 @@
+//! Built-in cloud registry authentication, needing no credential helper binary: which
+//! cloud registry a host is ([`CloudRegistry::detect`], or an explicit
+//! [`crate::RegistryOptions::cloud_registries`] entry), and [`CloudAuth`], which gets
+//! registry credentials from the cloud's own credential sources and caches them until
+//! shortly before they expire.
+//!
+//! - ECR ([`ecr`]): AWS credentials through the standard chain, `GetAuthorizationToken`
+//!   for the registry's region, used as Basic credentials `AWS:<token>`;
+//! - GCR / Artifact Registry ([`gcr`]): an OAuth2 access token from
+//!   `GOOGLE_APPLICATION_CREDENTIALS` or the metadata server, as Basic credentials
+//!   `oauth2accesstoken:<token>`;
+//! - ACR ([`acr`]): an Entra ID (AAD) token exchanged at the registry's
+//!   `/oauth2/exchange` for a refresh token, used as an identity token.
+//!
+//! Explicit credentials and docker `config.json` entries always win over these; the
+//! transport asks here only when neither has anything for the registry.
+
+pub(crate) mod acr;
+pub(crate) mod ecr;
+pub(crate) mod gcr;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::credentials::Credential;
+use crate::error::{Error, Result};
+
+/// A cloud registry kiln knows how to authenticate to by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CloudRegistry {
+    /// Amazon ECR (private) in `region`, owned by AWS account `account`.
+    Ecr {
+        account: String,
+        region: String,
+        /// Whether the registry is a FIPS endpoint (`dkr.ecr-fips`), so the ECR API is
+        /// called at its FIPS endpoint too.
+        fips: bool,
+    },
+    /// Google Container Registry or Artifact Registry.
+    Gcr,
+    /// Azure Container Registry.
+    Acr,
+}
+
+impl CloudRegistry {
+    /// Recognises a cloud registry from its host name (`host[:port]`):
+    /// `<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]` (and the dual-stack
+    /// `<account>.dkr-ecr[-fips].<region>.on.aws`), `gcr.io` / `*.gcr.io` /
+    /// `*-docker.pkg.dev`, `*.azurecr.io` (and the sovereign clouds' `azurecr.cn`,
+    /// `azurecr.us`).
+    pub fn detect(registry: &str) -> Option<CloudRegistry> {
+        let host = strip_port(registry).to_ascii_lowercase();
+        if let Some((account, region, fips)) = ecr::parse_host(&host) {
+            return Some(CloudRegistry::Ecr {
+                account,
+                region,
+                fips,
+            });
+        }
+        if host == "gcr.io"
+            || host.ends_with(".gcr.io")
+            || host
+                .strip_suffix("-docker.pkg.dev")
+                .is_some_and(|region| !region.is_empty() && !region.contains('.'))
+        {
+            return Some(CloudRegistry::Gcr);
+        }
+        for suffix in [".azurecr.io", ".azurecr.cn", ".azurecr.us"] {
+            if host
+                .strip_suffix(suffix)
+                .is_some_and(|name| !name.is_empty() && !name.contains('.'))
+            {
+                return Some(CloudRegistry::Acr);
+            }
+        }
+        None
+    }
+
+    /// The provider's name in messages.
+    pub fn provider(&self) -> &'static str {
+        match self {
+            CloudRegistry::Ecr { .. } => "ECR",
+            CloudRegistry::Gcr => "GCR",
+            CloudRegistry::Acr => "ACR",
+        }
+    }
+}
+
+/// Parses a cloud registry override as a command line gives it:
+/// `HOST=ecr:ACCOUNT:REGION`, `HOST=ecr-fips:ACCOUNT:REGION`, `HOST=gcr` or `HOST=acr`.
+/// Meant for registries reached under another name (a proxy, a private DNS name, a
+/// test registry): kiln then authenticates to `HOST` as to that cloud registry.
+pub fn parse_cloud_override(s: &str) -> Result<(String, CloudRegistry)> {
+    let bad = |why: &str| {
+        Error::Config(format!(
+            "invalid cloud registry override {s:?}: {why} (expected HOST=ecr:ACCOUNT:REGION, HOST=gcr or HOST=acr)"
+        ))
+    };
+    let (host, spec) = s.split_once('=').ok_or_else(|| bad("no '='"))?;
+    if host.is_empty() {
+        return Err(bad("empty host"));
+    }
+    let mut parts = spec.split(':');
+    let kind = parts.next().unwrap_or_default().to_ascii_lowercase();
+    let reg = match kind.as_str() {
+        "ecr" | "ecr-fips" => {
+            let (Some(account), Some(region), None) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad("ECR needs an account and a region"));
+            };
+            if account.is_empty() || region.is_empty() {
+                return Err(bad("ECR needs an account and a region"));
+            }
+            CloudRegistry::Ecr {
+                account: account.to_string(),
+                region: region.to_string(),
+                fips: kind == "ecr-fips",
+            }
+        }
+        "gcr" if parts.next().is_none() => CloudRegistry::Gcr,
+        "acr" if parts.next().is_none() => CloudRegistry::Acr,
+        _ => return Err(bad("unknown provider")),
+    };
+    Ok((host.to_string(), reg))
+}
+
+/// `host[:port]` → `host` (an IPv6 literal keeps its brackets).
+fn strip_port(registry: &str) -> &str {
+    if registry.starts_with('[') {
+        return registry
+            .find(']')
+            .and_then(|i| registry.get(..=i))
+            .unwrap_or(registry);
+    }
+    registry.split(':').next().unwrap_or(registry)
+}
+
+/// Credentials renew this long before they expire.
+const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// How long to keep credentials whose reported expiry is already (nearly) past — clock
+/// skew, or a test server with a fixed date: they are used, and asked for again soon.
+const MIN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// When credentials expiring at `expires` (as the issuer says) should be renewed.
+pub(crate) fn renew_at(expires: SystemTime, now: SystemTime) -> Instant {
+    let remaining = expires.duration_since(now).unwrap_or_default();
+    let keep = remaining.saturating_sub(REFRESH_MARGIN).max(MIN_LIFETIME);
+    Instant::now() + keep
+}
+
+/// Credentials obtained from a cloud provider, with when to renew them.
+pub(crate) struct Issued {
+    pub(crate) credential: Credential,
+    pub(crate) renew_at: Instant,
+}
+
+/// Gets and caches cloud registry credentials (one entry per registry).
+pub(crate) struct CloudAuth {
+    http: reqwest::Client,
+    ecr: ecr::Ecr,
+    cache: tokio::sync::Mutex<HashMap<String, Issued>>,
+}
+
+impl CloudAuth {
+    pub(crate) fn new() -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot set up the cloud credentials HTTP client: {}",
+                    crate::transport::describe(&e)
+                ))
+            })?;
+        Ok(CloudAuth {
+            http,
+            ecr: ecr::Ecr::default(),
+            cache: Default::default(),
+        })
+    }
+
+    /// Credentials for `registry`, which is a `kind` cloud registry; `registry_http` and
+    /// `registry_base` reach the registry itself (ACR's token exchange happens there).
+    pub(crate) async fn credential(
+        &self,
+        registry: &str,
+        kind: &CloudRegistry,
+        registry_http: &reqwest::Client,
+        registry_base: &url::Url,
+    ) -> Result<Credential> {
+        let mut cache = self.cache.lock().await;
+        if let Some(c) = cache.get(registry).filter(|c| c.renew_at > Instant::now()) {
+            return Ok(c.credential.clone());
+        }
+        let fail = |reason: String| Error::CloudAuth {
+            registry: registry.to_string(),
+            provider: kind.provider(),
+            reason,
+        };
+        let issued = match kind {
+            CloudRegistry::Ecr {
+                account,
+                region,
+                fips,
+            } => self
+                .ecr
+                .credential(account, region, *fips)
+                .await
+                .map_err(fail)?,
+            CloudRegistry::Gcr => gcr::credential(&self.http).await.map_err(fail)?,
+            CloudRegistry::Acr => {
+                acr::credential(&self.http, registry, registry_http, registry_base)
+                    .await
+                    .map_err(fail)?
+            }
+        };
+        tracing::debug!(
+            registry,
+            provider = kind.provider(),
+            "obtained cloud registry credentials"
+        );
+        let c = issued.credential.clone();
+        cache.insert(registry.to_string(), issued);
+        Ok(c)
+    }
+
+    /// Drops the cached credentials for `registry` (the registry refused them).
+    pub(crate) async fn forget(&self, registry: &str) {
+        self.cache.lock().await.remove(registry);
+    }
+}
+
+/// Reads an environment variable, treating an empty value as unset.
+pub(crate) fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A POST of `form` as `application/x-www-form-urlencoded` (reqwest's own `form` needs
+/// a feature that would rebuild reqwest for one helper).
+pub(crate) fn post_form<K: AsRef<str>, V: AsRef<str>>(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    form: &[(K, V)],
+) -> reqwest::RequestBuilder {
+    let mut ser = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form {
+        ser.append_pair(k.as_ref(), v.as_ref());
+    }
+    http.post(url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(ser.finish())
+}
+
+/// The `expires_in` seconds of an OAuth2 token response as an absolute time.
+pub(crate) fn expires_in(secs: Option<u64>, default: u64) -> SystemTime {
+    SystemTime::now() + Duration::from_secs(secs.unwrap_or(default))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_recognised() {
+        assert_eq!(
+            CloudRegistry::detect("123456789012.dkr.ecr.eu-west-1.amazonaws.com"),
+            Some(CloudRegistry::Ecr {
+                account: "123456789012".into(),
+                region: "eu-west-1".into(),
+                fips: false
+            })
+        );
+        assert_eq!(
+            CloudRegistry::detect("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com:443"),
+            Some(CloudRegistry::Ecr {
+                account: "123456789012".into(),
+                region: "us-gov-west-1".into(),
+                fips: true
+            })
+        );
+        assert_eq!(
+            CloudRegistry::detect("210987654321.DKR.ECR.cn-north-1.amazonaws.com.cn"),
+            Some(CloudRegistry::Ecr {
+                account: "210987654321".into(),
+                region: "cn-north-1".into(),
+                fips: false
+            })
+        );
+        assert_eq!(
+            CloudRegistry::detect("123456789012.dkr-ecr.ap-south-1.on.aws"),
+            Some(CloudRegistry::Ecr {
+                account: "123456789012".into(),
+                region: "ap-south-1".into(),
+                fips: false
+            })
+        );
+        for gcr in [
+            "gcr.io",
+            "eu.gcr.io",
+            "us-docker.pkg.dev",
+            "europe-west1-docker.pkg.dev",
+        ] {
+            assert_eq!(
+                CloudRegistry::detect(gcr),
+                Some(CloudRegistry::Gcr),
+                "{gcr}"
+            );
+        }
+        for acr in [
+            "myreg.azurecr.io",
+            "myreg.azurecr.cn",
+            "MyReg.azurecr.io:443",
+        ] {
+            assert_eq!(
+                CloudRegistry::detect(acr),
+                Some(CloudRegistry::Acr),
+                "{acr}"
+            );
+        }
+        for other in [
+            "docker.io",
+            "public.ecr.aws",
+            "12345.dkr.ecr.eu-west-1.amazonaws.com", // not a 12-digit account
+            "123456789012.dkr.ecr.amazonaws.com",    // no region
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com.evil.example",
+            "evil.example/123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "notgcr.io",
+            "gcr.io.evil.example",
+            "docker.pkg.dev",
+            "-docker.pkg.dev",
+            "a.b-docker.pkg.dev",
+            "azurecr.io",
+            "a.b.azurecr.io",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+        ] {
+            assert_eq!(CloudRegistry::detect(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn overrides_parse() {
+        assert_eq!(
+            parse_cloud_override("127.0.0.1:5000=ecr:123456789012:us-east-1").unwrap(),
+            (
+                "127.0.0.1:5000".to_string(),
+                CloudRegistry::Ecr {
+                    account: "123456789012".into(),
+                    region: "us-east-1".into(),
+                    fips: false
+                }
+            )
+        );
+        assert_eq!(
+            parse_cloud_override("r.internal=GCR").unwrap(),
+            ("r.internal".to_string(), CloudRegistry::Gcr)
+        );
+        assert_eq!(
+            parse_cloud_override("r.internal=acr").unwrap(),
+            ("r.internal".to_string(), CloudRegistry::Acr)
+        );
+        let e = parse_cloud_override("r=ecr:123").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid cloud registry override \"r=ecr:123\": ECR needs an account and a region (expected HOST=ecr:ACCOUNT:REGION, HOST=gcr or HOST=acr)"
+        );
+        assert!(parse_cloud_override("r").is_err());
+        assert!(parse_cloud_override("=gcr").is_err());
+        assert!(parse_cloud_override("r=gcr:x").is_err());
+        assert!(parse_cloud_override("r=quay").is_err());
+    }
+
+    #[test]
+    fn renewal_is_early_but_not_immediate() {
+        let now = SystemTime::now();
+        let t0 = Instant::now();
+        let r = renew_at(now + Duration::from_secs(12 * 3600), now);
+        let d = r.duration_since(t0);
+        assert!(
+            d >= Duration::from_secs(12 * 3600 - 5 * 60 - 1)
+                && d <= Duration::from_secs(12 * 3600 - 5 * 60 + 1),
+            "{d:?}"
+        );
+        // Already expired (skew, fixed-date test servers): kept one minute.
+        let r = renew_at(now - Duration::from_secs(3600), now);
+        let d = r.duration_since(t0);
+        assert!(
+            d >= Duration::from_secs(59) && d <= Duration::from_secs(61),
+            "{d:?}"
+        );
+    }
+}
