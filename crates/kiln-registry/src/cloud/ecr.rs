@@ -6,8 +6,11 @@
 //!
 //! Endpoints follow aws-config's rules, so `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_ECR`
 //! and `AWS_ENDPOINT_URL_STS` redirect the calls (tests point them at a local server).
-//! The SDK's credential types redact themselves in `Debug`; the token is wrapped in a
-//! [`Secret`] as soon as it is decoded.
+//! The SDK's credential types redact themselves in `Debug`, but at TRACE level the SDK
+//! logs whole HTTP responses and operation outputs — the ECR token and STS credentials
+//! among them — so every SDK call here runs with logging switched off
+//! ([`quiet`]); kiln logs the outcome itself. The token is wrapped in a [`Secret`] as
+//! soon as it is decoded.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -15,6 +18,7 @@ use std::time::SystemTime;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ecr::error::DisplayErrorContext;
 use base64::Engine as _;
+use tracing::instrument::WithSubscriber as _;
 
 use super::{renew_at, Issued};
 use crate::credentials::Credential;
@@ -73,6 +77,13 @@ pub(crate) fn decode_token(token: &str) -> Result<Credential, String> {
     }
 }
 
+/// Runs `fut` (an AWS SDK call) with no tracing subscriber, so the SDK's TRACE logging
+/// of request and response bodies — which carry tokens and credentials — goes nowhere.
+async fn quiet<F: std::future::Future>(fut: F) -> F::Output {
+    fut.with_subscriber(tracing::subscriber::NoSubscriber::default())
+        .await
+}
+
 /// The AWS side of ECR auth: one shared AWS configuration (and so one cached set of AWS
 /// credentials) per region.
 #[derive(Default)]
@@ -88,10 +99,12 @@ impl Ecr {
         }
         // The registry's region is used for STS too, so no region lookup (which may
         // wait on instance metadata) is needed.
-        let c = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(region.to_string()))
-            .load()
-            .await;
+        let c = quiet(
+            aws_config::defaults(BehaviorVersion::latest())
+                .region(Region::new(region.to_string()))
+                .load(),
+        )
+        .await;
         configs.insert(region.to_string(), c.clone());
         c
     }
@@ -111,12 +124,14 @@ impl Ecr {
         let client = aws_sdk_ecr::Client::from_conf(conf.build());
         // `registryIds` is deprecated: the token is valid for every registry the
         // caller may access.
-        let out = client.get_authorization_token().send().await.map_err(|e| {
-            format!(
-                "GetAuthorizationToken in {region} failed: {}",
-                DisplayErrorContext(&e)
-            )
-        })?;
+        let out = quiet(client.get_authorization_token().send())
+            .await
+            .map_err(|e| {
+                format!(
+                    "GetAuthorizationToken in {region} failed: {}",
+                    DisplayErrorContext(&e)
+                )
+            })?;
         let data = out
             .authorization_data()
             .first()

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cloud;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -25,7 +26,13 @@ pub const PASSWORD: &str = "pw-Zq8!unique-secret-41";
 
 pub enum Mode {
     Plain,
+    /// htpasswd Basic auth for [`USER`] / [`PASSWORD`].
     Basic,
+    /// htpasswd Basic auth for this user and password.
+    BasicAs {
+        user: String,
+        password: String,
+    },
     Token,
     Tls,
 }
@@ -38,6 +45,8 @@ pub struct Registry {
     /// The CA certificate (TLS mode).
     pub ca: Option<PathBuf>,
     pub token_server: Option<TokenServer>,
+    /// The Basic credentials the registry accepts (htpasswd modes).
+    pub creds: Option<(String, String)>,
 }
 
 impl Drop for Registry {
@@ -76,11 +85,21 @@ impl Registry {
         let mut extra = String::new();
         let mut ca = None;
         let mut token_server = None;
+        let mut creds = None;
+        let mode = match mode {
+            Mode::Basic => Mode::BasicAs {
+                user: USER.into(),
+                password: PASSWORD.into(),
+            },
+            m => m,
+        };
         match mode {
             Mode::Plain => {}
-            Mode::Basic => {
-                let hash = bcrypt::hash(PASSWORD, 5).expect("bcrypt");
-                std::fs::write(d.join("htpasswd"), format!("{USER}:{hash}\n")).unwrap();
+            Mode::Basic => unreachable!("rewritten above"),
+            Mode::BasicAs { user, password } => {
+                let hash = bcrypt::hash(&password, 5).expect("bcrypt");
+                std::fs::write(d.join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
+                creds = Some((user, password));
                 extra = format!(
                     "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
                     d.join("htpasswd").display()
@@ -219,6 +238,7 @@ impl Registry {
             host,
             ca,
             token_server,
+            creds,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(&reg.host).is_err() {
@@ -246,7 +266,9 @@ impl Registry {
             )),
             None => f.push(format!("--{side}tls-verify=false")),
         }
-        if self.needs_auth() {
+        if let Some((user, password)) = &self.creds {
+            f.push(format!("--{side}creds={user}:{password}"));
+        } else if self.needs_auth() {
             f.push(format!("--{side}creds={USER}:{PASSWORD}"));
         }
         f
