@@ -11,6 +11,7 @@
 //!   extraction) and [`fetch`] (ADD from URLs).
 //! - [`snapshot`] turns the paths a step changed into layer entries.
 
+pub mod cache;
 pub mod chmod;
 pub mod copy;
 pub mod executor;

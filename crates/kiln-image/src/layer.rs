@@ -76,7 +76,7 @@ pub struct LayerOptions {
 }
 
 /// A layer blob in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Layer {
     /// Digest of the (compressed) blob.
     pub digest: Digest,
