@@ -106,9 +106,8 @@ impl StepCache {
             }
         }
         // Touch it so pruning by age keeps what is used.
-        let _ = std::fs::File::open(self.path(key)).and_then(|f| {
-            f.set_modified(std::time::SystemTime::now())
-        });
+        let _ = std::fs::File::open(self.path(key))
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
         Some(record)
     }
 
@@ -249,6 +248,9 @@ mod tests {
             config: ImageConfig::default(),
         };
         cache.put("k3", &with_layer).expect("put");
-        assert!(cache.get("k3", &store).is_none(), "a missing blob is a miss");
+        assert!(
+            cache.get("k3", &store).is_none(),
+            "a missing blob is a miss"
+        );
     }
 }
