@@ -66,13 +66,6 @@ pub enum Error {
         registry: String,
         reason: String,
     },
-    /// Built-in cloud registry authentication (ECR, GCR, ACR) could not get credentials.
-    #[error("registry {registry}: cannot get {provider} credentials: {reason}")]
-    CloudAuth {
-        registry: String,
-        provider: &'static str,
-        reason: String,
-    },
     /// Configuration (options, CA files, docker config.json) is unusable.
     #[error("{0}")]
     Config(String),

@@ -270,10 +270,18 @@ impl Transport {
             return Ok(None);
         };
         let ep = self.endpoint(registry).await?;
-        self.cloud
+        Ok(self
+            .cloud
             .credential(registry, &kind, &ep.http, &ep.base)
-            .await
-            .map(Some)
+            .await)
+    }
+
+    /// `reason` for an anonymous refusal, with why built-in cloud auth had nothing.
+    fn with_cloud_failure(&self, registry: &str, reason: String) -> String {
+        match self.cloud.failure(registry) {
+            Some(why) => format!("{reason} ({why})"),
+            None => reason,
+        }
     }
 
     /// The `Authorization` value for a request to `ep` needing `scopes`, if the
@@ -301,7 +309,14 @@ impl Transport {
                     scopes,
                     cred.as_ref(),
                 )
-                .await?;
+                .await
+                .map_err(|e| match (e, &cred) {
+                    (Error::Unauthorized { registry, reason }, None) => Error::Unauthorized {
+                        reason: self.with_cloud_failure(&registry, reason),
+                        registry,
+                    },
+                    (e, _) => e,
+                })?;
                 let header = Secret::new(format!("Bearer {}", token.value.expose()));
                 lock(&self.tokens).put(&ep.registry, scopes, token);
                 Ok(Some(header))
@@ -353,10 +368,10 @@ impl Transport {
                         "the registry answered 401 without a usable WWW-Authenticate challenge"
                             .to_string()
                     }
-                    (Some(Challenge::Basic), false, _) => {
-                        "the registry requires credentials and none are configured for it"
-                            .to_string()
-                    }
+                    (Some(Challenge::Basic), false, _) => self.with_cloud_failure(
+                        &ep.registry,
+                        "the registry requires credentials and none are configured for it".into(),
+                    ),
                     (Some(Challenge::Basic), true, _) => {
                         "the registry refused the credentials".to_string()
                     }

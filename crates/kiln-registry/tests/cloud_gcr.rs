@@ -183,7 +183,8 @@ fn gcr_push_and_pull_with_metadata_server_and_service_account() {
         1
     );
 
-    // 3. Nowhere to get a token from: one clear line naming the registry and why.
+    // 3. Nowhere to get a token from: kiln goes on anonymously (public images must pull
+    // anywhere), and the registry's refusal is one clear line naming it and why.
     std::env::remove_var("GOOGLE_APPLICATION_CREDENTIALS");
     let closed = format!("127.0.0.1:{}", free_port());
     std::env::set_var("GCE_METADATA_HOST", &closed);
@@ -194,7 +195,7 @@ fn gcr_push_and_pull_with_metadata_server_and_service_account() {
         .to_string();
     assert!(
         e.starts_with(&format!(
-            "registry {}: cannot get GCR credentials: no GOOGLE_APPLICATION_CREDENTIALS and the metadata server {closed} is unreachable: ",
+            "registry {}: authentication failed: the registry requires credentials and none are configured for it (built-in GCR auth got no credentials: no GOOGLE_APPLICATION_CREDENTIALS and the metadata server {closed} is unreachable: ",
             reg.host
         )),
         "{e}"

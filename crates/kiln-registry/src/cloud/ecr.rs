@@ -84,6 +84,16 @@ async fn quiet<F: std::future::Future>(fut: F) -> F::Output {
         .await
 }
 
+/// The SDK's multi-line error reports (e.g. every provider of the chain tried) as one
+/// line, so kiln's errors stay one line.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The AWS side of ECR auth: one shared AWS configuration (and so one cached set of AWS
 /// credentials) per region.
 #[derive(Default)]
@@ -129,7 +139,7 @@ impl Ecr {
             .map_err(|e| {
                 format!(
                     "GetAuthorizationToken in {region} failed: {}",
-                    DisplayErrorContext(&e)
+                    one_line(&DisplayErrorContext(&e).to_string())
                 )
             })?;
         let data = out
@@ -189,6 +199,14 @@ mod tests {
         ] {
             assert_eq!(parse_host(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn sdk_errors_become_one_line() {
+        assert_eq!(
+            one_line("no credentials. Attempted:\n  Environment: not set\n\n  Profile: none\n"),
+            "no credentials. Attempted:; Environment: not set; Profile: none"
+        );
     }
 
     #[test]

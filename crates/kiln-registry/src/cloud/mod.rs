@@ -159,6 +159,8 @@ pub(crate) struct CloudAuth {
     http: reqwest::Client,
     ecr: ecr::Ecr,
     cache: tokio::sync::Mutex<HashMap<String, Issued>>,
+    /// Why no credentials could be had for a registry, and when to try again.
+    failures: std::sync::Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl CloudAuth {
@@ -178,58 +180,88 @@ impl CloudAuth {
             http,
             ecr: ecr::Ecr::default(),
             cache: Default::default(),
+            failures: Default::default(),
         })
     }
 
     /// Credentials for `registry`, which is a `kind` cloud registry; `registry_http` and
     /// `registry_base` reach the registry itself (ACR's token exchange happens there).
+    ///
+    /// `None` when the provider has no credentials to give (not on that cloud, nothing
+    /// configured, or its endpoint refused): kiln then goes on anonymously — public
+    /// images on gcr.io must pull on any machine — and [`CloudAuth::failure`] says why,
+    /// for the error should the registry insist. A failure is remembered for a minute.
     pub(crate) async fn credential(
         &self,
         registry: &str,
         kind: &CloudRegistry,
         registry_http: &reqwest::Client,
         registry_base: &url::Url,
-    ) -> Result<Credential> {
+    ) -> Option<Credential> {
         let mut cache = self.cache.lock().await;
         if let Some(c) = cache.get(registry).filter(|c| c.renew_at > Instant::now()) {
-            return Ok(c.credential.clone());
+            return Some(c.credential.clone());
         }
-        let fail = |reason: String| Error::CloudAuth {
-            registry: registry.to_string(),
-            provider: kind.provider(),
-            reason,
-        };
+        if let Some((_, retry)) = self.failed(registry) {
+            if retry > Instant::now() {
+                return None;
+            }
+        }
         let issued = match kind {
             CloudRegistry::Ecr {
                 account,
                 region,
                 fips,
-            } => self
-                .ecr
-                .credential(account, region, *fips)
-                .await
-                .map_err(fail)?,
-            CloudRegistry::Gcr => gcr::credential(&self.http).await.map_err(fail)?,
+            } => self.ecr.credential(account, region, *fips).await,
+            CloudRegistry::Gcr => gcr::credential(&self.http).await,
             CloudRegistry::Acr => {
-                acr::credential(&self.http, registry, registry_http, registry_base)
-                    .await
-                    .map_err(fail)?
+                acr::credential(&self.http, registry, registry_http, registry_base).await
             }
         };
-        tracing::debug!(
-            registry,
-            provider = kind.provider(),
-            "obtained cloud registry credentials"
-        );
-        let c = issued.credential.clone();
-        cache.insert(registry.to_string(), issued);
-        Ok(c)
+        match issued {
+            Ok(issued) => {
+                tracing::debug!(
+                    registry,
+                    provider = kind.provider(),
+                    "obtained cloud registry credentials"
+                );
+                lock(&self.failures).remove(registry);
+                let c = issued.credential.clone();
+                cache.insert(registry.to_string(), issued);
+                Some(c)
+            }
+            Err(reason) => {
+                let reason = format!(
+                    "built-in {} auth got no credentials: {reason}",
+                    kind.provider()
+                );
+                tracing::debug!(registry, %reason, "going on without cloud credentials");
+                lock(&self.failures).insert(
+                    registry.to_string(),
+                    (reason, Instant::now() + MIN_LIFETIME),
+                );
+                None
+            }
+        }
+    }
+
+    fn failed(&self, registry: &str) -> Option<(String, Instant)> {
+        lock(&self.failures).get(registry).cloned()
+    }
+
+    /// Why the last attempt to get credentials for `registry` failed, if it did.
+    pub(crate) fn failure(&self, registry: &str) -> Option<String> {
+        self.failed(registry).map(|(reason, _)| reason)
     }
 
     /// Drops the cached credentials for `registry` (the registry refused them).
     pub(crate) async fn forget(&self, registry: &str) {
         self.cache.lock().await.remove(registry);
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Reads an environment variable, treating an empty value as unset.
