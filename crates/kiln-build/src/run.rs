@@ -109,6 +109,22 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
     }
 }
 
+/// Gives the step `HOME` when its environment (ENV and ARGs) has none or an
+/// empty one: the home directory of the step's user in the image's
+/// `/etc/passwd`, `/` when the uid has no entry. This is what the OCI
+/// runtime under Docker's builder does for every RUN; the image config
+/// itself never gains `HOME`.
+fn set_default_home(env: &mut Vec<String>, home: &str) {
+    let has_home = env.iter().any(|e| {
+        e.split_once('=')
+            .is_some_and(|(k, v)| k == "HOME" && !v.is_empty())
+    });
+    if !has_home {
+        env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some("HOME"));
+        env.push(format!("HOME={home}"));
+    }
+}
+
 /// A directory name for a cache mount id: readable and safe.
 fn cache_dir_name(id: &str) -> String {
     use sha2::Digest as _;
@@ -232,6 +248,8 @@ impl Executor<'_, '_> {
         let user = crate::users::lookup_user(&state.rootfs, &user_spec)
             .map_err(|e| self.loc.at(span, format!("USER {user_spec}: {e}")))?;
 
+        set_default_home(&mut env, &user.home);
+
         let mut ssh_index = 0usize;
         let mut locks = Vec::new();
         for raw in &run.mounts {
@@ -289,7 +307,7 @@ impl Executor<'_, '_> {
             }
             return Err(self.loc.at(span, message));
         }
-        let entries = kiln_sandbox::upper_changes(&upper, &result.id_map)?;
+        let entries = kiln_sandbox::upper_changes_since(&upper, &state.rootfs, &result.id_map)?;
         let created_by = format!("RUN {} # buildkit", spec.argv.join(" "));
         if entries.is_empty() {
             self.history(state, created_by, true);
@@ -619,6 +637,19 @@ pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf), BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn home_defaults_only_when_unset_or_empty() {
+        let mut env = vec!["PATH=/bin".to_string()];
+        set_default_home(&mut env, "/home/alice");
+        assert_eq!(env, ["PATH=/bin", "HOME=/home/alice"]);
+        let mut env = vec!["HOME=/custom".to_string()];
+        set_default_home(&mut env, "/root");
+        assert_eq!(env, ["HOME=/custom"]);
+        let mut env = vec!["HOME=".to_string(), "A=1".to_string()];
+        set_default_home(&mut env, "/");
+        assert_eq!(env, ["A=1", "HOME=/"]);
+    }
 
     #[test]
     fn secret_specs() {

@@ -105,9 +105,43 @@ pub fn lookup_group(rootfs: &Path, name: &str) -> Result<u32, UserError> {
         })
 }
 
+/// The owner of the directories `WORKDIR` creates for `USER spec`, as
+/// Docker's builder derives it: a numeric user is `uid:uid` (its passwd
+/// entry is not consulted), a user name takes uid and primary gid from
+/// `/etc/passwd`, and a `:group` (number, or name from `/etc/group`)
+/// replaces the gid. Names that cannot be resolved leave root's id in
+/// place instead of failing, as Docker's builder does for `WORKDIR`.
+pub fn workdir_owner(rootfs: &Path, spec: &str) -> (u32, u32) {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let (uid, mut gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, uid),
+        Err(_) => read_passwd(rootfs)
+            .ok()
+            .flatten()
+            .and_then(|us| us.into_iter().find(|e| e.name == user))
+            .map_or((0, 0), |e| (e.uid, e.gid)),
+    };
+    if let Some(g) = group.filter(|g| !g.is_empty()) {
+        match g.parse::<u32>() {
+            Ok(n) => gid = n,
+            Err(_) => {
+                if let Ok(n) = lookup_group(rootfs, g) {
+                    gid = n;
+                }
+            }
+        }
+    }
+    (uid, gid)
+}
+
 /// Looks up a user for `USER`: a name or numeric uid, optionally
 /// `:group` (name or number, replacing the primary group). A numeric uid
-/// that has no passwd entry is valid, with gid 0 and home `/`.
+/// that has no passwd entry is valid, with gid 0 and home `/` (what the
+/// runtime gives a step; `HOME` comes from [`UserInfo::home`] when the
+/// step's environment lacks it).
 pub fn lookup_user(rootfs: &Path, spec: &str) -> Result<UserInfo, UserError> {
     let (name_or_uid, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -139,7 +173,16 @@ fn lookup_user_only(rootfs: &Path, name_or_uid: &str) -> Result<UserInfo, UserEr
             .cloned()
     });
     let entry = match (entry, numeric) {
-        (Some(e), _) => e,
+        // The home directory is the one of the first passwd entry with the
+        // resolved uid (the runtime looks users up by number), so two names
+        // sharing a uid share the first one's home.
+        (Some(e), _) => {
+            let home = users
+                .as_ref()
+                .and_then(|us| us.iter().find(|u| u.uid == e.uid))
+                .map_or_else(|| e.home.clone(), |u| u.home.clone());
+            PasswdEntry { home, ..e }
+        }
         (None, Some(uid)) => PasswdEntry {
             name: String::new(),
             uid,
@@ -346,5 +389,38 @@ mod tests {
             lookup_user(r.path(), "ghost"),
             Err(UserError::UnknownUser { .. })
         ));
+    }
+
+    #[test]
+    fn home_is_the_first_entry_with_the_uid() {
+        let r = rootfs();
+        std::fs::write(
+            r.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\ntoor:x:0:0::/toor:/bin/sh\nbob:x:1111:1002::/home/john:/bin/sh\n",
+        )
+        .unwrap();
+        assert_eq!(lookup_user(r.path(), "toor").unwrap().home, "/root");
+        assert_eq!(lookup_user(r.path(), "0").unwrap().home, "/root");
+        assert_eq!(lookup_user(r.path(), "bob").unwrap().home, "/home/john");
+        assert_eq!(lookup_user(r.path(), "1111:7").unwrap().home, "/home/john");
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(lookup_user(empty.path(), "0").unwrap().home, "/");
+    }
+
+    #[test]
+    fn workdir_owner_forms() {
+        let r = rootfs();
+        let p = r.path();
+        // A number is uid and gid, whatever passwd says (dev is 1001:1002).
+        assert_eq!(workdir_owner(p, "1001"), (1001, 1001));
+        assert_eq!(workdir_owner(p, "dev"), (1001, 1002));
+        assert_eq!(workdir_owner(p, "dev:staff"), (1001, 50));
+        assert_eq!(workdir_owner(p, "9999:7"), (9999, 7));
+        assert_eq!(workdir_owner(p, "ghost"), (0, 0));
+        assert_eq!(workdir_owner(p, "ghost:staff"), (0, 50));
+        assert_eq!(workdir_owner(p, "dev:nogroup"), (1001, 1002));
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(workdir_owner(empty.path(), "9999"), (9999, 9999));
+        assert_eq!(workdir_owner(empty.path(), "root"), (0, 0));
     }
 }
