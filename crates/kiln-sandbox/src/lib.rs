@@ -43,7 +43,7 @@ pub use error::{Result, SandboxError};
 pub use idmap::{IdMap, IdRange, OVERFLOW_ID};
 pub use init::INIT_MARKER;
 pub use run::{Sandbox, TAIL_LINES};
-pub use snapshot::{merge_upper, upper_changes};
+pub use snapshot::{merge_upper, upper_changes, upper_changes_since};
 pub use spec::{Isolation, Mount, MountKind, Network, RunResult, RunSpec};
 
 /// Takes over the process when it was started as a sandbox init

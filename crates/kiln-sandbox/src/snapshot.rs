@@ -123,13 +123,96 @@ fn sorted_names(dir: &Path) -> Result<Vec<OsString>> {
 pub fn upper_changes(upper: &Path, ids: &IdMap) -> Result<Vec<LayerEntry>> {
     let mut out = Vec::new();
     let mut links = HashMap::new();
-    walk(upper, "", ids, &mut out, &mut links)?;
+    walk(upper, "", None, ids, &mut out, &mut links)?;
     Ok(out)
+}
+
+/// Like [`upper_changes`], but leaves out non-directory entries that
+/// overlayfs copied up without changing them, judged against `lower` (the
+/// run's lower dir, before [`merge_upper`]).
+///
+/// Copy-up happens for more than writes: `ln lower-file new-name` copies
+/// the lower file up so both names can share an inode. Docker's builder
+/// compares such entries with the lower one (type and permission bits,
+/// owner, device number, xattrs, size, mtime, and the content when both
+/// mtimes have no sub-second part) and leaves unchanged ones out of the
+/// layer; kiln does the same, so `ln` onto an existing file adds only the
+/// new name, as a plain file, and the layer holds no hardlink to a file it
+/// does not contain.
+pub fn upper_changes_since(upper: &Path, lower: &Path, ids: &IdMap) -> Result<Vec<LayerEntry>> {
+    let mut out = Vec::new();
+    let mut links = HashMap::new();
+    walk(upper, "", Some(lower), ids, &mut out, &mut links)?;
+    Ok(out)
+}
+
+/// Whether the upper entry `up` (metadata `um`) is an unchanged copy of
+/// the lower entry `low`.
+fn unchanged_copy_up(up: &Path, um: &fs::Metadata, low: &Path) -> Result<bool> {
+    let Ok(lm) = fs::symlink_metadata(low) else {
+        return Ok(false);
+    };
+    if um.mode() != lm.mode()
+        || um.uid() != lm.uid()
+        || um.gid() != lm.gid()
+        || um.rdev() != lm.rdev()
+        || um.len() != lm.len()
+        || um.mtime() != lm.mtime()
+        || um.file_type().is_dir()
+        || lm.file_type().is_dir()
+    {
+        return Ok(false);
+    }
+    if xattrs(up)? != xattrs(low)? {
+        return Ok(false);
+    }
+    if um.mtime_nsec() != 0 || lm.mtime_nsec() != 0 {
+        return Ok(um.mtime_nsec() == lm.mtime_nsec());
+    }
+    // Whole-second times may have been truncated: compare the content.
+    if um.file_type().is_symlink() {
+        let a = fs::read_link(up).ctx(|| format!("read symlink {}", up.display()))?;
+        let b = fs::read_link(low).ctx(|| format!("read symlink {}", low.display()))?;
+        return Ok(a == b);
+    }
+    if !um.file_type().is_file() || um.len() == 0 {
+        return Ok(true);
+    }
+    same_content(up, low)
+}
+
+fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    use std::io::Read;
+    let open = |p: &Path| fs::File::open(p).ctx(|| format!("open {}", p.display()));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let na = read_full(&mut fa, &mut ba).ctx(|| format!("read {}", a.display()))?;
+        let nb = read_full(&mut fb, &mut bb).ctx(|| format!("read {}", b.display()))?;
+        if ba.get(..na) != bb.get(..nb) {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+
+    fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(n)
+    }
 }
 
 fn walk(
     dir: &Path,
     prefix: &str,
+    lower: Option<&Path>,
     ids: &IdMap,
     out: &mut Vec<LayerEntry>,
     links: &mut HashMap<(u64, u64), String>,
@@ -167,6 +250,7 @@ fn walk(
             continue;
         }
         entry.xattrs = xattrs(&abs)?;
+        let lower_entry = lower.map(|l| l.join(name));
         if ft.is_dir() {
             let opaque = is_opaque(&abs);
             out.push(entry.clone());
@@ -174,8 +258,18 @@ fn walk(
                 entry.kind = EntryKind::OpaqueDir;
                 out.push(entry);
             }
-            walk(&abs, &rel, ids, out, links)?;
+            // Below an opaque dir, or where the lower entry is not a real
+            // directory, nothing of the lower shows through.
+            let lower_dir = lower_entry.filter(|l| {
+                !opaque && fs::symlink_metadata(l).is_ok_and(|m| m.file_type().is_dir())
+            });
+            walk(&abs, &rel, lower_dir.as_deref(), ids, out, links)?;
             continue;
+        }
+        if let Some(low) = &lower_entry {
+            if unchanged_copy_up(&abs, &md, low)? {
+                continue;
+            }
         }
         entry.kind = if ft.is_file() {
             match (md.nlink() > 1)
@@ -380,4 +474,128 @@ fn strip_overlay_xattrs_tree(path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_mtime(p: &Path, sec: i64, nsec: i64) {
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            p,
+            &rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec {
+                    tv_sec: sec,
+                    tv_nsec: nsec as _,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: sec,
+                    tv_nsec: nsec as _,
+                },
+            },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    }
+
+    fn describe(entries: &[LayerEntry]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::File { size, .. } => format!("{} file {size}", e.path),
+                EntryKind::Hardlink { target } => format!("{} link {target}", e.path),
+                EntryKind::Dir => format!("{} dir", e.path),
+                EntryKind::Symlink { target } => format!("{} symlink {target}", e.path),
+                other => format!("{} {other:?}", e.path),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unchanged_copy_ups_are_left_out() {
+        let lower = tempfile::tempdir().unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        let (l, u) = (lower.path(), upper.path());
+        for d in [l, u] {
+            fs::create_dir(d.join("d")).unwrap();
+        }
+        // `ln d/target d/hard` over a lower d/target: copied up, unchanged.
+        fs::write(l.join("d/target"), "target\n").unwrap();
+        set_mtime(&l.join("d/target"), 1_700_000_000, 123_456_789);
+        fs::write(u.join("d/target"), "target\n").unwrap();
+        set_mtime(&u.join("d/target"), 1_700_000_000, 123_456_789);
+        fs::hard_link(u.join("d/target"), u.join("d/hard")).unwrap();
+        // Same size and whole-second mtime, other content: changed.
+        fs::write(l.join("d/same-time"), "aaaa").unwrap();
+        fs::write(u.join("d/same-time"), "bbbb").unwrap();
+        // Same content and whole-second mtime: unchanged.
+        fs::write(l.join("d/same"), "cccc").unwrap();
+        fs::write(u.join("d/same"), "cccc").unwrap();
+        for p in ["d/same-time", "d/same"] {
+            set_mtime(&l.join(p), 1_600_000_000, 0);
+            set_mtime(&u.join(p), 1_600_000_000, 0);
+        }
+        // Same content, other sub-second mtime: changed.
+        fs::write(l.join("d/touched"), "t").unwrap();
+        set_mtime(&l.join("d/touched"), 1_600_000_000, 1);
+        fs::write(u.join("d/touched"), "t").unwrap();
+        set_mtime(&u.join("d/touched"), 1_600_000_000, 2);
+        // Same symlink target: unchanged; another one: changed.
+        std::os::unix::fs::symlink("x", l.join("d/ls")).unwrap();
+        std::os::unix::fs::symlink("x", u.join("d/ls")).unwrap();
+        std::os::unix::fs::symlink("x", l.join("d/ls2")).unwrap();
+        std::os::unix::fs::symlink("y", u.join("d/ls2")).unwrap();
+        for p in ["d/ls", "d/ls2"] {
+            set_mtime(&l.join(p), 1_600_000_000, 0);
+            set_mtime(&u.join(p), 1_600_000_000, 0);
+        }
+        // Mode changed: kept.
+        fs::write(l.join("d/mode"), "m").unwrap();
+        fs::write(u.join("d/mode"), "m").unwrap();
+        set_mtime(&l.join("d/mode"), 1_600_000_000, 5);
+        set_mtime(&u.join("d/mode"), 1_600_000_000, 5);
+        fs::set_permissions(
+            u.join("d/mode"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+
+        let since = upper_changes_since(u, l, &IdMap::identity()).unwrap();
+        assert_eq!(
+            describe(&since),
+            [
+                "d dir",
+                "d/hard file 7",
+                "d/ls2 symlink y",
+                "d/mode file 1",
+                "d/same-time file 4",
+                "d/touched file 1",
+            ]
+        );
+        // Without the lower, everything in the upper is a change.
+        let all = upper_changes(u, &IdMap::identity()).unwrap();
+        assert_eq!(
+            describe(&all)[..3],
+            ["d dir", "d/hard file 7", "d/ls symlink x"]
+        );
+        assert!(describe(&all).contains(&"d/target link d/hard".to_string()));
+    }
+
+    #[test]
+    fn nothing_of_the_lower_counts_below_an_opaque_or_replaced_dir() {
+        let lower = tempfile::tempdir().unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        let (l, u) = (lower.path(), upper.path());
+        fs::create_dir(l.join("real")).unwrap();
+        fs::write(l.join("real/f"), "f").unwrap();
+        // In the lower, `link` is a symlink to `real`; in the upper a dir.
+        std::os::unix::fs::symlink("real", l.join("link")).unwrap();
+        fs::create_dir(u.join("link")).unwrap();
+        fs::write(u.join("link/f"), "f").unwrap();
+        set_mtime(&l.join("real/f"), 1_600_000_000, 0);
+        set_mtime(&u.join("link/f"), 1_600_000_000, 0);
+        let since = upper_changes_since(u, l, &IdMap::identity()).unwrap();
+        assert_eq!(describe(&since), ["link dir", "link/f file 1"]);
+    }
 }
