@@ -1,7 +1,17 @@
-//! Choosing an isolation mode: `auto` tries a user namespace first (the
-//! probe runs in the init process and does what a real step needs: a user
-//! namespace with a self-mapped id, a private mount namespace, an overlayfs
-//! mount with `userxattr`, a PID namespace with a fresh /proc), then real root.
+//! Choosing an isolation mode. `auto` picks `root` when kiln runs as real
+//! root with `CAP_SYS_ADMIN` ([`real_root`]); otherwise it tries a user
+//! namespace (the probe runs in the init process and does what a real step
+//! needs: a user namespace with a self-mapped id, a private mount
+//! namespace, an overlayfs mount with `userxattr`, a PID namespace with a
+//! fresh /proc), then root without `CAP_SYS_ADMIN` in the effective set.
+//!
+//! Why real root prefers `root`: inside a user namespace, ids outside the
+//! mapped ranges collapse to the overflow id, and file capabilities set by
+//! a step (`setcap`) are namespaced (version 3 `security.capability` bound
+//! to the namespace's root uid), so a later step or the image's user would
+//! not see them as written. Without a user namespace, ownership and
+//! `security.capability` reach the layer exactly as the step left them,
+//! which is also how builders running as root under Docker behave.
 
 use std::fs;
 use std::path::Path;
@@ -10,6 +20,17 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
+
+/// Whether the process is real root able to mount: effective uid 0 and
+/// `CAP_SYS_ADMIN` in the effective capability set (real root inside a
+/// container started without it cannot mount overlayfs or sysfs).
+pub(crate) fn real_root() -> bool {
+    rustix::process::geteuid().is_root()
+        && rustix::thread::capabilities(None).is_ok_and(|c| {
+            c.effective
+                .contains(rustix::thread::CapabilitySet::SYS_ADMIN)
+        })
+}
 
 /// Runs in the init process (mode `probe`); `Err` carries the reason.
 pub(crate) fn userns_probe() -> Result<(), String> {
@@ -80,4 +101,32 @@ pub(crate) fn userns_probe() -> Result<(), String> {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `real_root` agrees with the kernel's own account in /proc.
+    #[test]
+    fn real_root_matches_proc_status() {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        let cap_eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
+        let euid: u32 = field("Uid:")
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expected = euid == 0 && cap_eff & (1 << 21) != 0;
+        assert_eq!(real_root(), expected);
+    }
 }

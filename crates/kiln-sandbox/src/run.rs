@@ -51,10 +51,19 @@ impl Sandbox {
         Sandbox { init: init.into() }
     }
 
-    /// Picks the isolation `Auto` stands for: `Userns` when a user namespace
-    /// with overlayfs works here, else `Root` when running as root. Returns
-    /// the choice and a sentence saying why, for the build log.
+    /// Picks the isolation `Auto` stands for: `Root` when kiln runs as real
+    /// root with `CAP_SYS_ADMIN` (see [`crate::probe::real_root`]), else
+    /// `Userns` when a user namespace with overlayfs works here, else `Root`
+    /// when running as root at all. Returns the choice and a sentence
+    /// saying why, for the build log.
     pub fn probe(&self) -> Result<(Isolation, String)> {
+        if crate::probe::real_root() {
+            return Ok((
+                Isolation::Root,
+                "running as root with CAP_SYS_ADMIN: full-fidelity ownership and file capabilities"
+                    .into(),
+            ));
+        }
         let out = Command::new(&self.init)
             .args([INIT_MARKER, "probe"])
             .env_clear()
