@@ -163,6 +163,10 @@ impl Vars for MapVars<'_> {
 pub(crate) struct StageResult {
     pub(crate) image: Image,
     pub(crate) rootfs: PathBuf,
+    /// The stage's ARG values at its end: a stage built `FROM` this one
+    /// starts with them, as in Docker's builder (where ARGs live in the
+    /// build state's environment, which a derived stage inherits).
+    pub(crate) args: BTreeMap<String, String>,
 }
 
 /// The state of the stage being built.
@@ -484,6 +488,7 @@ impl Executor<'_, '_> {
         self.req
             .progress
             .step_started(id, &format!("{name} 1/{total}"), &from.original);
+        let mut inherited_args = BTreeMap::new();
         let (image, rootfs) = match &node.base {
             Base::Scratch => {
                 let config = ImageConfig {
@@ -501,6 +506,7 @@ impl Executor<'_, '_> {
             Base::Stage(i) => {
                 let parent = results.get(i).ok_or(BuildError::NoStages)?;
                 let rootfs = self.materialize(&parent.image, "stage-")?;
+                inherited_args = parent.args.clone();
                 (parent.image.clone(), rootfs)
             }
             Base::Image(reference) => {
@@ -525,7 +531,7 @@ impl Executor<'_, '_> {
             rootfs,
             config,
             layers: image.layers,
-            args: BTreeMap::new(),
+            args: inherited_args,
             cmd_set: false,
         };
 
@@ -563,6 +569,7 @@ impl Executor<'_, '_> {
                 layers: state.layers,
             },
             rootfs: state.rootfs,
+            args: state.args,
         })
     }
 
@@ -732,9 +739,11 @@ impl Executor<'_, '_> {
                 let dir = self.expand(state, dir, span)?;
                 let resolved = join_workdir(&state.config.config.working_dir, &dir);
                 state.config.config.working_dir = resolved.clone();
-                let owner = crate::users::lookup_user(&state.rootfs, &state.config.config.user)
-                    .map(|u| (u.uid, u.gid))
-                    .unwrap_or((0, 0));
+                let owner = if state.config.config.user.is_empty() {
+                    (0, 0)
+                } else {
+                    crate::users::workdir_owner(&state.rootfs, &state.config.config.user)
+                };
                 let changed = mkdir_all(&state.rootfs, &resolved, owner)?;
                 if changed.is_empty() {
                     self.history(state, format!("WORKDIR {resolved}"), true);
@@ -770,6 +779,10 @@ impl Executor<'_, '_> {
                 Some(self.expand(state, d, span)?)
             } else if let Some(g) = self.global_declared.get(&decl.name) {
                 Some(g.clone())
+            } else if let Some(current) = state.args.get(&decl.name) {
+                // Redeclared without a default: the value the stage already
+                // has (set earlier or inherited from its base stage) stays.
+                Some(current.clone())
             } else {
                 self.predefined.get(&decl.name).cloned()
             };

@@ -127,11 +127,28 @@ pub fn resolve(
             Base::Scratch
         } else if let Some(i) = stages
             .iter()
-            .find(|s| s.name.as_deref() == Some(image.to_ascii_lowercase().as_str()))
+            .find(|s| s.name.as_deref() == Some(image.as_str()))
             .map(|s| s.index)
         {
+            // Stage names are lowercased where they are defined, but `FROM`
+            // matches them exactly as written (as Docker's builder does):
+            // `FROM Base` is an image reference, never the stage `base`.
             deps.insert(i);
             Base::Stage(i)
+        } else if let Some(stage) = stages
+            .iter()
+            .filter_map(|s| s.name.as_deref())
+            .find(|n| n.eq_ignore_ascii_case(&image))
+        {
+            // Not a stage, and an image reference cannot hold capitals in
+            // its repository part: fail here with the reason.
+            return Err(BuildError::Instruction {
+                line: span.line,
+                column: span.column,
+                message: format!(
+                    "FROM {image}: invalid reference format: repository name must be lowercase (stage names are matched exactly; the stage is named `{stage}`)"
+                ),
+            });
         } else {
             Base::Image(image)
         };
@@ -210,4 +227,46 @@ pub fn resolve(
         stages,
         target,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoVars;
+    impl Vars for NoVars {
+        fn get(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    fn graph(text: &str) -> Result<Graph, BuildError> {
+        let df = kiln_dockerfile::parse("Dockerfile", text).unwrap();
+        resolve(&df, &NoVars, None)
+    }
+
+    #[test]
+    fn from_matches_lowercased_stage_names_exactly() {
+        let g = graph("FROM scratch AS Base\nFROM base AS Next\nFROM next\n").unwrap();
+        assert_eq!(g.stages[1].base, Base::Stage(0));
+        assert_eq!(g.stages[2].base, Base::Stage(1));
+        assert_eq!(g.order, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn from_with_capitals_is_not_a_stage() {
+        let e = graph("FROM scratch AS base_stage\nFROM base_stage AS BUG_stage\nFROM BUG_stage\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 3, column 1: FROM BUG_stage: invalid reference format: repository name must be lowercase (stage names are matched exactly; the stage is named `bug_stage`)"
+        );
+    }
+
+    #[test]
+    fn copy_from_stays_case_insensitive() {
+        let g = graph("FROM scratch AS Build\nFROM scratch\nCOPY --from=BUILD /a /a\n").unwrap();
+        assert_eq!(g.stages[1].deps, BTreeSet::from([0]));
+        assert!(g.stages[1].image_sources.is_empty());
+    }
 }
