@@ -6,8 +6,6 @@
 
 mod harness;
 
-use std::sync::Arc;
-
 use harness::cloud::{
     capture_all_logs, ecr_round_trip, isolate_cloud_env, moto_ecr_password, MiniServer, Moto,
     SeenRequest,
@@ -30,7 +28,7 @@ fn ecr_push_and_pull_with_pod_identity_credentials() {
         "Expiration": expiration,
     })
     .to_string();
-    let agent = MiniServer::start(Arc::new(move |r: &SeenRequest| {
+    let agent = MiniServer::start(move |r: &SeenRequest| {
         if r.method == "GET"
             && r.target == "/v1/credentials"
             && r.header("Authorization") == Some(agent_token)
@@ -39,7 +37,7 @@ fn ecr_push_and_pull_with_pod_identity_credentials() {
         } else {
             (401, "{}".into())
         }
-    }));
+    });
     let token_file = tmp.path().join("eks-pod-identity-token");
     std::fs::write(&token_file, agent_token).unwrap();
     std::env::set_var(

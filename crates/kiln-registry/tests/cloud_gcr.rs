@@ -68,41 +68,42 @@ fn gcr_push_and_pull_with_metadata_server_and_service_account() {
     let tu = token_uri.clone();
     let ok = serde_json::json!({"access_token": TOKEN, "expires_in": 3599, "token_type": "Bearer"})
         .to_string();
-    let server = MiniServer::start(Arc::new(move |r: &SeenRequest| {
-        match (r.method.as_str(), r.target.as_str()) {
-            ("GET", "/computeMetadata/v1/instance/service-accounts/default/token") => {
-                if r.header("Metadata-Flavor") == Some("Google") {
-                    (200, ok.clone())
-                } else {
-                    (403, "{}".into())
-                }
-            }
-            ("POST", "/token") => {
-                let f = form(&r.body);
-                let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-                v.set_audience(&[tu.lock().unwrap().as_str()]);
-                v.set_issuer(&[CLIENT_EMAIL]);
-                let claims = jsonwebtoken::decode::<serde_json::Value>(
-                    f.get("assertion").map(String::as_str).unwrap_or_default(),
-                    &decoding,
-                    &v,
-                );
-                match claims {
-                    Ok(c)
-                        if f.get("grant_type").map(String::as_str)
-                            == Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
-                            && c.claims["scope"]
-                                == "https://www.googleapis.com/auth/cloud-platform"
-                            && c.header.kid.as_deref() == Some("kid-1") =>
-                    {
+    let server =
+        MiniServer::start(
+            move |r: &SeenRequest| match (r.method.as_str(), r.target.as_str()) {
+                ("GET", "/computeMetadata/v1/instance/service-accounts/default/token") => {
+                    if r.header("Metadata-Flavor") == Some("Google") {
                         (200, ok.clone())
+                    } else {
+                        (403, "{}".into())
                     }
-                    _ => (400, r#"{"error":"invalid_grant"}"#.into()),
                 }
-            }
-            _ => (404, "{}".into()),
-        }
-    }));
+                ("POST", "/token") => {
+                    let f = form(&r.body);
+                    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+                    v.set_audience(&[tu.lock().unwrap().as_str()]);
+                    v.set_issuer(&[CLIENT_EMAIL]);
+                    let claims = jsonwebtoken::decode::<serde_json::Value>(
+                        f.get("assertion").map(String::as_str).unwrap_or_default(),
+                        &decoding,
+                        &v,
+                    );
+                    match claims {
+                        Ok(c)
+                            if f.get("grant_type").map(String::as_str)
+                                == Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+                                && c.claims["scope"]
+                                    == "https://www.googleapis.com/auth/cloud-platform"
+                                && c.header.kid.as_deref() == Some("kid-1") =>
+                        {
+                            (200, ok.clone())
+                        }
+                        _ => (400, r#"{"error":"invalid_grant"}"#.into()),
+                    }
+                }
+                _ => (404, "{}".into()),
+            },
+        );
     *token_uri.lock().unwrap() = format!("http://{}/token", server.addr);
 
     let reg = Registry::start(Mode::BasicAs {

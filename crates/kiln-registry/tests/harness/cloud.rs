@@ -104,8 +104,16 @@ impl SeenRequest {
     }
 }
 
-/// A response: status and JSON body.
-pub type Handler = dyn Fn(&SeenRequest) -> (u16, String) + Send + Sync;
+/// A response: status, JSON body and extra headers.
+pub struct Reply(pub u16, pub String, pub Vec<(String, String)>);
+
+impl From<(u16, String)> for Reply {
+    fn from((status, body): (u16, String)) -> Reply {
+        Reply(status, body, Vec::new())
+    }
+}
+
+type Handler = dyn Fn(&SeenRequest) -> Reply + Send + Sync;
 
 /// A one-request-per-connection HTTP/1.1 server on a loopback port, answering with
 /// `handler`; every request is recorded.
@@ -115,7 +123,10 @@ pub struct MiniServer {
 }
 
 impl MiniServer {
-    pub fn start(handler: Arc<Handler>) -> MiniServer {
+    pub fn start<R: Into<Reply>>(
+        handler: impl Fn(&SeenRequest) -> R + Send + Sync + 'static,
+    ) -> MiniServer {
+        let handler: Box<Handler> = Box::new(move |r| handler(r).into());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -166,11 +177,12 @@ fn serve(
         headers,
         body,
     };
-    let (status, body) = handler(&req);
+    let Reply(status, body, extra) = handler(&req);
     seen.lock().unwrap().push(req);
+    let extra: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(
         conn,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     Ok(())
