@@ -80,6 +80,8 @@ pub struct BuildArgs {
     /// Pull Docker Hub images through this mirror (HOST[:PORT]); repeatable.
     #[arg(long = "registry-mirror")]
     pub registry_mirrors: Vec<String>,
+    #[command(flatten)]
+    pub cloud: job::CloudFlags,
     /// Trust this CA bundle for a registry: HOST=PATH; repeatable.
     #[arg(long = "registry-certificate")]
     pub registry_certificates: Vec<String>,
@@ -168,6 +170,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
             &args.registry_mirrors,
             &[],
             &args.registry_certificates,
+            &args.cloud,
         )?,
         digest_file: args.iidfile,
         metadata_file: args.metadata_file,

@@ -316,17 +316,43 @@ fn scratch_dir(cache_dir: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Built-in cloud registry auth settings (both front-ends).
+#[derive(clap::Args, Debug, Default)]
+pub struct CloudFlags {
+    /// Treat a registry host as a cloud registry for built-in auth:
+    /// HOST=ecr:ACCOUNT:REGION, HOST=ecr-fips:ACCOUNT:REGION, HOST=gcr or HOST=acr
+    /// (for registries behind a proxy or private DNS name); repeatable.
+    /// Also read from KILN_CLOUD_REGISTRIES (comma-separated).
+    #[arg(long = "cloud-registry")]
+    pub cloud_registries: Vec<String>,
+    /// Do not authenticate to ECR, GCR/Artifact Registry or ACR by kiln's
+    /// built-in providers (docker config.json still applies).
+    #[arg(long)]
+    pub no_cloud_auth: bool,
+}
+
 /// Registry settings shared by both front-ends.
 pub fn registry_options(
     insecure: Vec<String>,
     mirrors: &[String],
     maps: &[String],
     certificates: &[String],
+    cloud: &CloudFlags,
 ) -> Result<kiln_registry::RegistryOptions> {
     let mut opts = kiln_registry::RegistryOptions {
         insecure,
+        cloud_auth: !cloud.no_cloud_auth,
         ..Default::default()
     };
+    let mut overrides: Vec<String> = cloud.cloud_registries.clone();
+    if let Ok(env) = std::env::var("KILN_CLOUD_REGISTRIES") {
+        overrides.extend(env.split(',').filter(|s| !s.is_empty()).map(str::to_string));
+    }
+    for o in &overrides {
+        let (host, kind) = kiln_registry::parse_cloud_override(o)
+            .with_context(|| format!("--cloud-registry {o}"))?;
+        opts.cloud_registries.insert(host, kind);
+    }
     if !mirrors.is_empty() {
         // Kaniko's --registry-mirror mirrors Docker Hub.
         opts.mirrors

@@ -145,6 +145,8 @@ pub struct KanikoArgs {
     pub preserve_context: Option<bool>,
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
     pub materialize: Option<bool>,
+    #[command(flatten)]
+    pub cloud: job::CloudFlags,
     /// kiln extension: a secret for RUN --mount=type=secret (id=ID,src=PATH|env=VAR).
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
@@ -306,6 +308,7 @@ pub fn run(args: KanikoArgs) -> Result<()> {
             &args.registry_mirrors,
             &args.registry_maps,
             &args.registry_certificates,
+            &args.cloud,
         )?,
         digest_file: args.digest_file.clone(),
         metadata_file: None,
