@@ -671,7 +671,8 @@ def render(meta, runs, wls, builders):
             for mode in ("cold", "warm"):
                 for err in e.get(f"{bn}_{mode}", {}).get("errors", []):
                     notes.append(f"- **{w.name}**, {bn} {mode}:\n\n```\n{err}\n```")
-    iso = sorted({r.get("isolation_log") for r in runs if r.get("isolation_log")})
+    iso = sorted({r["isolation_log"].split("] ", 1)[-1] if r["isolation_log"].startswith("[")
+                  else r["isolation_log"] for r in runs if r.get("isolation_log")})
     lines += ["", "Peak RSS column: the highest per-build peak (cold or warm) of each builder.",
               f"buildah's reference peak: ~{BUILDAH_PEAK_MB_REF} MB (largest single process)."]
     if iso:
