@@ -648,8 +648,11 @@ impl<'r, 'a> Copier<'r, 'a> {
                     .write(true)
                     .create_new(true)
                     .open(&tmp)?;
+                // No fsync: the stage root is scratch space that a crashed
+                // build throws away; durability is the blob store's job
+                // (layers are fsynced there). An fsync per file made large
+                // COPYs disk-bound.
                 io::copy(&mut from, &mut to)?;
-                to.sync_all()?;
             } else if ft.is_symlink() {
                 let link = std::fs::read_link(src)?;
                 std::os::unix::fs::symlink(link, &tmp)?;
