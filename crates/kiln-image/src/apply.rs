@@ -381,9 +381,11 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
                 .ctx(|| format!("create {}", path.display()))?;
             let size = io::copy(entry, &mut f).ctx(|| format!("write {}", path.display()))?;
             drop(f);
-            set_xattrs(&path, &xattrs);
             let m = if export { mode | 0o600 } else { mode };
             finish_meta(cx, &path, m, uid, gid, mtime, false)?;
+            // After the chown: the kernel drops security.capability on
+            // every chown, so file capabilities must be set last.
+            set_xattrs(&path, &xattrs);
             record(
                 cx,
                 EntryKind::File {

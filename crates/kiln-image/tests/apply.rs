@@ -232,3 +232,44 @@ fn concurrent_writers_of_the_same_blob() {
     assert_eq!(files.len(), 1);
     assert_eq!(store.read_bytes(&digests[0]).unwrap(), data);
 }
+
+/// File capabilities survive apply_layer even though ownership is applied
+/// too (a chown after setting them would drop them).
+#[test]
+fn file_capabilities_survive_apply() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to set security.capability");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&tmp.path().join("s")).unwrap();
+    // VFS_CAP_REVISION_2 | effective, permitted = CAP_NET_RAW (13).
+    let cap: Vec<u8> = vec![
+        0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let mut ping = entry("ping", EntryKind::Bytes(b"#!ping".to_vec()), 0o755);
+    ping.xattrs = vec![("security.capability".into(), cap.clone())];
+    let layer = write_layer(&store, vec![ping], &plain()).unwrap();
+    let dest = tmp.path().join("root");
+    fs::create_dir(&dest).unwrap();
+    apply_layer(
+        &store,
+        &layer.digest,
+        &dest,
+        &ApplyOptions { same_owner: true },
+    )
+    .unwrap();
+    let got = xattr_of(&dest.join("ping"), "security.capability");
+    assert_eq!(got.as_deref(), Some(cap.as_slice()));
+    assert_eq!(
+        fs::metadata(dest.join("ping")).unwrap().mode() & 0o7777,
+        0o755
+    );
+}
+
+fn xattr_of(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(path, name, &mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
