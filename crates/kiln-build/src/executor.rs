@@ -637,7 +637,6 @@ impl Executor<'_, '_> {
         results: &HashMap<usize, StageResult>,
     ) -> Result<(), BuildError> {
         let span = ins.span;
-        let escape = self.df.directives.escape;
         match &ins.kind {
             InstructionKind::From(_) => {
                 return Err(self.loc.at(span, "FROM inside a stage"));
@@ -728,7 +727,7 @@ impl Executor<'_, '_> {
                 self.history(state, ins.original.clone(), true);
             }
             InstructionKind::Healthcheck(hc) => {
-                state.config.config.healthcheck = Some(health_config(hc, state, self)?);
+                state.config.config.healthcheck = Some(health_config(hc)?);
                 self.history(state, ins.original.clone(), true);
             }
             InstructionKind::Onbuild(inner) => {
@@ -761,7 +760,6 @@ impl Executor<'_, '_> {
                 self.run(state, run, ins, id, results)?;
             }
         }
-        let _ = escape;
         Ok(())
     }
 
@@ -935,6 +933,18 @@ impl Executor<'_, '_> {
         id: usize,
     ) -> Result<(), BuildError> {
         let entries = crate::snapshot::layer_entries(&state.rootfs, changed)?;
+        self.push_layer(state, entries, created_by, id)
+    }
+
+    /// Writes a step's layer (mtimes clamped by the layer writer when
+    /// reproducible), adds it and its history entry to the stage.
+    pub(crate) fn push_layer(
+        &mut self,
+        state: &mut StageState,
+        entries: Vec<kiln_image::LayerEntry>,
+        created_by: String,
+        id: usize,
+    ) -> Result<(), BuildError> {
         let layer = kiln_image::write_layer(self.req.store, entries, &self.layer_options())?;
         self.req.progress.step_info(
             id,
@@ -1067,11 +1077,7 @@ pub fn expand_ports(spec: &str) -> Result<Vec<String>, String> {
     Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
 }
 
-fn health_config(
-    hc: &Healthcheck,
-    state: &StageState,
-    exec: &Executor,
-) -> Result<kiln_image::HealthConfig, BuildError> {
+fn health_config(hc: &Healthcheck) -> Result<kiln_image::HealthConfig, BuildError> {
     match hc {
         Healthcheck::None => Ok(kiln_image::HealthConfig {
             test: vec!["NONE".into()],
@@ -1093,8 +1099,6 @@ fn health_config(
                 }
                 Command::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
             };
-            let _ = state;
-            let _ = exec;
             let d = |v: &Option<String>| -> Result<i64, BuildError> {
                 match v {
                     Some(s) => parse_duration(s).ok_or_else(|| {
@@ -1115,41 +1119,12 @@ fn health_config(
     }
 }
 
-/// Parses a Go-style duration (`1h2m3.5s`, `300ms`, `0`) into nanoseconds.
+/// Parses a Go-style duration (`1h2m3.5s`, `300ms`, `0`) into nanoseconds,
+/// with the parser's implementation (the one that validated it).
 pub fn parse_duration(s: &str) -> Option<i64> {
-    if s == "0" {
-        return Some(0);
-    }
-    let mut total: f64 = 0.0;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_end == 0 {
-            return None;
-        }
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += n * mult;
-    }
-    Some(total as i64)
+    kiln_dockerfile::parser::parse_go_duration(s)
+        .ok()
+        .and_then(|n| i64::try_from(n).ok())
 }
 
 #[cfg(test)]

@@ -263,7 +263,6 @@ impl Executor<'_, '_> {
             let m = parse_mount(&spec)
                 .map_err(|e| self.loc.at(span, format!("--mount={spec}: {e}")))?;
             self.add_mount(
-                state,
                 &m,
                 &cwd,
                 &private,
@@ -312,19 +311,7 @@ impl Executor<'_, '_> {
         if entries.is_empty() {
             self.history(state, created_by, true);
         } else {
-            let mut entries = entries;
-            if let Some(epoch) = self.req.source_date_epoch {
-                for e in &mut entries {
-                    e.mtime = e.mtime.min(epoch);
-                }
-            }
-            let layer = kiln_image::write_layer(self.req.store, entries, &self.layer_options())?;
-            self.req.progress.step_info(
-                id,
-                &format!("layer {} ({} bytes)", layer.digest, layer.size),
-            );
-            state.layers.push(layer);
-            self.history(state, created_by, false);
+            self.push_layer(state, entries, created_by, id)?;
         }
         kiln_sandbox::merge_upper(&upper, &state.rootfs)?;
         Ok(())
@@ -333,7 +320,6 @@ impl Executor<'_, '_> {
     #[allow(clippy::too_many_arguments)]
     fn add_mount(
         &mut self,
-        state: &StageState,
         m: &MountSpec,
         cwd: &str,
         private: &Path,
@@ -525,7 +511,6 @@ impl Executor<'_, '_> {
                 }
             }
         }
-        let _ = state;
         Ok(())
     }
 
@@ -549,8 +534,6 @@ impl Executor<'_, '_> {
         results: &HashMap<usize, StageResult>,
         span: kiln_dockerfile::ast::Span,
     ) -> Result<(PathBuf, bool), BuildError> {
-        let current = self.graph.stages.len();
-        let _ = current;
         for (i, node) in self.graph.stages.iter().enumerate() {
             let named = node.name.as_deref() == Some(from.to_ascii_lowercase().as_str())
                 || from.parse::<usize>().ok() == Some(i);

@@ -91,11 +91,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
     if args.push && args.tags.is_empty() {
         bail!("--push needs at least one --tag naming where to push");
     }
-    let mut secrets = BTreeMap::new();
-    for s in &args.secrets {
-        let (id, src) = kiln_build::run::SecretSource::parse(s)?;
-        secrets.insert(id, src);
-    }
+    let secrets = job::parse_secrets(&args.secrets)?;
     let mut ssh = BTreeMap::new();
     for s in &args.ssh {
         let (id, sock) = kiln_build::run::parse_ssh(s)?;
@@ -112,16 +108,8 @@ pub fn run(args: BuildArgs) -> Result<()> {
         "docker" => Format::Docker,
         other => bail!("--format {other}: expected oci or docker"),
     };
-    let mut build_args = BTreeMap::new();
-    for a in &args.build_args {
-        let (k, v) = job::parse_kv("--build-arg", a, true)?;
-        build_args.insert(k, v);
-    }
-    let mut labels = BTreeMap::new();
-    for l in &args.labels {
-        let (k, v) = job::parse_kv("--label", l, false)?;
-        labels.insert(k, v);
-    }
+    let build_args = job::parse_kv_list("--build-arg", &args.build_args, true)?;
+    let labels = job::parse_kv_list("--label", &args.labels, false)?;
     let mut outputs = Vec::new();
     for o in &args.outputs {
         outputs.push(parse_output(o)?);

@@ -90,6 +90,31 @@ pub fn parse_kv(flag: &str, raw: &str, from_env: bool) -> Result<(String, String
     }
 }
 
+/// Repeated `K=V` flags into a map (`from_env`: `K` alone reads the
+/// environment, as `--build-arg` does).
+pub fn parse_kv_list(
+    flag: &str,
+    raw: &[String],
+    from_env: bool,
+) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for r in raw {
+        let (k, v) = parse_kv(flag, r, from_env)?;
+        map.insert(k, v);
+    }
+    Ok(map)
+}
+
+/// Repeated `--secret` flags into secret sources by id.
+pub fn parse_secrets(raw: &[String]) -> Result<BTreeMap<String, kiln_build::run::SecretSource>> {
+    let mut map = BTreeMap::new();
+    for s in raw {
+        let (id, src) = kiln_build::run::SecretSource::parse(s)?;
+        map.insert(id, src);
+    }
+    Ok(map)
+}
+
 pub fn parse_compression(name: &str, level: Option<i32>) -> Result<Compression> {
     Ok(match (name, level) {
         ("gzip", level) => Compression::Gzip {

@@ -208,16 +208,8 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         }
     }
 
-    let mut build_args = BTreeMap::new();
-    for a in &args.build_args {
-        let (k, v) = job::parse_kv("--build-arg", a, true)?;
-        build_args.insert(k, v);
-    }
-    let mut labels = BTreeMap::new();
-    for l in &args.labels {
-        let (k, v) = job::parse_kv("--label", l, false)?;
-        labels.insert(k, v);
-    }
+    let build_args = job::parse_kv_list("--build-arg", &args.build_args, true)?;
+    let labels = job::parse_kv_list("--label", &args.labels, false)?;
     let context = args.context.clone();
     // Kaniko resolves a relative --dockerfile against a local context when
     // it does not exist as given; remote contexts resolve it inside
@@ -271,11 +263,7 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         Some(p) => job::parse_platform("--custom-platform", p)?,
         None => job::host_platform(),
     };
-    let mut secrets = BTreeMap::new();
-    for s in &args.secrets {
-        let (id, src) = kiln_build::run::SecretSource::parse(s)?;
-        secrets.insert(id, src);
-    }
+    let secrets = job::parse_secrets(&args.secrets)?;
     let cache_dir = match &args.kaniko_dir {
         Some(d) => d.join("kiln-cache"),
         None => job::default_cache_dir(),

@@ -20,7 +20,7 @@ mod lexer;
 use crate::ast::*;
 use crate::error::ParseError;
 use crate::mount;
-pub use lexer::{heredoc_opener, HeredocOpener};
+pub use lexer::{heredoc_opener, parse_go_duration, HeredocOpener};
 use lexer::{Json, Line, Range, Word};
 
 /// Instruction keywords, upper case.

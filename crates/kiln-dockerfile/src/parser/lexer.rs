@@ -459,7 +459,7 @@ pub(crate) fn parse_json_array(s: &str) -> Json {
 /// Parses a Go duration (`300ms`, `1.5h`, `2h45m`, `-1s`) into nanoseconds,
 /// with Go's error messages. Hand-written because the format (and its
 /// messages) are Go's own, which no Rust crate reproduces exactly.
-pub(crate) fn parse_go_duration(orig: &str) -> Result<i128, String> {
+pub fn parse_go_duration(orig: &str) -> Result<i128, String> {
     let invalid = || format!("time: invalid duration {}", go_quote(orig));
     let mut s = orig;
     let mut neg = false;
