@@ -31,6 +31,7 @@
 mod error;
 mod idmap;
 mod init;
+mod inplace;
 mod mounts;
 mod probe;
 mod run;
@@ -42,6 +43,11 @@ use std::io::Write;
 pub use error::{Result, SandboxError};
 pub use idmap::{IdMap, IdRange, OVERFLOW_ID};
 pub use init::INIT_MARKER;
+pub use inplace::{
+    changes, container_evidence, parse_mountinfo, run_direct, scan, wipe_root, Baseline,
+    DirectResult, DirectSpec, FileKind, IgnoreSet, MountInfoEntry, Record, IN_PLACE_MARKER,
+    RACY_WINDOW_NS,
+};
 pub use run::{Sandbox, TAIL_LINES};
 pub use snapshot::{merge_upper, upper_changes, upper_changes_since};
 pub use spec::{Isolation, Mount, MountKind, Network, RunResult, RunSpec};
