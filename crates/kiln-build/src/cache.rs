@@ -10,12 +10,13 @@
 //! field encoding so two different field lists can never hash alike.
 //!
 //! A record ([`StepRecord`]) maps a key to the step's layer (if it made one)
-//! and the image config after the step. Records live in
+//! and its history entry. Records live in
 //! `<cache-dir>/steps/<key>.json` and are written atomically (temp file in
 //! the same directory, fsync, rename), so concurrent builds sharing a cache
 //! dir see either a whole record or none. A record whose layer blob is
 //! missing from the store is treated as a miss.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use kiln_image::{BlobStore, ImageConfig, Layer};
+use kiln_dockerfile::pattern::PatternSet;
+use kiln_image::{BlobStore, History, Layer};
 
 /// Builds a cache key from typed fields.
 #[derive(Clone)]
@@ -70,13 +72,30 @@ impl KeyBuilder {
     }
 }
 
-/// What a cached step produced.
+/// What a cached step produced: its layer (if it made one) and its history
+/// entry, whose `created` time is reused on a hit so a rebuild that changes
+/// nothing yields the same image digest. The image config itself is always
+/// recomputed from the Dockerfile (metadata instructions are cheap), so a
+/// record never carries stale labels or environment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
     /// The layer the step added, if any.
     pub layer: Option<Layer>,
-    /// The image config after the step (history included).
-    pub config: ImageConfig,
+    /// The step's history entry.
+    pub history: History,
+}
+
+/// Somewhere step records can be looked up and stored: the local cache
+/// directory, or a registry cache.
+pub trait CacheBackend: Send + Sync {
+    /// How progress names a hit from here (`local`, `registry host/repo`).
+    fn describe(&self) -> String;
+    /// The record for `key`, with its layer blob present in `store` (a
+    /// remote backend downloads it). `None` on a miss or any failure: a
+    /// cache that cannot be read only costs time.
+    fn get(&self, key: &str, store: &BlobStore) -> Option<StepRecord>;
+    /// Stores a record whose layer blob is in `store`.
+    fn put(&self, key: &str, record: &StepRecord, store: &BlobStore) -> Result<(), String>;
 }
 
 /// The step records under a cache directory.
@@ -111,9 +130,8 @@ impl StepCache {
         Some(record)
     }
 
-    /// Stores a record atomically. Failures are reported to the caller,
-    /// which may ignore them: a cache that cannot be written only costs
-    /// speed.
+    /// Stores a record atomically (temp file in the same directory, fsync,
+    /// rename): a concurrent reader sees the whole record or none.
     pub fn put(&self, key: &str, record: &StepRecord) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
@@ -122,17 +140,244 @@ impl StepCache {
         tmp.persist(self.path(key)).map_err(|e| e.error)?;
         Ok(())
     }
+
+    /// Removes records not used for `max_age`, then the oldest until the
+    /// records' layers fit in `max_bytes` (when given). Returns how many
+    /// records were removed. Layer blobs are left to the blob store's own
+    /// pruning: several records (and images) may share one.
+    pub fn prune(
+        &self,
+        max_age: Option<std::time::Duration>,
+        max_bytes: Option<u64>,
+    ) -> std::io::Result<PruneReport> {
+        let now = std::time::SystemTime::now();
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let e = e?;
+            let path = e.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            let meta = e.metadata()?;
+            let used = meta.modified().unwrap_or(now);
+            let size = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<StepRecord>(&b).ok())
+                .and_then(|r| r.layer.map(|l| l.size))
+                .unwrap_or(0);
+            entries.push((used, size, path));
+        }
+        // Oldest first.
+        entries.sort_by_key(|(used, _, _)| *used);
+        let mut report = PruneReport::default();
+        let mut total: u64 = entries.iter().map(|(_, s, _)| *s).sum();
+        for (used, size, path) in entries {
+            let too_old = max_age
+                .map(|age| now.duration_since(used).unwrap_or_default() > age)
+                .unwrap_or(false);
+            let too_big = max_bytes.map(|max| total > max).unwrap_or(false);
+            if too_old || too_big {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        report.removed += 1;
+                        report.bytes += size;
+                        total = total.saturating_sub(size);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            } else {
+                report.kept += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What [`StepCache::prune`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PruneReport {
+    pub removed: usize,
+    pub kept: usize,
+    /// Layer bytes the removed records referred to.
+    pub bytes: u64,
+}
+
+/// The local cache directory as a [`CacheBackend`], with a time to live:
+/// records older than `ttl` are misses (Kaniko's `--cache-ttl`).
+pub struct LocalBackend {
+    pub cache: StepCache,
+    pub ttl: Option<std::time::Duration>,
+    /// `false`: store records but never reuse one (`--no-cache`).
+    pub lookup: bool,
+}
+
+impl CacheBackend for LocalBackend {
+    fn describe(&self) -> String {
+        "local".into()
+    }
+
+    fn get(&self, key: &str, store: &BlobStore) -> Option<StepRecord> {
+        if !self.lookup {
+            return None;
+        }
+        if let Some(ttl) = self.ttl {
+            let meta = std::fs::metadata(self.cache.path(key)).ok()?;
+            let age = meta.modified().ok()?.elapsed().unwrap_or_default();
+            if age > ttl {
+                return None;
+            }
+        }
+        self.cache.get(key, store)
+    }
+
+    fn put(&self, key: &str, record: &StepRecord, _store: &BlobStore) -> Result<(), String> {
+        self.cache.put(key, record).map_err(|e| e.to_string())
+    }
+}
+
+/// Remembers the digests of context files by their stat data (path, size,
+/// mtime, ctime, inode, device), so a rebuild does not re-read unchanged
+/// files. An entry is trusted only when every one of those matches; files
+/// modified within the last two seconds are never remembered, since a
+/// second write in the same timestamp tick would go unseen.
+pub struct StatCache {
+    entries: std::sync::Mutex<HashMap<String, StatEntry>>,
+    path: Option<PathBuf>,
+    dirty: std::sync::atomic::AtomicBool,
+    /// Files changed more recently than this are not remembered (tests
+    /// shorten it to zero).
+    racy_nanos: i128,
+}
+
+impl Default for StatCache {
+    /// A cache that is never loaded nor saved.
+    fn default() -> Self {
+        StatCache {
+            entries: Default::default(),
+            path: None,
+            dirty: Default::default(),
+            racy_nanos: RACY_NANOS,
+        }
+    }
+}
+
+/// How recently a file may have changed and still be remembered.
+const RACY_NANOS: i128 = 2_000_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StatEntry {
+    size: u64,
+    mtime: i128,
+    ctime: i128,
+    ino: u64,
+    dev: u64,
+    digest: String,
+}
+
+impl StatCache {
+    /// Loads the stat cache kept for context directory `root` under
+    /// `cache_dir` (empty when there is none or it does not parse).
+    pub fn load(cache_dir: &Path, root: &Path) -> Self {
+        let dir = cache_dir.join("stat");
+        let name = hex::encode(Sha256::digest(root.as_os_str().as_encoded_bytes()));
+        let path = dir.join(format!("{name}.json"));
+        let entries = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        StatCache {
+            entries: std::sync::Mutex::new(entries),
+            path: Some(path),
+            dirty: Default::default(),
+            racy_nanos: RACY_NANOS,
+        }
+    }
+
+    /// Writes the cache back atomically if it changed.
+    pub fn save(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        if !self.dirty.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let bytes = {
+            let entries = self
+                .entries
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?;
+            serde_json::to_vec(&*entries).map_err(std::io::Error::other)?
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(&bytes)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    fn stat_key(meta: &std::fs::Metadata) -> (u64, i128, i128, u64, u64) {
+        (
+            meta.size(),
+            meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            meta.ino(),
+            meta.dev(),
+        )
+    }
+
+    /// The SHA-256 of the file at `path` (whose metadata is `meta`), from
+    /// the cache when its stat data still matches.
+    pub fn digest(&self, path: &Path, meta: &std::fs::Metadata) -> std::io::Result<String> {
+        let name = path.to_string_lossy().into_owned();
+        let (size, mtime, ctime, ino, dev) = Self::stat_key(meta);
+        if let Ok(entries) = self.entries.lock() {
+            if let Some(e) = entries.get(&name) {
+                if (e.size, e.mtime, e.ctime, e.ino, e.dev) == (size, mtime, ctime, ino, dev) {
+                    return Ok(e.digest.clone());
+                }
+            }
+        }
+        let digest = file_digest(path)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        let racy = now - mtime.max(ctime) < self.racy_nanos;
+        if !racy {
+            if let Ok(mut entries) = self.entries.lock() {
+                entries.insert(
+                    name,
+                    StatEntry {
+                        size,
+                        mtime,
+                        ctime,
+                        ino,
+                        dev,
+                        digest: digest.clone(),
+                    },
+                );
+                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Ok(digest)
+    }
 }
 
 /// Hashes a source tree for a COPY/ADD key: relative paths, file types,
 /// modes, ownership, symlink targets and file contents, in sorted order.
-/// `excluded` leaves out what `.dockerignore` drops. Modification times are
-/// not part of it: touching a file without changing it keeps the cache.
+/// `filter` is the context's `.dockerignore`: an excluded entry is left
+/// out unless an exception may bring back something below it (then the
+/// walk goes in, hashing a superset, which can only cost a cache hit).
+/// Modification times are not part of it: touching a file without
+/// changing it keeps the cache.
 pub fn hash_tree(
     key: &mut KeyBuilder,
     root: &Path,
     rel: &str,
-    excluded: &dyn Fn(&str) -> bool,
+    filter: Option<&PatternSet>,
+    stat: &StatCache,
 ) -> std::io::Result<()> {
     let path = if rel.is_empty() {
         root.to_path_buf()
@@ -154,7 +399,7 @@ pub fn hash_tree(
         let target = std::fs::read_link(&path)?;
         key.field("symlink").field(&target.to_string_lossy());
     } else if ft.is_file() {
-        key.field("file").field(&file_digest(&path)?);
+        key.field("file").field(&stat.digest(&path, &meta)?);
     } else if ft.is_dir() {
         key.field("dir");
         let mut names: Vec<String> = std::fs::read_dir(&path)?
@@ -168,10 +413,12 @@ pub fn hash_tree(
             } else {
                 format!("{rel}/{name}")
             };
-            if excluded(&child) {
-                continue;
+            if let Some(f) = filter {
+                if f.matches(&child) && !f.may_have_included_children(&child) {
+                    continue;
+                }
             }
-            hash_tree(key, root, &child, excluded)?;
+            hash_tree(key, root, &child, filter, stat)?;
         }
     } else {
         key.field("special").field(&format!("{}", meta.rdev()));
@@ -206,9 +453,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         std::fs::create_dir(dir.path().join("d")).expect("mkdir");
         std::fs::write(dir.path().join("d/a"), "one").expect("write");
+        let stat = StatCache::default();
         let hash = || {
             let mut k = KeyBuilder::new("COPY");
-            hash_tree(&mut k, dir.path(), "d", &|_| false).expect("hash");
+            hash_tree(&mut k, dir.path(), "d", None, &stat).expect("hash");
             k.finish()
         };
         let first = hash();
@@ -220,9 +468,11 @@ mod tests {
         assert_eq!(hash(), first, "mtime alone does not change the key");
         std::fs::write(dir.path().join("d/a"), "two").expect("write");
         assert_ne!(hash(), first, "content changes the key");
+        let second = hash();
+        let ignore = PatternSet::new(&["d/a"]).expect("pattern");
         let mut k = KeyBuilder::new("COPY");
-        hash_tree(&mut k, dir.path(), "d", &|p| p == "d/a").expect("hash");
-        assert_ne!(k.finish(), first, "excluded files leave the key");
+        hash_tree(&mut k, dir.path(), "d", Some(&ignore), &stat).expect("hash");
+        assert_ne!(k.finish(), second, "excluded files leave the key");
     }
 
     #[test]
@@ -232,7 +482,7 @@ mod tests {
         let cache = StepCache::open(dir.path()).expect("cache");
         let record = StepRecord {
             layer: None,
-            config: ImageConfig::default(),
+            history: History::default(),
         };
         cache.put("k1", &record).expect("put");
         assert!(cache.get("k1", &store).is_some());
@@ -245,12 +495,97 @@ mod tests {
                 size: 1,
                 media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
             }),
-            config: ImageConfig::default(),
+            history: History::default(),
         };
         cache.put("k3", &with_layer).expect("put");
         assert!(
             cache.get("k3", &store).is_none(),
             "a missing blob is a miss"
         );
+    }
+
+    #[test]
+    fn excluded_directories_with_exceptions_are_still_hashed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
+        std::fs::write(dir.path().join("logs/keep.txt"), "one").expect("write");
+        std::fs::write(dir.path().join("logs/drop.txt"), "x").expect("write");
+        let ignore = PatternSet::new(&["logs", "!logs/keep.txt"]).expect("pattern");
+        let stat = StatCache::default();
+        let hash = || {
+            let mut k = KeyBuilder::new("COPY");
+            hash_tree(&mut k, dir.path(), "", Some(&ignore), &stat).expect("hash");
+            k.finish()
+        };
+        let first = hash();
+        std::fs::write(dir.path().join("logs/keep.txt"), "two").expect("write");
+        assert_ne!(
+            hash(),
+            first,
+            "a file brought back by an exception is keyed"
+        );
+    }
+
+    #[test]
+    fn stat_cache_reuses_digests_only_while_stat_matches() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("f");
+        std::fs::write(&file, "one").expect("write");
+        // Old enough not to be racy.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(old))
+            .expect("mtime");
+        let cache_dir = tempfile::tempdir().expect("tmp");
+        let mut stat = StatCache::load(cache_dir.path(), dir.path());
+        stat.racy_nanos = 0;
+        let meta = std::fs::symlink_metadata(&file).expect("stat");
+        let d1 = stat.digest(&file, &meta).expect("digest");
+        stat.save().expect("save");
+        let mut again = StatCache::load(cache_dir.path(), dir.path());
+        again.racy_nanos = 0;
+        assert_eq!(again.entries.lock().expect("lock").len(), 1, "persisted");
+        assert_eq!(again.digest(&file, &meta).expect("digest"), d1);
+        // Same size, content changed: ctime moves (past the kernel's coarse
+        // timestamp tick), so the digest is redone.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&file, "two").expect("write");
+        let meta = std::fs::symlink_metadata(&file).expect("stat");
+        let d2 = again.digest(&file, &meta).expect("digest");
+        assert_ne!(d1, d2);
+        assert_eq!(d2, file_digest(&file).expect("digest"));
+    }
+
+    #[test]
+    fn prune_by_age_and_size() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cache = StepCache::open(dir.path()).expect("cache");
+        let layer = |n: u64| Layer {
+            digest: kiln_image::Digest::sha256(&n.to_le_bytes()),
+            diff_id: kiln_image::Digest::sha256(&n.to_le_bytes()),
+            size: n,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        };
+        for (key, size, age) in [("old", 100u64, 3600u64), ("mid", 200, 60), ("new", 300, 0)] {
+            let rec = StepRecord {
+                layer: Some(layer(size)),
+                history: History::default(),
+            };
+            cache.put(key, &rec).expect("put");
+            let t = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+            std::fs::File::open(cache.path(key))
+                .and_then(|f| f.set_modified(t))
+                .expect("mtime");
+        }
+        let r = cache
+            .prune(Some(std::time::Duration::from_secs(600)), None)
+            .expect("prune");
+        assert_eq!((r.removed, r.kept, r.bytes), (1, 2, 100));
+        assert!(!cache.path("old").exists());
+        let r = cache.prune(None, Some(350)).expect("prune");
+        assert_eq!((r.removed, r.kept, r.bytes), (1, 1, 200));
+        assert!(cache.path("new").exists() && !cache.path("mid").exists());
     }
 }

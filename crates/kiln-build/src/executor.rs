@@ -6,6 +6,15 @@
 //! image config; COPY and ADD change the root filesystem through
 //! [`crate::copy`] and the changed paths become a layer through
 //! [`crate::snapshot`] and kiln-image's streaming layer writer.
+//!
+//! Caching: every step that can change the root filesystem (COPY, ADD,
+//! RUN, WORKDIR) has a key ([`crate::cache`]) computed before it runs from
+//! its parent's key and its own inputs. A hit takes the recorded layer and
+//! history entry without touching the disk: a stage's root filesystem is
+//! only materialized (its layers applied) when a step actually has to run,
+//! so a build whose every step hits never unpacks anything. Metadata
+//! instructions take the time of the latest step before them, so a rebuild
+//! that changes nothing produces the same image digest.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -21,6 +30,7 @@ use kiln_image::{
     StoredImage,
 };
 
+use crate::cache::{hash_tree, CacheBackend, KeyBuilder, StatCache, StepRecord};
 use crate::copy::{AddOptions, CopyRequest};
 use crate::fetch::HttpFetcher;
 use crate::graph::{self, Base, Graph};
@@ -121,6 +131,21 @@ pub struct BuildRequest<'a> {
     pub ssh: BTreeMap<String, PathBuf>,
     /// Where `RUN --mount=type=cache` directories persist between builds.
     pub mount_cache_dir: PathBuf,
+    /// Where step results are looked up (in order) and stored; empty: every
+    /// step runs.
+    pub cache: Vec<&'a dyn CacheBackend>,
+    /// Digests of context files by their stat data.
+    pub stat_cache: &'a StatCache,
+}
+
+/// A step result the build used or produced, for exporting a cache.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    pub key: String,
+    pub record: StepRecord,
+    /// The step belongs to the target stage's chain (what `mode=min`
+    /// exports).
+    pub in_target: bool,
 }
 
 /// The built image.
@@ -130,6 +155,11 @@ pub struct BuildOutput {
     pub stored: StoredImage,
     /// Build args given but never declared (BuildKit warns about them).
     pub unused_args: Vec<String>,
+    /// Every keyed step of the build, in order.
+    pub cache_entries: Vec<CacheEntry>,
+    /// Steps taken from a cache, and steps that ran.
+    pub cache_hits: usize,
+    pub cache_misses: usize,
 }
 
 /// The variables an instruction sees: ENV of the stage wins over ARGs.
@@ -162,7 +192,12 @@ impl Vars for MapVars<'_> {
 /// A finished stage: its image and its root filesystem on disk.
 pub(crate) struct StageResult {
     pub(crate) image: Image,
+    /// The stage's root filesystem: its first `applied` layers are on disk;
+    /// the rest are applied when something reads it ([`Executor::stage_root`]).
     pub(crate) rootfs: PathBuf,
+    pub(crate) applied: std::sync::Mutex<usize>,
+    /// The cache key of the stage's last step.
+    pub(crate) key: String,
     /// The stage's ARG values at its end: a stage built `FROM` this one
     /// starts with them, as in Docker's builder (where ARGs live in the
     /// build state's environment, which a derived stage inherits).
@@ -172,6 +207,10 @@ pub(crate) struct StageResult {
 /// The state of the stage being built.
 pub(crate) struct StageState {
     pub(crate) index: usize,
+    /// How many of `layers` are applied to `rootfs` ([`Executor::ensure_rootfs`]).
+    pub(crate) applied: usize,
+    /// The cache key of the last step that can change the filesystem.
+    pub(crate) key: String,
     pub(crate) rootfs: PathBuf,
     pub(crate) config: ImageConfig,
     pub(crate) layers: Vec<Layer>,
@@ -350,7 +389,11 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         consumed: &mut consumed,
         step_id: &mut step_id,
         image_roots: HashMap::new(),
+        image_digests: HashMap::new(),
         isolation: None,
+        entries: Vec::new(),
+        hits: 0,
+        misses: 0,
     };
     let stages = df.stages();
     for &index in &graph.order {
@@ -369,6 +412,20 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         results.insert(index, result);
     }
     let target = results.remove(&graph.target).ok_or(BuildError::NoStages)?;
+    let target_stages = graph.base_chain(graph.target);
+    let (hits, misses) = (exec.hits, exec.misses);
+    let cache_entries = exec
+        .entries
+        .drain(..)
+        .map(|(stage, key, record)| CacheEntry {
+            in_target: target_stages.contains(&stage),
+            key,
+            record,
+        })
+        .collect();
+    if let Err(e) = req.stat_cache.save() {
+        tracing::warn!("could not save the context stat cache: {e}");
+    }
     let mut image = target.image;
     for (k, v) in &req.labels {
         image.config.config.labels.insert(k.clone(), v.clone());
@@ -390,10 +447,18 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         image.layers.len(),
         stored.manifest.digest
     ));
+    if !req.cache.is_empty() {
+        req.progress.info(&format!(
+            "cache: {hits} step(s) reused, {misses} step(s) ran"
+        ));
+    }
     Ok(BuildOutput {
         image,
         stored,
         unused_args,
+        cache_entries,
+        cache_hits: hits,
+        cache_misses: misses,
     })
 }
 
@@ -408,6 +473,12 @@ pub(crate) struct Executor<'a, 'b> {
     step_id: &'b mut usize,
     /// Root filesystems of images named by `COPY --from=<image>`.
     image_roots: HashMap<String, PathBuf>,
+    /// Manifest digests of images named by `COPY --from=<image>` and mounts.
+    image_digests: HashMap<String, String>,
+    /// Keyed steps: (stage index, key, record).
+    entries: Vec<(usize, String, StepRecord)>,
+    hits: usize,
+    misses: usize,
     /// The isolation RUN steps use, decided at the first RUN.
     pub(crate) isolation: Option<kiln_sandbox::Isolation>,
 }
@@ -453,7 +524,7 @@ impl Executor<'_, '_> {
         Ok(dir)
     }
 
-    fn resolve_image(&self, reference: &str, span: Span) -> Result<Image, BuildError> {
+    fn resolve_image(&self, reference: &str, span: Span) -> Result<(Image, String), BuildError> {
         let stored = self
             .req
             .resolver
@@ -467,10 +538,8 @@ impl Executor<'_, '_> {
                     ),
                 )
             })?;
-        Ok(kiln_image::load_image(
-            self.req.store,
-            &stored.manifest.digest,
-        )?)
+        let image = kiln_image::load_image(self.req.store, &stored.manifest.digest)?;
+        Ok((image, stored.manifest.digest.to_string()))
     }
 
     fn run_stage(
@@ -489,7 +558,8 @@ impl Executor<'_, '_> {
             .progress
             .step_started(id, &format!("{name} 1/{total}"), &from.original);
         let mut inherited_args = BTreeMap::new();
-        let (image, rootfs) = match &node.base {
+        let platform = platform_string(&self.req.platform);
+        let (image, base_key) = match &node.base {
             Base::Scratch => {
                 let config = ImageConfig {
                     architecture: self.req.platform.architecture.clone(),
@@ -501,20 +571,28 @@ impl Executor<'_, '_> {
                     config,
                     layers: Vec::new(),
                 };
-                (image, self.stage_dir("scratch-")?)
+                let key = KeyBuilder::new("FROM")
+                    .field("scratch")
+                    .field(&platform)
+                    .finish();
+                (image, key)
             }
             Base::Stage(i) => {
                 let parent = results.get(i).ok_or(BuildError::NoStages)?;
-                let rootfs = self.materialize(&parent.image, "stage-")?;
                 inherited_args = parent.args.clone();
-                (parent.image.clone(), rootfs)
+                (parent.image.clone(), parent.key.clone())
             }
             Base::Image(reference) => {
-                let image = self.resolve_image(reference, from.span)?;
-                let rootfs = self.materialize(&image, "image-")?;
-                (image, rootfs)
+                let (image, digest) = self.resolve_image(reference, from.span)?;
+                let key = KeyBuilder::new("FROM")
+                    .field(&digest)
+                    .field(&platform)
+                    .finish();
+                (image, key)
             }
         };
+        // Filled lazily: only a step that runs needs the files.
+        let rootfs = self.stage_dir("stage-")?;
         self.req
             .progress
             .step_finished(id, StepOutcome::Done, t.elapsed());
@@ -528,6 +606,8 @@ impl Executor<'_, '_> {
         let triggers = std::mem::take(&mut config.config.on_build);
         let mut state = StageState {
             index,
+            applied: 0,
+            key: base_key,
             rootfs,
             config,
             layers: image.layers,
@@ -560,8 +640,7 @@ impl Executor<'_, '_> {
             self.run_step(&mut state, ins, &label, results)?;
         }
 
-        let created = self.created();
-        state.config.created = Some(created);
+        state.config.created = Some(self.clock(&state));
         state.config.rootfs.diff_ids = state.layers.iter().map(|l| l.diff_id.clone()).collect();
         Ok(StageResult {
             image: Image {
@@ -569,6 +648,8 @@ impl Executor<'_, '_> {
                 layers: state.layers,
             },
             rootfs: state.rootfs,
+            applied: std::sync::Mutex::new(state.applied),
+            key: state.key,
             args: state.args,
         })
     }
@@ -589,10 +670,8 @@ impl Executor<'_, '_> {
         let t = Instant::now();
         self.req.progress.step_started(id, label, &ins.original);
         match self.apply(state, ins, id, results) {
-            Ok(()) => {
-                self.req
-                    .progress
-                    .step_finished(id, StepOutcome::Done, t.elapsed());
+            Ok(outcome) => {
+                self.req.progress.step_finished(id, outcome, t.elapsed());
                 Ok(())
             }
             Err(e) => {
@@ -629,13 +708,168 @@ impl Executor<'_, '_> {
         });
     }
 
+    /// The time metadata instructions take: that of the latest history
+    /// entry (a step that ran now, a cached step's original time, or the
+    /// base image's), so a rebuild that reuses everything is identical.
+    pub(crate) fn clock(&self, state: &StageState) -> String {
+        if self.req.source_date_epoch.is_some() {
+            return self.created();
+        }
+        state
+            .config
+            .history
+            .last()
+            .and_then(|h| h.created.clone())
+            .unwrap_or_else(|| self.created())
+    }
+
+    fn history_meta(&self, state: &mut StageState, created_by: String) {
+        let created = self.clock(state);
+        state.config.history.push(History {
+            created: Some(created),
+            created_by: Some(created_by),
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer: true,
+            ..History::default()
+        });
+    }
+
+    /// Looks `key` up in the caches; on a hit, adds the recorded layer and
+    /// history entry to the stage and returns true.
+    pub(crate) fn reuse(&mut self, state: &mut StageState, key: &str, id: usize) -> bool {
+        for (n, backend) in self.req.cache.iter().enumerate() {
+            let Some(record) = backend.get(key, self.req.store) else {
+                continue;
+            };
+            if n > 0 {
+                // A remote hit: keep it locally too.
+                if let Some(local) = self.req.cache.first() {
+                    let _ = local.put(key, &record, self.req.store);
+                }
+            }
+            let what = match &record.layer {
+                Some(l) => format!("CACHED ({}): layer {}", backend.describe(), l.digest),
+                None => format!("CACHED ({})", backend.describe()),
+            };
+            self.req.progress.step_info(id, &what);
+            if let Some(layer) = &record.layer {
+                state.layers.push(layer.clone());
+            }
+            state.config.history.push(record.history.clone());
+            state.key = key.to_string();
+            self.hits += 1;
+            self.entries.push((state.index, key.to_string(), record));
+            return true;
+        }
+        false
+    }
+
+    /// Records what a step that ran produced (its layer, if it made one
+    /// since `layers_before`, and its history entry) under `key`.
+    pub(crate) fn remember(&mut self, state: &mut StageState, key: String, layers_before: usize) {
+        self.misses += 1;
+        // The step ran on the materialized root: its layer is on disk.
+        state.applied = state.layers.len();
+        let Some(history) = state.config.history.last().cloned() else {
+            return;
+        };
+        let layer = if state.layers.len() > layers_before {
+            state.layers.last().cloned()
+        } else {
+            None
+        };
+        let record = StepRecord { layer, history };
+        for backend in &self.req.cache {
+            if let Err(e) = backend.put(&key, &record, self.req.store) {
+                self.req.progress.info(&format!(
+                    "warning: could not store a step in the {} cache: {e}",
+                    backend.describe()
+                ));
+            }
+        }
+        state.key = key.clone();
+        self.entries.push((state.index, key, record));
+    }
+
+    /// Applies the stage's layers that are not yet on disk.
+    pub(crate) fn ensure_rootfs(&self, state: &mut StageState) -> Result<(), BuildError> {
+        let opts = kiln_image::ApplyOptions {
+            same_owner: Self::same_owner(),
+        };
+        while let Some(layer) = state.layers.get(state.applied) {
+            kiln_image::apply_layer(self.req.store, &layer.digest, &state.rootfs, &opts)?;
+            state.applied += 1;
+        }
+        Ok(())
+    }
+
+    /// A finished stage's root filesystem, with all its layers applied.
+    pub(crate) fn stage_root(&self, r: &StageResult) -> Result<PathBuf, BuildError> {
+        let opts = kiln_image::ApplyOptions {
+            same_owner: Self::same_owner(),
+        };
+        let mut applied = r
+            .applied
+            .lock()
+            .map_err(|_| BuildError::Message("stage root lock poisoned".into()))?;
+        while let Some(layer) = r.image.layers.get(*applied) {
+            kiln_image::apply_layer(self.req.store, &layer.digest, &r.rootfs, &opts)?;
+            *applied += 1;
+        }
+        Ok(r.rootfs.clone())
+    }
+
+    /// What a `--from=` (COPY, or a RUN mount) names, for a cache key: the
+    /// stage's key or the image's digest. `None` reads the context.
+    pub(crate) fn source_identity(
+        &mut self,
+        from: Option<&str>,
+        stage: usize,
+        results: &HashMap<usize, StageResult>,
+        span: Span,
+    ) -> Result<String, BuildError> {
+        let Some(from) = from else {
+            return Ok("context".into());
+        };
+        if let Some(i) = self.graph.lookup(from, stage) {
+            let r = results.get(&i).ok_or_else(|| {
+                self.loc
+                    .at(span, format!("--from={from}: stage was not built"))
+            })?;
+            return Ok(format!("stage:{}", r.key));
+        }
+        if let Some(d) = self.image_digests.get(from) {
+            return Ok(format!("image:{d}"));
+        }
+        let (_, digest) = self.resolve_image(from, span)?;
+        self.image_digests.insert(from.to_string(), digest.clone());
+        Ok(format!("image:{digest}"))
+    }
+
+    /// Adds the context paths `rel` (and everything below them, after
+    /// `.dockerignore`) to a key.
+    pub(crate) fn hash_context(&self, key: &mut KeyBuilder, rel: &str) -> Result<(), BuildError> {
+        let root = self.req.context.root();
+        hash_tree(
+            key,
+            root,
+            rel,
+            self.req.context.ignore(),
+            self.req.stat_cache,
+        )
+        .map_err(|source| BuildError::Io {
+            path: root.join(rel),
+            source,
+        })
+    }
+
     fn apply(
         &mut self,
         state: &mut StageState,
         ins: &Instruction,
         id: usize,
         results: &HashMap<usize, StageResult>,
-    ) -> Result<(), BuildError> {
+    ) -> Result<StepOutcome, BuildError> {
         let span = ins.span;
         match &ins.kind {
             InstructionKind::From(_) => {
@@ -643,7 +877,7 @@ impl Executor<'_, '_> {
             }
             InstructionKind::Arg(decls) => {
                 self.declare_args(state, decls, span)?;
-                return Ok(());
+                return Ok(StepOutcome::Done);
             }
             InstructionKind::Env(pairs) => {
                 // Every value sees the environment from before this
@@ -662,7 +896,7 @@ impl Executor<'_, '_> {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
                     .join(" ");
-                self.history(state, format!("ENV {text}"), true);
+                self.history_meta(state, format!("ENV {text}"));
             }
             InstructionKind::Label(pairs) => {
                 for kv in pairs {
@@ -670,11 +904,11 @@ impl Executor<'_, '_> {
                     let value = self.expand(state, &kv.value, span)?;
                     state.config.config.labels.insert(key, value);
                 }
-                self.history(state, ins.original.clone(), true);
+                self.history_meta(state, ins.original.clone());
             }
             InstructionKind::Maintainer(name) => {
                 state.config.author = Some(name.clone());
-                self.history(state, ins.original.clone(), true);
+                self.history_meta(state, ins.original.clone());
             }
             InstructionKind::Expose(ports) => {
                 for p in ports {
@@ -687,7 +921,7 @@ impl Executor<'_, '_> {
                             .insert(port, Default::default());
                     }
                 }
-                self.history(state, ins.original.clone(), true);
+                self.history_meta(state, ins.original.clone());
             }
             InstructionKind::Volume(vols) => {
                 for v in vols {
@@ -699,45 +933,55 @@ impl Executor<'_, '_> {
                     }
                     state.config.config.volumes.insert(v, Default::default());
                 }
-                self.history(state, ins.original.clone(), true);
+                self.history_meta(state, ins.original.clone());
             }
             InstructionKind::User(user) => {
                 state.config.config.user = self.expand(state, user, span)?;
-                self.history(state, ins.original.clone(), true);
+                self.history_meta(state, ins.original.clone());
             }
             InstructionKind::Stopsignal(sig) => {
                 state.config.config.stop_signal = self.expand(state, sig, span)?;
-                self.history(state, ins.original.clone(), true);
+                self.history_meta(state, ins.original.clone());
             }
             InstructionKind::Shell(shell) => {
                 state.config.config.shell = shell.clone();
-                self.history(state, ins.original.clone(), true);
+                self.history_meta(state, ins.original.clone());
             }
             InstructionKind::Cmd(cmd) => {
                 state.config.config.cmd = Some(self.command_vec(state, cmd));
                 state.cmd_set = true;
                 state.config.config.args_escaped = false;
-                self.history(state, ins.original.clone(), true);
+                self.history_meta(state, ins.original.clone());
             }
             InstructionKind::Entrypoint(cmd) => {
                 state.config.config.entrypoint = Some(self.command_vec(state, cmd));
                 if !state.cmd_set {
                     state.config.config.cmd = None;
                 }
-                self.history(state, ins.original.clone(), true);
+                self.history_meta(state, ins.original.clone());
             }
             InstructionKind::Healthcheck(hc) => {
                 state.config.config.healthcheck = Some(health_config(hc)?);
-                self.history(state, ins.original.clone(), true);
+                self.history_meta(state, ins.original.clone());
             }
             InstructionKind::Onbuild(inner) => {
                 state.config.config.on_build.push(inner.original.clone());
-                self.history(state, ins.original.clone(), true);
+                self.history_meta(state, ins.original.clone());
             }
             InstructionKind::Workdir(dir) => {
                 let dir = self.expand(state, dir, span)?;
                 let resolved = join_workdir(&state.config.config.working_dir, &dir);
                 state.config.config.working_dir = resolved.clone();
+                let key = KeyBuilder::new("WORKDIR")
+                    .field(&state.key)
+                    .field(&resolved)
+                    .field(&state.config.config.user)
+                    .finish();
+                if self.reuse(state, &key, id) {
+                    return Ok(StepOutcome::Cached);
+                }
+                self.ensure_rootfs(state)?;
+                let layers_before = state.layers.len();
                 let owner = if state.config.config.user.is_empty() {
                     (0, 0)
                 } else {
@@ -749,18 +993,19 @@ impl Executor<'_, '_> {
                 } else {
                     self.commit_layer(state, &changed, format!("WORKDIR {resolved}"), id)?;
                 }
+                self.remember(state, key, layers_before);
             }
             InstructionKind::Copy(c) => {
-                self.copy_add(state, c, false, ins, id, results)?;
+                return self.copy_add(state, c, false, ins, id, results);
             }
             InstructionKind::Add(c) => {
-                self.copy_add(state, c, true, ins, id, results)?;
+                return self.copy_add(state, c, true, ins, id, results);
             }
             InstructionKind::Run(run) => {
-                self.run(state, run, ins, id, results)?;
+                return self.run(state, run, ins, id, results);
             }
         }
-        Ok(())
+        Ok(StepOutcome::Done)
     }
 
     fn declare_args(
@@ -819,7 +1064,7 @@ impl Executor<'_, '_> {
         ins: &Instruction,
         id: usize,
         results: &HashMap<usize, StageResult>,
-    ) -> Result<(), BuildError> {
+    ) -> Result<StepOutcome, BuildError> {
         let span = ins.span;
         let mut sources = Vec::with_capacity(c.sources.len());
         let mut heredocs = Vec::new();
@@ -862,24 +1107,66 @@ impl Executor<'_, '_> {
             None => None,
         };
 
-        let (src_root, filter) = match &c.from {
+        let from = match &c.from {
+            Some(f) => Some(self.expand(state, f, span)?),
+            None => None,
+        };
+
+        // The key covers everything the step reads: the expanded
+        // instruction, the stage's key, and the source's content (files
+        // of the context by digest, a stage by its key, an image by its
+        // digest). A URL without --checksum is known only once fetched.
+        let mut key = KeyBuilder::new(if is_add { "ADD" } else { "COPY" });
+        key.field(&state.key)
+            .list(&sources)
+            .field(&dest)
+            .field(&state.config.config.working_dir)
+            .field(&format!(
+                "{chown:?}|{chmod:?}|{exclude:?}|{checksum:?}|{}|{}|{:?}|{}",
+                c.parents, c.link, c.unpack, c.keep_git_dir
+            ));
+        for (name, body) in &heredocs {
+            key.field(name).field(body);
+        }
+        let identity = self.source_identity(from.as_deref(), state.index, results, span)?;
+        key.field(&identity);
+        let mut remote = false;
+        if from.is_none() {
+            let root = self.req.context.root();
+            for src in &sources {
+                if crate::copy::is_remote_source(src) {
+                    remote = true;
+                    continue;
+                }
+                let paths = crate::copy::source_paths(root, self.req.context.ignore(), src)?;
+                key.list(&paths);
+                for rel in &paths {
+                    self.hash_context(&mut key, rel)?;
+                }
+            }
+        }
+        let cacheable = !remote || checksum.is_some();
+        let key = key.finish();
+        if cacheable && self.reuse(state, &key, id) {
+            return Ok(StepOutcome::Cached);
+        }
+        self.ensure_rootfs(state)?;
+
+        let (src_root, filter) = match &from {
             None => (
                 self.req.context.root().to_path_buf(),
                 self.req.context.ignore(),
             ),
-            Some(from) => {
-                let from = self.expand(state, from, span)?;
-                match self.graph.lookup(&from, state.index) {
-                    Some(i) => {
-                        let r = results.get(&i).ok_or_else(|| {
-                            self.loc
-                                .at(span, format!("--from={from}: stage was not built"))
-                        })?;
-                        (r.rootfs.clone(), None)
-                    }
-                    None => (self.image_root(&from, span)?, None),
+            Some(from) => match self.graph.lookup(from, state.index) {
+                Some(i) => {
+                    let r = results.get(&i).ok_or_else(|| {
+                        self.loc
+                            .at(span, format!("--from={from}: stage was not built"))
+                    })?;
+                    (self.stage_root(r)?, None)
                 }
-            }
+                None => (self.image_root(from, span)?, None),
+            },
         };
         let add = if is_add {
             Some(AddOptions {
@@ -906,7 +1193,24 @@ impl Executor<'_, '_> {
             preserve_owner: c.from.is_some(),
         };
         let changed = crate::copy::copy(&request)?;
-        self.commit_layer(state, &changed, format!("{} # buildkit", ins.original), id)
+        let layers_before = state.layers.len();
+        self.commit_layer(state, &changed, format!("{} # buildkit", ins.original), id)?;
+        let key = if cacheable {
+            key
+        } else {
+            // Later steps chain from what was fetched, so they still hit
+            // when the URL's content has not changed.
+            let produced = match state.layers.get(layers_before) {
+                Some(l) => l.diff_id.to_string(),
+                None => String::new(),
+            };
+            KeyBuilder::new("ADD-FETCHED")
+                .field(&key)
+                .field(&produced)
+                .finish()
+        };
+        self.remember(state, key, layers_before);
+        Ok(StepOutcome::Done)
     }
 
     /// The root filesystem of an image named by `COPY --from=<image>`,
@@ -919,7 +1223,8 @@ impl Executor<'_, '_> {
         if let Some(p) = self.image_roots.get(reference) {
             return Ok(p.clone());
         }
-        let image = self.resolve_image(reference, span)?;
+        let (image, digest) = self.resolve_image(reference, span)?;
+        self.image_digests.insert(reference.to_string(), digest);
         let root = self.materialize(&image, "from-image-")?;
         self.image_roots.insert(reference.to_string(), root.clone());
         Ok(root)

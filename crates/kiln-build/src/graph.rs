@@ -63,6 +63,23 @@ impl Graph {
     pub fn lookup(&self, name: &str, before: usize) -> Option<usize> {
         lookup_stage(&self.stages, name, before)
     }
+
+    /// The stage and the stages it is built `FROM`, transitively: the
+    /// stages whose steps make up its image's layers.
+    pub fn base_chain(&self, stage: usize) -> BTreeSet<usize> {
+        let mut chain = BTreeSet::new();
+        let mut at = Some(stage);
+        while let Some(i) = at {
+            if !chain.insert(i) {
+                break;
+            }
+            at = match self.stages.get(i).map(|s| &s.base) {
+                Some(Base::Stage(parent)) => Some(*parent),
+                _ => None,
+            };
+        }
+        chain
+    }
 }
 
 fn lookup_stage(stages: &[StageNode], name: &str, before: usize) -> Option<usize> {

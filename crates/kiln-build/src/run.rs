@@ -18,8 +18,9 @@ use kiln_dockerfile::mount::{parse_mount, Mount as MountSpec, MountType, Sharing
 use kiln_dockerfile::parser::{run_script, RunScript};
 use kiln_sandbox::{Isolation, Mount, MountKind, Network, RunSpec};
 
+use crate::cache::KeyBuilder;
 use crate::executor::{Executor, StageResult, StageState, StageVars};
-use crate::progress::Progress;
+use crate::progress::{Progress, StepOutcome};
 use crate::BuildError;
 
 /// Where a `--secret` comes from.
@@ -163,21 +164,8 @@ impl Executor<'_, '_> {
         ins: &Instruction,
         id: usize,
         results: &HashMap<usize, StageResult>,
-    ) -> Result<(), BuildError> {
+    ) -> Result<StepOutcome, BuildError> {
         let span = ins.span;
-        let isolation = self.isolation()?;
-        let scratch = tempfile::Builder::new()
-            .prefix("run-")
-            .tempdir_in(&self.req.work_dir)
-            .map_err(io_err(&self.req.work_dir))?;
-        let upper = scratch.path().join("upper");
-        let work = scratch.path().join("work");
-        let private = scratch.path().join("private");
-        for d in [&upper, &work, &private] {
-            std::fs::create_dir(d).map_err(io_err(d))?;
-        }
-        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))
-            .map_err(io_err(&private))?;
 
         // The environment: ENV, then the stage's ARGs that ENV does not set.
         let mut env = state.config.config.env.clone();
@@ -194,7 +182,8 @@ impl Executor<'_, '_> {
         } else {
             state.config.config.shell.clone()
         };
-        let mut mounts = Vec::new();
+        // A heredoc with a shebang runs as a script file: (path, content).
+        let mut script = None;
         let argv = match run_script(run) {
             RunScript::Exec(v) => v,
             RunScript::Shell(s) => {
@@ -203,19 +192,9 @@ impl Executor<'_, '_> {
                 v
             }
             RunScript::ShebangFile { path, content } => {
-                let file = private.join("heredoc-script");
-                std::fs::write(&file, content).map_err(io_err(&file))?;
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
-                    .map_err(io_err(&file))?;
-                mounts.push(Mount {
-                    target: path.clone(),
-                    kind: MountKind::Bind {
-                        source: file,
-                        readonly: true,
-                    },
-                });
                 let mut v = shell.clone();
-                v.push(path);
+                v.push(path.clone());
+                script = Some((path, content));
                 v
             }
         };
@@ -245,13 +224,8 @@ impl Executor<'_, '_> {
         } else {
             state.config.config.user.clone()
         };
-        let user = crate::users::lookup_user(&state.rootfs, &user_spec)
-            .map_err(|e| self.loc.at(span, format!("USER {user_spec}: {e}")))?;
 
-        set_default_home(&mut env, &user.home);
-
-        let mut ssh_index = 0usize;
-        let mut locks = Vec::new();
+        let mut parsed_mounts = Vec::with_capacity(run.mounts.len());
         for raw in &run.mounts {
             let vars = StageVars {
                 env: &state.config.config.env,
@@ -262,8 +236,82 @@ impl Executor<'_, '_> {
                 .value;
             let m = parse_mount(&spec)
                 .map_err(|e| self.loc.at(span, format!("--mount={spec}: {e}")))?;
+            parsed_mounts.push((spec, m));
+        }
+
+        // The key: the command, its environment, user, directory, network,
+        // heredoc script, and each mount's definition (never a secret's
+        // value) with the content of what a bind or cache mount copies in.
+        let mut key = KeyBuilder::new("RUN");
+        key.field(&state.key)
+            .list(&argv)
+            .list(&env)
+            .field(&cwd)
+            .field(&user_spec)
+            .field(&format!("{network:?}|{:?}", run.security));
+        if let Some((path, content)) = &script {
+            key.field(path).field(content);
+        }
+        for (spec, m) in &parsed_mounts {
+            key.field(spec);
+            let reads_source = matches!(m.kind, MountType::Bind)
+                || (matches!(m.kind, MountType::Cache) && m.from.is_some());
+            if reads_source {
+                let identity =
+                    self.source_identity(m.from.as_deref(), state.index, results, span)?;
+                key.field(&identity);
+                if m.from.is_none() {
+                    let rel = m.source.as_deref().unwrap_or("").trim_start_matches('/');
+                    self.hash_context(&mut key, rel)?;
+                }
+            }
+        }
+        let key = key.finish();
+        if self.reuse(state, &key, id) {
+            return Ok(StepOutcome::Cached);
+        }
+
+        let isolation = self.isolation()?;
+        self.ensure_rootfs(state)?;
+        let layers_before = state.layers.len();
+        let scratch = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(&self.req.work_dir)
+            .map_err(io_err(&self.req.work_dir))?;
+        let upper = scratch.path().join("upper");
+        let work = scratch.path().join("work");
+        let private = scratch.path().join("private");
+        for d in [&upper, &work, &private] {
+            std::fs::create_dir(d).map_err(io_err(d))?;
+        }
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&private))?;
+
+        let mut mounts = Vec::new();
+        if let Some((path, content)) = &script {
+            let file = private.join("heredoc-script");
+            std::fs::write(&file, content).map_err(io_err(&file))?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                .map_err(io_err(&file))?;
+            mounts.push(Mount {
+                target: path.clone(),
+                kind: MountKind::Bind {
+                    source: file,
+                    readonly: true,
+                },
+            });
+        }
+
+        let user = crate::users::lookup_user(&state.rootfs, &user_spec)
+            .map_err(|e| self.loc.at(span, format!("USER {user_spec}: {e}")))?;
+
+        set_default_home(&mut env, &user.home);
+
+        let mut ssh_index = 0usize;
+        let mut locks = Vec::new();
+        for (_, m) in &parsed_mounts {
             self.add_mount(
-                &m,
+                m,
                 &cwd,
                 &private,
                 &mut env,
@@ -314,7 +362,8 @@ impl Executor<'_, '_> {
             self.push_layer(state, entries, created_by, id)?;
         }
         kiln_sandbox::merge_upper(&upper, &state.rootfs)?;
-        Ok(())
+        self.remember(state, key, layers_before);
+        Ok(StepOutcome::Done)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -539,7 +588,7 @@ impl Executor<'_, '_> {
                 || from.parse::<usize>().ok() == Some(i);
             if named {
                 if let Some(r) = results.get(&i) {
-                    return Ok((r.rootfs.clone(), false));
+                    return Ok((self.stage_root(r)?, false));
                 }
             }
         }

@@ -46,6 +46,8 @@ fn run(dockerfile: &str, args: &[(&str, &str)]) -> Result<BuildOutput, BuildErro
         secrets: BTreeMap::new(),
         ssh: BTreeMap::new(),
         mount_cache_dir: work.path().join("mounts"),
+        cache: Vec::new(),
+        stat_cache: &kiln_build::cache::StatCache::default(),
     };
     build(&req)
 }

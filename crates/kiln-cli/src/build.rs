@@ -53,6 +53,13 @@ pub struct BuildArgs {
     /// Where kiln keeps blobs and scratch space.
     #[arg(long, env = "KILN_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Run every step: do not look anything up in the step cache (results
+    /// are still stored for later builds).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Cached steps older than this are rebuilt (Go duration: 336h, 30m).
+    #[arg(long)]
+    pub cache_ttl: Option<String>,
     /// Reproducible output: timestamps fixed to SOURCE_DATE_EPOCH (0 when unset).
     #[arg(long)]
     pub reproducible: bool,
@@ -147,6 +154,14 @@ pub fn run(args: BuildArgs) -> Result<()> {
         labels,
         progress,
         cache_dir: args.cache_dir.unwrap_or_else(job::default_cache_dir),
+        cache: job::CacheSettings {
+            local: true,
+            lookup: !args.no_cache,
+            ttl: match &args.cache_ttl {
+                Some(t) => Some(job::parse_ttl("--cache-ttl", t)?),
+                None => None,
+            },
+        },
         source_date_epoch: job::source_date_epoch(args.reproducible)?,
         format,
         compression: job::parse_compression(&args.compression, args.compression_level)?,

@@ -31,6 +31,8 @@ pub struct Job {
     pub labels: BTreeMap<String, String>,
     pub progress: ProgressMode,
     pub cache_dir: PathBuf,
+    /// Step caching.
+    pub cache: CacheSettings,
     pub source_date_epoch: Option<i64>,
     pub format: Format,
     pub compression: Compression,
@@ -43,6 +45,29 @@ pub struct Job {
     pub metadata_file: Option<PathBuf>,
     pub image_name_with_digest_file: Option<PathBuf>,
     pub image_name_tag_with_digest_file: Option<PathBuf>,
+}
+
+/// How a job uses step caches.
+#[derive(Debug, Clone, Default)]
+pub struct CacheSettings {
+    /// Store steps in the cache directory.
+    pub local: bool,
+    /// Reuse steps found there.
+    pub lookup: bool,
+    /// Records older than this are misses (Kaniko's `--cache-ttl`).
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// Parses a Go-style duration (`336h`, `30m`, `1h30m`) for a flag.
+pub fn parse_ttl(flag: &str, value: &str) -> Result<std::time::Duration> {
+    let nanos = kiln_dockerfile::parser::parse_go_duration(value)
+        .map_err(|e| anyhow::anyhow!("{flag} {value}: {e}"))?;
+    if nanos < 0 {
+        bail!("{flag} {value}: a duration cannot be negative");
+    }
+    Ok(std::time::Duration::from_nanos(
+        u64::try_from(nanos).unwrap_or(u64::MAX),
+    ))
 }
 
 pub fn default_cache_dir() -> PathBuf {
@@ -210,6 +235,26 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
         runtime: runtime.handle().clone(),
         progress: &progress,
     };
+    let local_cache = if job.cache.local {
+        let cache = kiln_build::cache::StepCache::open(&job.cache_dir)
+            .with_context(|| format!("opening the step cache in {}", job.cache_dir.display()))?;
+        Some(kiln_build::cache::LocalBackend {
+            cache,
+            ttl: job.cache.ttl,
+            lookup: job.cache.lookup,
+        })
+    } else {
+        None
+    };
+    let mut backends: Vec<&dyn kiln_build::cache::CacheBackend> = Vec::new();
+    if let Some(local) = &local_cache {
+        backends.push(local);
+    }
+    let stat_cache = if job.cache.local {
+        kiln_build::cache::StatCache::load(&job.cache_dir, context.root())
+    } else {
+        kiln_build::cache::StatCache::default()
+    };
     let request = BuildRequest {
         dockerfile_name,
         dockerfile: dockerfile_text,
@@ -231,6 +276,8 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
         secrets: job.secrets.clone(),
         ssh: job.ssh.clone(),
         mount_cache_dir: job.cache_dir.join("mounts"),
+        cache: backends,
+        stat_cache: &stat_cache,
     };
     let out = kiln_build::build(&request)?;
     for arg in &out.unused_args {

@@ -178,8 +178,8 @@ pub fn run(args: KanikoArgs) -> Result<()> {
     }
     // Flags kiln accepts but whose Kaniko behaviour it does not reproduce
     // yet, when they would change the result or the run.
-    if on(args.cache) || args.cache_repo.is_some() {
-        warn("--cache/--cache-repo: kiln's layer cache is not available in this build; every step runs");
+    if args.cache_repo.is_some() {
+        warn("--cache-repo: registry caches are not available in this build; steps are cached in the local cache directory only");
     }
     if on(args.single_snapshot) {
         warn("--single-snapshot: kiln writes one layer per step; the filesystem is the same");
@@ -282,6 +282,15 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         labels,
         progress,
         cache_dir,
+        // Kaniko caches only with --cache=true; its TTL defaults to two weeks.
+        cache: job::CacheSettings {
+            local: on(args.cache),
+            lookup: on(args.cache),
+            ttl: Some(job::parse_ttl(
+                "--cache-ttl",
+                args.cache_ttl.as_deref().unwrap_or("336h"),
+            )?),
+        },
         source_date_epoch: job::source_date_epoch(on(args.reproducible))?,
         format: Format::Docker,
         compression: job::parse_compression(

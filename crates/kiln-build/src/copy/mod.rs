@@ -474,63 +474,8 @@ impl<'r, 'a> Copier<'r, 'a> {
         Ok(())
     }
 
-    /// Finds the entries a source names: one path, or the matches of a
-    /// wildcard (sorted). Named paths must exist.
     fn resolve_sources(&self, src: &str) -> Result<Vec<Source>, CopyError> {
-        let comps = clean_components(src).ok_or_else(|| CopyError::OutsideContext {
-            src: src.to_string(),
-        })?;
-        let root = self.req.src_root;
-        let Some(first_wild) = comps.iter().position(|c| has_wildcards(c)) else {
-            let path = comps.join("/");
-            let r = resolve_in_root(root, &path, true, Escape::Reject)
-                .map_err(|e| src_resolve_err(e, src))?;
-            let host = r.host(root);
-            let rel = r.rel_string();
-            if std::fs::symlink_metadata(&host).is_err()
-                || self.filtered(&rel)
-                || self.filtered(&path)
-            {
-                return Err(CopyError::NotFound {
-                    src: src.to_string(),
-                });
-            }
-            let name = comps.last().cloned().unwrap_or_default();
-            return Ok(vec![Source {
-                host,
-                rel,
-                name,
-                match_rel: None,
-            }]);
-        };
-        let base = comps.get(..first_wild).unwrap_or(&[]).join("/");
-        let base_r = resolve_in_root(root, &base, true, Escape::Reject)
-            .map_err(|e| src_resolve_err(e, src))?;
-        let pattern = comps.get(first_wild..).unwrap_or(&[]);
-        let mut found = Vec::new();
-        walk_matches(&base_r.host(root), pattern, &mut Vec::new(), &mut found);
-        let mut out = Vec::new();
-        for m in found {
-            let written = if base.is_empty() {
-                m.join("/")
-            } else {
-                format!("{}/{}", base_r.rel_string(), m.join("/"))
-            };
-            let r = resolve_in_root(root, &written, true, Escape::Reject)
-                .map_err(|e| src_resolve_err(e, src))?;
-            let host = r.host(root);
-            let rel = r.rel_string();
-            if std::fs::symlink_metadata(&host).is_err() || self.filtered(&written) {
-                continue;
-            }
-            out.push(Source {
-                host,
-                rel,
-                name: m.last().cloned().unwrap_or_default(),
-                match_rel: Some(m.join("/")),
-            });
-        }
-        Ok(out)
+        resolve_sources_in(self.req.src_root, self.req.src_filter, src)
     }
 
     /// Copies the entries of directory `src` into existing directory `target`.
@@ -887,6 +832,92 @@ impl<'r, 'a> Copier<'r, 'a> {
         self.record(&target, uid, gid);
         Ok(())
     }
+}
+
+/// Finds the entries a source names: one path, or the matches of a
+/// wildcard (sorted). Named paths must exist.
+fn resolve_sources_in(
+    root: &Path,
+    src_filter: Option<&PatternSet>,
+    src: &str,
+) -> Result<Vec<Source>, CopyError> {
+    let filtered = |rel: &str| match src_filter {
+        Some(f) => !rel.is_empty() && f.matches(rel),
+        None => false,
+    };
+    let comps = clean_components(src).ok_or_else(|| CopyError::OutsideContext {
+        src: src.to_string(),
+    })?;
+    let Some(first_wild) = comps.iter().position(|c| has_wildcards(c)) else {
+        let path = comps.join("/");
+        let r = resolve_in_root(root, &path, true, Escape::Reject)
+            .map_err(|e| src_resolve_err(e, src))?;
+        let host = r.host(root);
+        let rel = r.rel_string();
+        if std::fs::symlink_metadata(&host).is_err() || filtered(&rel) || filtered(&path) {
+            return Err(CopyError::NotFound {
+                src: src.to_string(),
+            });
+        }
+        let name = comps.last().cloned().unwrap_or_default();
+        return Ok(vec![Source {
+            host,
+            rel,
+            name,
+            match_rel: None,
+        }]);
+    };
+    let base = comps.get(..first_wild).unwrap_or(&[]).join("/");
+    let base_r =
+        resolve_in_root(root, &base, true, Escape::Reject).map_err(|e| src_resolve_err(e, src))?;
+    let pattern = comps.get(first_wild..).unwrap_or(&[]);
+    let mut found = Vec::new();
+    walk_matches(&base_r.host(root), pattern, &mut Vec::new(), &mut found);
+    let mut out = Vec::new();
+    for m in found {
+        let written = if base.is_empty() {
+            m.join("/")
+        } else {
+            format!("{}/{}", base_r.rel_string(), m.join("/"))
+        };
+        let r = resolve_in_root(root, &written, true, Escape::Reject)
+            .map_err(|e| src_resolve_err(e, src))?;
+        let host = r.host(root);
+        let rel = r.rel_string();
+        if std::fs::symlink_metadata(&host).is_err() || filtered(&written) {
+            continue;
+        }
+        out.push(Source {
+            host,
+            rel,
+            name: m.last().cloned().unwrap_or_default(),
+            match_rel: Some(m.join("/")),
+        });
+    }
+    Ok(out)
+}
+
+/// The context paths (relative, `/`-separated, symlinks resolved inside
+/// the root) that a COPY/ADD source names, for cache keys: what
+/// [`copy`] would read, after `.dockerignore`. URL sources name none.
+pub fn source_paths(
+    root: &Path,
+    src_filter: Option<&PatternSet>,
+    src: &str,
+) -> Result<Vec<String>, CopyError> {
+    if is_http(src) || is_git(src) {
+        return Ok(Vec::new());
+    }
+    Ok(resolve_sources_in(root, src_filter, src)?
+        .into_iter()
+        .map(|s| s.rel)
+        .collect())
+}
+
+/// Whether a source is a URL (ADD fetches it; its content is known only
+/// after the fetch).
+pub fn is_remote_source(src: &str) -> bool {
+    is_http(src) || is_git(src)
 }
 
 /// Walks `dir` for entries whose path below it matches `pattern` component
