@@ -262,7 +262,12 @@ bad line without separator
         let text = "40 1 0:50 / /no-such-kiln-root/run/secrets ro - tmpfs tmpfs ro\n\
                     41 1 0:51 / /no-such-kiln-root rw - ext4 /dev/vdb rw\n\
                     42 1 0:52 / /elsewhere rw - tmpfs tmpfs rw\n";
-        let sub = IgnoreSet::with_mounts(Path::new("/no-such-kiln-root"), Path::new("/kiln"), &[], text);
+        let sub = IgnoreSet::with_mounts(
+            Path::new("/no-such-kiln-root"),
+            Path::new("/kiln"),
+            &[],
+            text,
+        );
         assert_eq!(
             sub.paths(),
             ["/dev", "/kiln", "/proc", "/run/secrets", "/sys"].map(PathBuf::from)

@@ -116,7 +116,9 @@ impl Baseline {
 
     /// How many files were racy and had their content hashed.
     pub fn hashed(&self) -> usize {
-        self.nodes().filter(|n| n.rec.content_hash.is_some()).count()
+        self.nodes()
+            .filter(|n| n.rec.content_hash.is_some())
+            .count()
     }
 
     /// The record of `rel` (relative to the root), if the walk saw it.
@@ -654,10 +656,12 @@ fn layer_path(rel: &Path) -> Result<String> {
 
 /// `p` as UTF-8, which a layer entry needs; `at` names the offending path.
 fn layer_path_str(p: &Path, at: &Path) -> Result<String> {
-    p.to_str().map(str::to_string).ok_or_else(|| SandboxError::Io {
-        context: format!("{} cannot go into a layer", at.display()),
-        source: std::io::Error::new(ErrorKind::InvalidData, "the path is not valid UTF-8"),
-    })
+    p.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| SandboxError::Io {
+            context: format!("{} cannot go into a layer", at.display()),
+            source: std::io::Error::new(ErrorKind::InvalidData, "the path is not valid UTF-8"),
+        })
 }
 
 /// All xattrs of `path` (not followed) except overlay's own, sorted.
@@ -675,9 +679,7 @@ fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
                 break buf;
             }
             Err(rustix::io::Errno::RANGE) if size < 1 << 20 => size *= 4,
-            Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::NOENT) => {
-                return Ok(Vec::new())
-            }
+            Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::NOENT) => return Ok(Vec::new()),
             Err(e) => return Err(io_err(format!("list xattrs of {}", path.display()), e)),
         }
     };
@@ -709,4 +711,67 @@ fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Makes the baseline record of `rel` carry the file's current stat,
+    /// as if the rewrite had happened within one clock tick of the scan
+    /// and no timestamp had moved.
+    fn freeze_stat(b: &mut Baseline, root: &Path, rel: &str) {
+        let md = fs::symlink_metadata(root.join(rel)).unwrap();
+        let rel = Path::new(rel);
+        let parent = rel.parent().unwrap();
+        let node = b
+            .dirs
+            .get_mut(parent)
+            .unwrap()
+            .iter_mut()
+            .find(|n| n.name == rel.file_name().unwrap())
+            .unwrap();
+        node.rec.mtime_ns = time_ns(md.mtime(), md.mtime_nsec());
+        node.rec.ctime_ns = time_ns(md.ctime(), md.ctime_nsec());
+        node.rec.ino = md.ino();
+        node.rec.size = md.len();
+    }
+
+    #[test]
+    fn only_the_content_hash_can_tell_a_rewrite_within_one_tick() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::write(r.join("f"), "aaaa").unwrap();
+        fs::write(r.join("g"), "same").unwrap();
+        let ign = IgnoreSet::default();
+        let mut b = scan(r, &ign).unwrap();
+        assert!(b.get(Path::new("f")).unwrap().content_hash.is_some());
+        fs::write(r.join("f"), "bbbb").unwrap();
+        fs::write(r.join("g"), "same").unwrap();
+        freeze_stat(&mut b, r, "f");
+        freeze_stat(&mut b, r, "g");
+        let (entries, _) = changes(r, &b, &ign).unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        // g was rewritten with the same bytes: unchanged.
+        assert_eq!(paths, ["f"]);
+
+        // Without the hash, stat alone sees nothing: the hash is what found f.
+        for n in b.dirs.values_mut().flatten() {
+            n.rec.content_hash = None;
+        }
+        let (entries, _) = changes(r, &b, &ign).unwrap();
+        assert!(entries.is_empty());
+    }
+
+    #[test]
+    fn racy_window() {
+        let start = 1_700_000_000 * NS + 500_000_000;
+        assert!(is_racy(start, start));
+        assert!(is_racy(start - RACY_WINDOW_NS, start));
+        assert!(!is_racy(start - RACY_WINDOW_NS - 1, start));
+        assert!(is_racy(start + NS, start));
+        // Whole-second stamps: racy for the whole previous second.
+        assert!(is_racy(1_699_999_999 * NS, start));
+        assert!(!is_racy(1_699_999_998 * NS, start));
+    }
 }

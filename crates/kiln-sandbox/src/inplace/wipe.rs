@@ -34,9 +34,7 @@ fn wipe_dir(root: &Path, rel: &Path, ignore: &IgnoreSet) -> Result<()> {
             continue;
         }
         let path = abs.join(ent.file_name());
-        let ft = ent
-            .file_type()
-            .ctx(|| format!("stat {}", path.display()))?;
+        let ft = ent.file_type().ctx(|| format!("stat {}", path.display()))?;
         if ft.is_dir() && ignore.has_ignored_below(&child) {
             wipe_dir(root, &child, ignore)?;
         } else if ft.is_dir() {
