@@ -16,7 +16,7 @@
 # binary is copied as it is and /kiln/lib stays empty.
 #
 # Default binary: $CARGO_TARGET_DIR/release/kiln (target/release/kiln),
-# built with `cargo build --release -p kiln-cli` when missing. Default output:
+# brought up to date with `cargo build --release -p kiln-cli` first. Default output:
 # oci-archive:target/kiln-image.tar (kiln-image-debug.tar with --debug).
 # Prints the image digest on stdout.
 set -euo pipefail
@@ -49,9 +49,9 @@ for tool in patchelf strip ldd; do
 done
 
 if [ -z "$binary" ]; then
+  # The image of this checkout: cargo rebuilds only what changed.
   binary="$target_dir/release/kiln"
-  if [ ! -x "$binary" ]; then
-    echo "image.sh: building $binary" >&2
+  if command -v cargo >/dev/null 2>&1; then
     (cd "$root" && cargo build --release -q -p kiln-cli)
   fi
 fi
@@ -113,16 +113,17 @@ fi
 ln -s /kiln/kiln "$ctx/kaniko/executor"
 ca="${KILN_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 [ -s "$ca" ] || die "$ca: no CA bundle (apt-get install ca-certificates, or set KILN_CA_BUNDLE)"
-install -m 0644 "$ca" "$ctx/ca-certificates.crt"
+install -D -m 0644 "$ca" "$ctx/kaniko/ssl/certs/ca-certificates.crt"
 mkdir -p "$ctx/etc/ssl/certs"
 ln -s /kaniko/ssl/certs/ca-certificates.crt "$ctx/etc/ssl/certs/ca-certificates.crt"
+chmod 0755 "$ctx/kaniko" "$ctx/kaniko/.docker"
 echo "This container is kiln's image: kiln may build in place here (its own root filesystem is expendable)." \
   > "$ctx/in-place-container"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' > "$ctx/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$ctx/etc/group"
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' > "$ctx/etc/nsswitch.conf"
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$ctx/etc/hosts"
-chmod 0644 "$ctx/etc/passwd" "$ctx/etc/group" "$ctx/etc/nsswitch.conf" "$ctx/etc/hosts"
+chmod 0644 "$ctx/in-place-container" "$ctx/etc/passwd" "$ctx/etc/group" "$ctx/etc/nsswitch.conf" "$ctx/etc/hosts"
 if [ "$debug" -eq 1 ]; then
   bb="${KILN_BUSYBOX:-$(command -v busybox || true)}"
   [ -n "$bb" ] || die "busybox is required for --debug (apt-get install busybox-static)"
