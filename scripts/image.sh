@@ -113,9 +113,13 @@ fi
 ln -s /kiln/kiln "$ctx/kaniko/executor"
 ca="${KILN_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 [ -s "$ca" ] || die "$ca: no CA bundle (apt-get install ca-certificates, or set KILN_CA_BUNDLE)"
-install -D -m 0644 "$ca" "$ctx/kaniko/ssl/certs/ca-certificates.crt"
-mkdir -p "$ctx/etc/ssl/certs"
-ln -s /kaniko/ssl/certs/ca-certificates.crt "$ctx/etc/ssl/certs/ca-certificates.crt"
+# The bundle lives under /kiln, which kiln's in-place mode never touches;
+# Kaniko's /kaniko/ssl/certs (where Jobs mount extra CAs) and /etc/ssl/certs
+# link to it.
+install -D -m 0644 "$ca" "$ctx/kiln-ssl/certs/ca-certificates.crt"
+mkdir -p "$ctx/etc/ssl/certs" "$ctx/kaniko/ssl/certs"
+ln -s /kiln/ssl/certs/ca-certificates.crt "$ctx/etc/ssl/certs/ca-certificates.crt"
+ln -s /kiln/ssl/certs/ca-certificates.crt "$ctx/kaniko/ssl/certs/ca-certificates.crt"
 chmod 0755 "$ctx/kaniko" "$ctx/kaniko/.docker"
 echo "This container is kiln's image: kiln may build in place here (its own root filesystem is expendable)." \
   > "$ctx/in-place-container"

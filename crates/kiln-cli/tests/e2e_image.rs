@@ -215,7 +215,7 @@ fn image_config_tree_and_reproducible_digest() {
             "PATH=/kiln:/kaniko",
             "HOME=/root",
             "USER=root",
-            "SSL_CERT_FILE=/kaniko/ssl/certs/ca-certificates.crt",
+            "SSL_CERT_FILE=/kiln/ssl/certs/ca-certificates.crt",
             "SSL_CERT_DIR=/kaniko/ssl/certs",
             "DOCKER_CONFIG=/kaniko/.docker/"
         ])
@@ -254,6 +254,9 @@ fn image_config_tree_and_reproducible_digest() {
         "kiln/.in-place-container",
         "kiln/kiln",
         "kiln/lib",
+        "kiln/ssl",
+        "kiln/ssl/certs",
+        "kiln/ssl/certs/ca-certificates.crt",
         "workspace",
     ]
     .iter()
@@ -271,6 +274,8 @@ fn image_config_tree_and_reproducible_digest() {
         "kaniko/ssl/certs",
         "kiln",
         "kiln/lib",
+        "kiln/ssl",
+        "kiln/ssl/certs",
         "workspace",
     ] {
         assert_eq!(mode_of(&rootfs.join(dir)), 0o755, "{dir}");
@@ -284,16 +289,24 @@ fn image_config_tree_and_reproducible_digest() {
         std::fs::read_link(rootfs.join("kaniko/executor")).expect("executor is a link"),
         Path::new("/kiln/kiln")
     );
+    // The CA bundle sits under /kiln (never overwritten by an in-place
+    // build); Kaniko's and Debian's paths link to it.
+    for link in [
+        "etc/ssl/certs/ca-certificates.crt",
+        "kaniko/ssl/certs/ca-certificates.crt",
+    ] {
+        assert_eq!(
+            std::fs::read_link(rootfs.join(link)).expect("link"),
+            Path::new("/kiln/ssl/certs/ca-certificates.crt"),
+            "{link}"
+        );
+    }
     assert_eq!(
-        std::fs::read_link(rootfs.join("etc/ssl/certs/ca-certificates.crt")).expect("link"),
-        Path::new("/kaniko/ssl/certs/ca-certificates.crt")
-    );
-    assert_eq!(
-        std::fs::read(rootfs.join("kaniko/ssl/certs/ca-certificates.crt")).expect("bundle"),
+        std::fs::read(rootfs.join("kiln/ssl/certs/ca-certificates.crt")).expect("bundle"),
         std::fs::read("/etc/ssl/certs/ca-certificates.crt").expect("host bundle")
     );
     assert_eq!(
-        mode_of(&rootfs.join("kaniko/ssl/certs/ca-certificates.crt")),
+        mode_of(&rootfs.join("kiln/ssl/certs/ca-certificates.crt")),
         0o644
     );
     assert_eq!(
