@@ -20,6 +20,7 @@ pub mod graph;
 pub mod output;
 pub mod progress;
 pub mod registry;
+pub mod remote_cache;
 pub mod run;
 pub mod snapshot;
 pub mod unpack;

@@ -57,6 +57,13 @@ pub struct BuildArgs {
     /// are still stored for later builds).
     #[arg(long)]
     pub no_cache: bool,
+    /// Import a cache: type=registry,ref=R | type=local,src=DIR | R; repeatable.
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
+    /// Export the cache: type=registry,ref=R[,mode=min|max] |
+    /// type=local,dest=DIR[,mode=…] | type=inline; repeatable.
+    #[arg(long = "cache-to")]
+    pub cache_to: Vec<String>,
     /// Cached steps older than this are rebuilt (Go duration: 336h, 30m).
     #[arg(long)]
     pub cache_ttl: Option<String>,
@@ -92,6 +99,16 @@ pub struct BuildArgs {
     /// Trust this CA bundle for a registry: HOST=PATH; repeatable.
     #[arg(long = "registry-certificate")]
     pub registry_certificates: Vec<String>,
+}
+
+fn parse_cache_specs(
+    specs: &[String],
+    export: bool,
+) -> Result<Vec<kiln_build::remote_cache::CacheSpec>> {
+    specs
+        .iter()
+        .map(|s| kiln_build::remote_cache::CacheSpec::parse(s, export).map_err(anyhow::Error::msg))
+        .collect()
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
@@ -161,6 +178,9 @@ pub fn run(args: BuildArgs) -> Result<()> {
                 Some(t) => Some(job::parse_ttl("--cache-ttl", t)?),
                 None => None,
             },
+            repo: None,
+            from: parse_cache_specs(&args.cache_from, false)?,
+            to: parse_cache_specs(&args.cache_to, true)?,
         },
         source_date_epoch: job::source_date_epoch(args.reproducible)?,
         format,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use kiln_build::output::{export, Output};
 use kiln_build::progress::{ProgressMode, StderrProgress};
+use kiln_build::remote_cache::{CacheSpec, CacheTransport, RepoCache};
 use kiln_build::BuildRequest;
 use kiln_image::{BlobStore, Compression, Format, Platform};
 
@@ -56,6 +57,20 @@ pub struct CacheSettings {
     pub lookup: bool,
     /// Records older than this are misses (Kaniko's `--cache-ttl`).
     pub ttl: Option<std::time::Duration>,
+    /// Kaniko's layout: each step an image in this repository.
+    pub repo: Option<RepoCacheSettings>,
+    /// BuildKit-style imports and exports.
+    pub from: Vec<CacheSpec>,
+    pub to: Vec<CacheSpec>,
+}
+
+/// Kaniko's `--cache-repo` settings.
+#[derive(Debug, Clone)]
+pub struct RepoCacheSettings {
+    pub repo: String,
+    pub push: bool,
+    pub copy_layers: bool,
+    pub run_layers: bool,
 }
 
 /// Parses a Go-style duration (`336h`, `30m`, `1h30m`) for a flag.
@@ -246,9 +261,41 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
     } else {
         None
     };
+    let transport = CacheTransport {
+        client: &registry,
+        runtime: runtime.handle().clone(),
+        progress: &progress,
+        platform: job.platform.clone(),
+    };
+    let imported: Vec<_> = if job.cache.lookup {
+        job.cache
+            .from
+            .iter()
+            .filter_map(|spec| transport.import(store, spec))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let repo_cache = job.cache.repo.as_ref().map(|r| RepoCache {
+        client: &registry,
+        runtime: runtime.handle().clone(),
+        progress: &progress,
+        repo: r.repo.clone(),
+        platform: job.platform.clone(),
+        ttl: job.cache.ttl,
+        push: r.push,
+        copy_layers: r.copy_layers,
+        run_layers: r.run_layers,
+    });
     let mut backends: Vec<&dyn kiln_build::cache::CacheBackend> = Vec::new();
     if let Some(local) = &local_cache {
         backends.push(local);
+    }
+    for i in &imported {
+        backends.push(i);
+    }
+    if let Some(r) = &repo_cache {
+        backends.push(r);
     }
     let stat_cache = if job.cache.local {
         kiln_build::cache::StatCache::load(&job.cache_dir, context.root())
@@ -279,9 +326,17 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
         cache: backends,
         stat_cache: &stat_cache,
     };
-    let out = kiln_build::build(&request)?;
+    let mut out = kiln_build::build(&request)?;
     for arg in &out.unused_args {
         eprintln!("warning: build arg {arg} was given but no ARG instruction declares it");
+    }
+    if job.cache.to.contains(&CacheSpec::Inline) {
+        let selected = kiln_build::remote_cache::select(&out.cache_entries, false);
+        kiln_build::remote_cache::inline_into(&mut out.image, &selected);
+        out.stored = kiln_image::store_image(store, &out.image, job.format)?;
+    }
+    for spec in &job.cache.to {
+        transport.export(store, spec, &out.cache_entries)?;
     }
     for output in &job.outputs {
         export(store, output, &out.image, &out.stored, &job.tags)?;
@@ -330,7 +385,7 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
 }
 
 /// `host/repo:tag` → `host/repo` (a digest suffix is dropped too).
-fn repository_of(name: &str) -> String {
+pub fn repository_of(name: &str) -> String {
     let name = name.split('@').next().unwrap_or(name);
     let slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
     match name[slash..].rfind(':') {

@@ -178,9 +178,6 @@ pub fn run(args: KanikoArgs) -> Result<()> {
     }
     // Flags kiln accepts but whose Kaniko behaviour it does not reproduce
     // yet, when they would change the result or the run.
-    if args.cache_repo.is_some() {
-        warn("--cache-repo: registry caches are not available in this build; steps are cached in the local cache directory only");
-    }
     if on(args.single_snapshot) {
         warn("--single-snapshot: kiln writes one layer per step; the filesystem is the same");
     }
@@ -264,9 +261,12 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         None => job::host_platform(),
     };
     let secrets = job::parse_secrets(&args.secrets)?;
-    let cache_dir = match &args.kaniko_dir {
-        Some(d) => d.join("kiln-cache"),
-        None => job::default_cache_dir(),
+    // KILN_CACHE_DIR wins (one cache shared by `build` and `executor`),
+    // then Kaniko's working directory, then the user's cache directory.
+    let cache_dir = match (std::env::var_os("KILN_CACHE_DIR"), &args.kaniko_dir) {
+        (Some(d), _) if !d.is_empty() => PathBuf::from(d),
+        (_, Some(d)) => d.join("kiln-cache"),
+        _ => job::default_cache_dir(),
     };
     job::execute(Job {
         context,
@@ -286,6 +286,9 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         cache: job::CacheSettings {
             local: on(args.cache),
             lookup: on(args.cache),
+            repo: repo_cache(&args),
+            from: Vec::new(),
+            to: Vec::new(),
             ttl: Some(job::parse_ttl(
                 "--cache-ttl",
                 args.cache_ttl.as_deref().unwrap_or("336h"),
@@ -311,6 +314,28 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         metadata_file: None,
         image_name_with_digest_file: args.image_name_with_digest_file.clone(),
         image_name_tag_with_digest_file: args.image_name_tag_with_digest_file.clone(),
+    })
+}
+
+/// Kaniko's registry cache: with `--cache=true`, `--cache-repo` or, when
+/// absent, `<first destination's repository>/cache`; COPY layers only with
+/// `--cache-copy-layers`, RUN layers unless `--cache-run-layers=false`.
+fn repo_cache(args: &KanikoArgs) -> Option<job::RepoCacheSettings> {
+    if !on(args.cache) {
+        return None;
+    }
+    let repo = match &args.cache_repo {
+        Some(r) => r.clone(),
+        None => {
+            let dest = args.destinations.first()?;
+            format!("{}/cache", job::repository_of(dest))
+        }
+    };
+    Some(job::RepoCacheSettings {
+        repo,
+        push: !on(args.no_push_cache),
+        copy_layers: on(args.cache_copy_layers),
+        run_layers: args.cache_run_layers.unwrap_or(true),
     })
 }
 

@@ -238,3 +238,159 @@ fn cache_ttl_expires_old_records() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--cache-ttl soon"), "{}", stderr(&o));
 }
+
+/// A context whose build has two RUN steps and a COPY.
+fn cached_app(sb: &Sandbox) {
+    sb.busybox();
+    sb.write("app.txt", "app\n");
+    sb.dockerfile(&format!(
+        "{BASE}COPY app.txt /app.txt\nRUN echo EXEC\"\"UTED-build && cp /app.txt /built.txt\nRUN echo EXEC\"\"UTED-test\n"
+    ));
+}
+
+/// Points the sandbox at a fresh, empty cache directory: a new machine.
+fn wipe_local_cache(sb: &Sandbox) {
+    std::fs::remove_dir_all(sb.path("cache")).expect("wipe cache");
+}
+
+#[test]
+fn registry_cache_serves_a_fresh_machine() {
+    let reg = Registry::start();
+    let sb = Sandbox::new();
+    cached_app(&sb);
+    let cache_ref = format!("{}/app/cache:buildcache", reg.addr);
+    let to = format!("type=registry,ref={cache_ref},mode=max");
+    let (first, ran) = build(&sb, "o1", &["--cache-to", &to]);
+    assert_eq!(ran, names(&["build", "test"]));
+    // The cache is an ordinary OCI image manifest the registry serves.
+    let manifest = skopeo_manifest(&format!("docker://{cache_ref}"));
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["layers"].as_array().map(Vec::len),
+        Some(4),
+        "COPY busybox, RUN install, COPY app, RUN build (RUN test adds no layer)"
+    );
+
+    wipe_local_cache(&sb);
+    let from = format!("type=registry,ref={cache_ref}");
+    let (second, ran) = build(&sb, "o2", &["--cache-from", &from]);
+    assert!(
+        ran.is_empty(),
+        "every step comes from the registry: {ran:?}"
+    );
+    assert_eq!(first, second);
+
+    // An unreachable cache is a warning, not a failure.
+    wipe_local_cache(&sb);
+    let (_, ran) = build(
+        &sb,
+        "o3",
+        &["--cache-from", "type=registry,ref=127.0.0.1:9/none/cache"],
+    );
+    assert_eq!(ran, names(&["build", "test"]));
+}
+
+#[test]
+fn local_and_inline_caches_round_trip() {
+    let reg = Registry::start();
+    let sb = Sandbox::new();
+    cached_app(&sb);
+    let dir = sb.path("exported-cache");
+    let (first, _) = build(
+        &sb,
+        "o1",
+        &["--cache-to", &format!("type=local,dest={}", dir.display())],
+    );
+    assert!(dir.join("index.json").is_file());
+    wipe_local_cache(&sb);
+    let (second, ran) = build(
+        &sb,
+        "o2",
+        &["--cache-from", &format!("type=local,src={}", dir.display())],
+    );
+    assert!(ran.is_empty(), "{ran:?}");
+    assert_eq!(first, second);
+
+    // Inline: the pushed image carries its own cache table.
+    wipe_local_cache(&sb);
+    let image = format!("{}/app/inline:1", reg.addr);
+    let o = sb.kiln(&[
+        "build",
+        "--progress",
+        "plain",
+        "--cache-to",
+        "type=inline",
+        "-t",
+        &image,
+        "--push",
+        &sb.context().to_string_lossy(),
+    ]);
+    assert_success(&o);
+    let cfg = skopeo_config(&format!("docker://{image}"));
+    let table = cfg["kiln.cache.v1"].as_array().expect("inline table");
+    assert_eq!(
+        table.len(),
+        5,
+        "COPY busybox, RUN install, COPY app, two RUNs"
+    );
+    wipe_local_cache(&sb);
+    let (_, ran) = build(&sb, "o3", &["--cache-from", &image]);
+    assert!(ran.is_empty(), "{ran:?}");
+}
+
+#[test]
+fn kaniko_cache_repo_stores_one_image_per_step() {
+    let reg = Registry::start();
+    let sb = Sandbox::new();
+    cached_app(&sb);
+    let ctx = sb.context().to_string_lossy().to_string();
+    let dest = format!("{}/team/app:1", reg.addr);
+    let repo = format!("{}/team/app/cache", reg.addr);
+    let executor = |sb: &Sandbox| {
+        let o = sb.kiln(&[
+            "executor",
+            "--context",
+            &ctx,
+            "--destination",
+            &dest,
+            "--cache=true",
+            "--cache-repo",
+            &repo,
+            "--insecure",
+        ]);
+        assert_success(&o);
+        (stdout(&o).trim().to_string(), markers(&stderr(&o)))
+    };
+    let (_, ran) = executor(&sb);
+    assert_eq!(ran, names(&["build", "test"]));
+    let tags = run_tool(
+        "skopeo",
+        &[
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{repo}"),
+        ],
+    );
+    let tags: serde_json::Value = serde_json::from_str(&tags).expect("json");
+    let tags = tags["Tags"].as_array().expect("tags");
+    // Kaniko caches RUN steps (three here, busybox's install included) and
+    // not COPY steps unless --cache-copy-layers.
+    assert_eq!(tags.len(), 3, "{tags:?}");
+    for t in tags {
+        let t = t.as_str().expect("tag");
+        assert!(
+            t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{t}"
+        );
+    }
+
+    wipe_local_cache(&sb);
+    let (_, ran) = executor(&sb);
+    assert!(
+        ran.is_empty(),
+        "RUN steps come from the cache repo: {ran:?}"
+    );
+}

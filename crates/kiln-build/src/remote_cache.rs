@@ -1,0 +1,583 @@
+//! Caches that travel: step records exported to, and imported from, a
+//! registry, an OCI layout directory, or the built image itself.
+//!
+//! Two layouts are supported:
+//! - **Kaniko's** (`--cache-repo`): every cached step is a small image in a
+//!   repository, tagged by the step's key, holding the step's layer (if
+//!   any) and its history entry. Steps are looked up one by one before they
+//!   run and pushed as the build goes ([`RepoCache`]).
+//! - **BuildKit's** (`--cache-to` / `--cache-from`): one image holds every
+//!   exported record, its layers the records' layers, and the record table
+//!   in the image config under [`RECORDS_FIELD`]. It is a plain OCI image
+//!   manifest with an ordinary image config, so any registry that stores
+//!   images (ECR, Artifact Registry, ACR included) stores it. `type=inline`
+//!   puts the table into the built image's own config instead. Imported
+//!   tables answer lookups through [`ImportedCache`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use kiln_image::{BlobStore, History, Image, ImageConfig, Layer, Platform};
+use kiln_registry::{Reference, RegistryClient};
+
+use crate::cache::{CacheBackend, StepRecord};
+use crate::executor::CacheEntry;
+use crate::progress::Progress;
+use crate::registry::TransferReport;
+use crate::BuildError;
+
+/// The image config field holding the record table.
+pub const RECORDS_FIELD: &str = "kiln.cache.v1";
+
+/// Where a cache goes or comes from (`--cache-to` / `--cache-from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheSpec {
+    /// `type=registry,ref=R[,mode=min|max]` (a bare `R` on `--cache-from`).
+    Registry { reference: String, max: bool },
+    /// `type=local,dest=DIR` / `type=local,src=DIR`: an OCI layout.
+    Local { dir: PathBuf, max: bool },
+    /// `type=inline`: the table rides in the built image's config.
+    Inline,
+}
+
+impl CacheSpec {
+    /// Parses a `--cache-to` (`export = true`) or `--cache-from` value.
+    pub fn parse(spec: &str, export: bool) -> Result<CacheSpec, String> {
+        let flag = if export { "--cache-to" } else { "--cache-from" };
+        if !spec.contains('=') {
+            return Ok(CacheSpec::Registry {
+                reference: spec.to_string(),
+                max: false,
+            });
+        }
+        let mut fields = BTreeMap::new();
+        for part in spec.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{flag} {spec}: `{part}` is not key=value"))?;
+            fields.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let max = match fields.get("mode").map(String::as_str) {
+            None | Some("min") => false,
+            Some("max") => true,
+            Some(other) => return Err(format!("{flag} {spec}: mode={other}: expected min or max")),
+        };
+        match fields.get("type").map(String::as_str) {
+            Some("registry") => {
+                let reference = fields
+                    .get("ref")
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} {spec}: type=registry needs ref="))?;
+                Ok(CacheSpec::Registry { reference, max })
+            }
+            Some("local") => {
+                let key = if export { "dest" } else { "src" };
+                let dir = fields
+                    .get(key)
+                    .ok_or_else(|| format!("{flag} {spec}: type=local needs {key}="))?;
+                Ok(CacheSpec::Local {
+                    dir: PathBuf::from(dir),
+                    max,
+                })
+            }
+            Some("inline") => Ok(CacheSpec::Inline),
+            Some(other) => Err(format!(
+                "{flag} {spec}: type={other}: expected registry, local or inline"
+            )),
+            None => Err(format!("{flag} {spec}: type= is missing")),
+        }
+    }
+}
+
+/// One record in a table: its layer is an index into the image's layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TableRecord {
+    key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    layer: Option<usize>,
+    history: History,
+}
+
+/// The records a cache export holds: every entry (`max`) or only those of
+/// the target stage's chain, deduplicated by key, in build order.
+pub fn select(entries: &[CacheEntry], max: bool) -> Vec<CacheEntry> {
+    let mut seen = std::collections::HashSet::new();
+    entries
+        .iter()
+        .filter(|e| max || e.in_target)
+        .filter(|e| seen.insert(e.key.clone()))
+        .cloned()
+        .collect()
+}
+
+/// Builds the cache image for `entries`: their layers (each once) and the
+/// record table in an image config for `platform`.
+pub fn cache_image(entries: &[CacheEntry], platform: &Platform) -> Image {
+    let mut layers: Vec<Layer> = Vec::new();
+    let mut table = Vec::new();
+    for e in entries {
+        let layer = e.record.layer.as_ref().map(|l| {
+            match layers.iter().position(|x| x.digest == l.digest) {
+                Some(i) => i,
+                None => {
+                    layers.push(l.clone());
+                    layers.len() - 1
+                }
+            }
+        });
+        table.push(TableRecord {
+            key: e.key.clone(),
+            layer,
+            history: e.record.history.clone(),
+        });
+    }
+    let mut config = ImageConfig {
+        architecture: platform.architecture.clone(),
+        os: platform.os.clone(),
+        variant: platform.variant.clone(),
+        ..ImageConfig::default()
+    };
+    config.extra.insert(
+        RECORDS_FIELD.to_string(),
+        serde_json::to_value(&table).unwrap_or_default(),
+    );
+    Image { config, layers }
+}
+
+/// Adds the record table of `entries` (which must only use `image`'s own
+/// layers) to the built image's config: `type=inline`.
+pub fn inline_into(image: &mut Image, entries: &[CacheEntry]) {
+    let mut table = Vec::new();
+    for e in entries {
+        let layer = match &e.record.layer {
+            Some(l) => match image.layers.iter().position(|x| x.digest == l.digest) {
+                Some(i) => Some(i),
+                None => continue,
+            },
+            None => None,
+        };
+        table.push(TableRecord {
+            key: e.key.clone(),
+            layer,
+            history: e.record.history.clone(),
+        });
+    }
+    image.config.extra.insert(
+        RECORDS_FIELD.to_string(),
+        serde_json::to_value(&table).unwrap_or_default(),
+    );
+}
+
+/// The records in an image's table (empty when it has none).
+pub fn records_of(image: &Image) -> HashMap<String, StepRecord> {
+    let Some(value) = image.config.extra.get(RECORDS_FIELD) else {
+        return HashMap::new();
+    };
+    let Ok(table) = serde_json::from_value::<Vec<TableRecord>>(value.clone()) else {
+        return HashMap::new();
+    };
+    let mut out = HashMap::new();
+    for r in table {
+        let layer = match r.layer {
+            Some(i) => match image.layers.get(i) {
+                Some(l) => Some(l.clone()),
+                None => continue,
+            },
+            None => None,
+        };
+        out.insert(
+            r.key,
+            StepRecord {
+                layer,
+                history: r.history,
+            },
+        );
+    }
+    out
+}
+
+/// Records imported from a cache image (`--cache-from`), answering lookups.
+pub struct ImportedCache {
+    pub name: String,
+    pub records: HashMap<String, StepRecord>,
+}
+
+impl CacheBackend for ImportedCache {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn get(&self, key: &str, store: &BlobStore) -> Option<StepRecord> {
+        let r = self.records.get(key)?;
+        match &r.layer {
+            Some(l) if !store.contains(&l.digest) => None,
+            _ => Some(r.clone()),
+        }
+    }
+
+    fn put(&self, _key: &str, _record: &StepRecord, _store: &BlobStore) -> Result<(), String> {
+        // Exports happen once, after the build.
+        Ok(())
+    }
+}
+
+/// Kaniko's cache layout: each step an image `REPO:<key>`.
+pub struct RepoCache<'a> {
+    pub client: &'a RegistryClient,
+    pub runtime: tokio::runtime::Handle,
+    pub progress: &'a dyn Progress,
+    /// The repository, without tag.
+    pub repo: String,
+    pub platform: Platform,
+    /// Records older than this are misses.
+    pub ttl: Option<std::time::Duration>,
+    /// Push new steps (Kaniko's `--no-push-cache` turns it off).
+    pub push: bool,
+    /// Which kinds of step are cached: Kaniko's `--cache-copy-layers` and
+    /// `--cache-run-layers`.
+    pub copy_layers: bool,
+    pub run_layers: bool,
+}
+
+impl RepoCache<'_> {
+    fn reference(&self, key: &str) -> Result<Reference, String> {
+        format!("{}:{key}", self.repo)
+            .parse()
+            .map_err(|e: kiln_registry::Error| format!("--cache-repo {}: {e}", self.repo))
+    }
+
+    fn wanted(&self, record: &StepRecord) -> bool {
+        let by = record.history.created_by.as_deref().unwrap_or("");
+        if by.starts_with("RUN ") {
+            self.run_layers
+        } else if by.starts_with("COPY ") || by.starts_with("ADD ") {
+            self.copy_layers
+        } else {
+            true
+        }
+    }
+}
+
+impl CacheBackend for RepoCache<'_> {
+    fn describe(&self) -> String {
+        format!("registry {}", self.repo)
+    }
+
+    fn get(&self, key: &str, store: &BlobStore) -> Option<StepRecord> {
+        let reference = self.reference(key).ok()?;
+        let report = TransferReport::new(self.progress, "pulled");
+        let stored = match self.runtime.block_on(self.client.pull(
+            store,
+            &reference,
+            &self.platform,
+            &report,
+        )) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(cache = %reference, error = %e, "no cached step");
+                return None;
+            }
+        };
+        let image = kiln_image::load_image(store, &stored.manifest.digest).ok()?;
+        let history = image.config.history.first()?.clone();
+        if let (Some(ttl), Some(created)) = (self.ttl, history.created.as_deref()) {
+            if age_of(created).is_some_and(|age| age > ttl) {
+                return None;
+            }
+        }
+        let record = StepRecord {
+            layer: image.layers.first().cloned(),
+            history,
+        };
+        self.wanted(&record).then_some(record)
+    }
+
+    fn put(&self, key: &str, record: &StepRecord, store: &BlobStore) -> Result<(), String> {
+        if !self.push || !self.wanted(record) {
+            return Ok(());
+        }
+        let reference = self.reference(key)?;
+        let mut config = ImageConfig {
+            architecture: self.platform.architecture.clone(),
+            os: self.platform.os.clone(),
+            variant: self.platform.variant.clone(),
+            created: record.history.created.clone(),
+            ..ImageConfig::default()
+        };
+        config.history.push(record.history.clone());
+        let image = Image {
+            config,
+            layers: record.layer.iter().cloned().collect(),
+        };
+        let stored = kiln_image::store_image(store, &image, kiln_image::Format::Oci)
+            .map_err(|e| e.to_string())?;
+        let report = TransferReport::new(self.progress, "pushed");
+        self.runtime
+            .block_on(self.client.push(store, &stored, &reference, &report))
+            .map_err(|e| format!("pushing {reference}: {e}"))?;
+        self.progress
+            .info(&format!("cached step pushed to {reference}"));
+        Ok(())
+    }
+}
+
+/// Seconds since an RFC 3339 UTC time (`2024-01-02T03:04:05Z`, fractions
+/// allowed), or `None` when it does not parse.
+fn age_of(rfc3339: &str) -> Option<std::time::Duration> {
+    let secs = parse_rfc3339(rfc3339)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    Some(std::time::Duration::from_secs(
+        u64::try_from(now - secs).unwrap_or(0),
+    ))
+}
+
+/// Days-from-civil (proleptic Gregorian): kiln only needs UTC `Z` times,
+/// which every builder writes, so no date crate is pulled in for this.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-');
+    let y: i64 = d.next()?.parse().ok()?;
+    let m: i64 = d.next()?.parse().ok()?;
+    let day: i64 = d.next()?.parse().ok()?;
+    let time = time.strip_suffix('Z')?;
+    let time = time.split('.').next()?;
+    let mut t = time.split(':');
+    let hh: i64 = t.next()?.parse().ok()?;
+    let mm: i64 = t.next()?.parse().ok()?;
+    let ss: i64 = t.next()?.parse().ok()?;
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Loads the records of a cache image already in the store.
+pub fn import_stored(
+    store: &BlobStore,
+    stored: &kiln_image::StoredImage,
+    name: String,
+) -> Result<ImportedCache, BuildError> {
+    let image = kiln_image::load_image(store, &stored.manifest.digest)?;
+    Ok(ImportedCache {
+        name,
+        records: records_of(&image),
+    })
+}
+
+/// The registry side of imports and exports.
+pub struct CacheTransport<'a> {
+    pub client: &'a RegistryClient,
+    pub runtime: tokio::runtime::Handle,
+    pub progress: &'a dyn Progress,
+    pub platform: Platform,
+}
+
+impl CacheTransport<'_> {
+    /// Imports a `--cache-from` source. A cache that cannot be read is a
+    /// warning, never a failed build (the steps just run).
+    pub fn import(&self, store: &BlobStore, spec: &CacheSpec) -> Option<ImportedCache> {
+        let result = match spec {
+            CacheSpec::Registry { reference, .. } => self.import_registry(store, reference),
+            CacheSpec::Local { dir, .. } => {
+                kiln_image::import_oci_layout(store, dir, None, &self.platform)
+                    .map_err(|e| e.to_string())
+                    .and_then(|stored| {
+                        import_stored(store, &stored, format!("local {}", dir.display()))
+                            .map_err(|e| e.to_string())
+                    })
+            }
+            CacheSpec::Inline => Err("type=inline names no cache to read; use \
+                 --cache-from type=registry,ref=IMAGE for an image built with an inline cache"
+                .to_string()),
+        };
+        match result {
+            Ok(cache) => {
+                self.progress.info(&format!(
+                    "cache import from {}: {} step(s)",
+                    cache.name,
+                    cache.records.len()
+                ));
+                Some(cache)
+            }
+            Err(e) => {
+                self.progress
+                    .info(&format!("warning: cache import skipped: {e}"));
+                None
+            }
+        }
+    }
+
+    fn import_registry(&self, store: &BlobStore, reference: &str) -> Result<ImportedCache, String> {
+        let parsed: Reference = reference
+            .parse()
+            .map_err(|e: kiln_registry::Error| format!("{reference}: {e}"))?;
+        let report = TransferReport::new(self.progress, "pulled");
+        let stored = self
+            .runtime
+            .block_on(self.client.pull(store, &parsed, &self.platform, &report))
+            .map_err(|e| format!("{parsed}: {e}"))?;
+        self.progress
+            .info(&format!("cache {parsed}: {}", report.summary()));
+        import_stored(store, &stored, format!("registry {parsed}")).map_err(|e| e.to_string())
+    }
+
+    /// Exports a `--cache-to` destination (registry or local; inline is
+    /// applied to the image before it is stored).
+    pub fn export(
+        &self,
+        store: &BlobStore,
+        spec: &CacheSpec,
+        entries: &[CacheEntry],
+    ) -> Result<(), BuildError> {
+        let (max, what) = match spec {
+            CacheSpec::Registry { max, reference } => (*max, reference.clone()),
+            CacheSpec::Local { max, dir } => (*max, dir.display().to_string()),
+            CacheSpec::Inline => return Ok(()),
+        };
+        let selected = select(entries, max);
+        let image = cache_image(&selected, &self.platform);
+        let stored = kiln_image::store_image(store, &image, kiln_image::Format::Oci)?;
+        match spec {
+            CacheSpec::Registry { reference, .. } => {
+                crate::registry::push_all(
+                    self.client,
+                    &self.runtime,
+                    store,
+                    &stored,
+                    std::slice::from_ref(reference),
+                    self.progress,
+                )?;
+            }
+            CacheSpec::Local { dir, .. } => {
+                kiln_image::write_oci_layout(store, dir, &[(stored, Some("latest".into()))])?;
+            }
+            CacheSpec::Inline => {}
+        }
+        self.progress.info(&format!(
+            "cache exported to {what}: {} step(s), {} layer(s)",
+            selected.len(),
+            image.layers.len()
+        ));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(n: u8) -> Layer {
+        let d = kiln_image::Digest::sha256(&[n]);
+        Layer {
+            digest: d.clone(),
+            diff_id: d,
+            size: n as u64,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        }
+    }
+
+    fn entry(key: &str, l: Option<u8>, in_target: bool) -> CacheEntry {
+        CacheEntry {
+            key: key.into(),
+            record: StepRecord {
+                layer: l.map(layer),
+                history: History {
+                    created_by: Some(format!("RUN {key}")),
+                    ..History::default()
+                },
+            },
+            in_target,
+        }
+    }
+
+    #[test]
+    fn specs() {
+        assert_eq!(
+            CacheSpec::parse("type=registry,ref=r.io/a/cache,mode=max", true),
+            Ok(CacheSpec::Registry {
+                reference: "r.io/a/cache".into(),
+                max: true
+            })
+        );
+        assert_eq!(
+            CacheSpec::parse("r.io/a/cache", false),
+            Ok(CacheSpec::Registry {
+                reference: "r.io/a/cache".into(),
+                max: false
+            })
+        );
+        assert_eq!(
+            CacheSpec::parse("type=local,dest=/c", true),
+            Ok(CacheSpec::Local {
+                dir: "/c".into(),
+                max: false
+            })
+        );
+        assert_eq!(CacheSpec::parse("type=inline", true), Ok(CacheSpec::Inline));
+        let e = CacheSpec::parse("type=local,dest=/c", false).unwrap_err();
+        assert!(e.contains("needs src="), "{e}");
+        let e = CacheSpec::parse("type=s3,bucket=b", true).unwrap_err();
+        assert!(e.contains("type=s3"), "{e}");
+        let e = CacheSpec::parse("type=registry,ref=x,mode=all", true).unwrap_err();
+        assert!(e.contains("mode=all"), "{e}");
+    }
+
+    #[test]
+    fn table_round_trips_and_shares_layers() {
+        let entries = vec![
+            entry("a", Some(1), true),
+            entry("b", None, true),
+            entry("c", Some(2), false),
+            entry("a", Some(1), true),
+            entry("d", Some(1), true),
+        ];
+        let min = select(&entries, false);
+        assert_eq!(
+            min.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "d"]
+        );
+        let max = select(&entries, true);
+        assert_eq!(max.len(), 4);
+        let image = cache_image(&max, &Platform::default());
+        assert_eq!(image.layers.len(), 2, "layer 1 is stored once");
+        let back = records_of(&image);
+        assert_eq!(back.len(), 4);
+        assert_eq!(back["a"].layer, Some(layer(1)));
+        assert_eq!(back["d"].layer, Some(layer(1)));
+        assert_eq!(back["c"].layer, Some(layer(2)));
+        assert_eq!(back["b"].layer, None);
+        assert_eq!(back["b"].history.created_by.as_deref(), Some("RUN b"));
+    }
+
+    #[test]
+    fn inline_keeps_only_the_image_layers() {
+        let mut image = Image {
+            config: ImageConfig::default(),
+            layers: vec![layer(1)],
+        };
+        inline_into(
+            &mut image,
+            &[entry("a", Some(1), true), entry("x", Some(9), true)],
+        );
+        let back = records_of(&image);
+        assert_eq!(back.len(), 1);
+        assert!(back.contains_key("a"));
+    }
+
+    #[test]
+    fn rfc3339_ages() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2000-03-01T12:30:15.25Z"), Some(951_913_815));
+        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Some(1_709_164_800));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+}
