@@ -22,11 +22,22 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The kiln under test, copied into the sandbox once so that every build
+/// in a test packages the same bytes even if cargo relinks the original.
+fn kiln_copy(sb: &Sandbox) -> PathBuf {
+    let copy = sb.path("kiln-under-test/kiln");
+    if !copy.exists() {
+        std::fs::create_dir_all(sb.path("kiln-under-test")).expect("mkdir");
+        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &copy).expect("copy kiln");
+    }
+    copy
+}
+
 /// Runs scripts/image.sh with the kiln under test and this sandbox's cache.
 fn image_sh(sb: &Sandbox, cache: &str, args: &[&str]) -> Output {
     let out = Command::new(repo_root().join("scripts/image.sh"))
         .arg("--binary")
-        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .arg(kiln_copy(sb))
         .args(args)
         .env("KILN_CACHE_DIR", sb.path(cache))
         .env("SOURCE_DATE_EPOCH", EPOCH)
@@ -46,8 +57,8 @@ fn git_head() -> String {
 
 /// The shared libraries the binary under test loads (ldd), by file name,
 /// plus the name-service modules the image adds.
-fn expected_libs() -> BTreeSet<String> {
-    let ldd = run_tool("ldd", &[env!("CARGO_BIN_EXE_kiln")]);
+fn expected_libs(sb: &Sandbox) -> BTreeSet<String> {
+    let ldd = run_tool("ldd", &[&kiln_copy(sb).to_string_lossy()]);
     let mut libs: BTreeSet<String> = ldd
         .lines()
         .filter_map(|l| {
@@ -177,6 +188,122 @@ impl Drop for HttpServer {
     }
 }
 
+/// An https server on a free loopback port for `localhost`, its certificate
+/// issued by a CA made for the test (openssl); stopped on drop.
+struct HttpsServer {
+    child: std::process::Child,
+    port: u16,
+    ca: PathBuf,
+}
+
+impl HttpsServer {
+    fn serve(sb: &Sandbox, dir: &Path) -> HttpsServer {
+        let tls = sb.path("tls");
+        std::fs::create_dir_all(&tls).expect("mkdir");
+        let p = |name: &str| tls.join(name).to_string_lossy().to_string();
+        std::fs::write(
+            tls.join("ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        run_tool(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                &p("ca.key"),
+                "-out",
+                &p("ca.pem"),
+                "-subj",
+                "/CN=kiln e2e CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        );
+        run_tool(
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &p("srv.key"),
+                "-out",
+                &p("srv.csr"),
+                "-subj",
+                "/CN=localhost",
+            ],
+        );
+        run_tool(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &p("srv.csr"),
+                "-CA",
+                &p("ca.pem"),
+                "-CAkey",
+                &p("ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &p("srv.pem"),
+                "-extfile",
+                &p("ext"),
+            ],
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let server = "import functools, http.server, ssl, sys\n\
+            handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])\n\
+            httpd = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), handler)\n\
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+            ctx.load_cert_chain(sys.argv[3], sys.argv[4])\n\
+            httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)\n\
+            httpd.serve_forever()\n";
+        let child = Command::new("python3")
+            .args(["-c", server, &port.to_string()])
+            .arg(dir)
+            .args([p("srv.pem"), p("srv.key")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 (scripts/setup.sh installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        HttpsServer {
+            child,
+            port,
+            ca: tls.join("ca.pem"),
+        }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn image_config_tree_and_reproducible_digest() {
     let sb = Sandbox::new();
@@ -234,7 +361,7 @@ fn image_config_tree_and_reproducible_digest() {
 
     // The file tree: exactly these paths, with these modes and owners.
     let rootfs = unpack_archive(&sb, &first, "image", "kiln");
-    let libs = expected_libs();
+    let libs = expected_libs(&sb);
     let mut expected: Vec<String> = [
         "etc",
         "etc/group",
@@ -484,6 +611,85 @@ fn executor_entrypoint_builds_from_a_mounted_and_an_http_context() {
     assert_eq!(
         std::fs::read_to_string(rootfs.join("hello.txt")).expect("hello.txt"),
         "hello from the context\n"
+    );
+}
+
+#[test]
+fn https_context_trusts_a_ca_mounted_into_kaniko_ssl_certs() {
+    let sb = Sandbox::new();
+    let archive = sb.path("kiln-docker.tar");
+    let tag = format!("localhost/kiln-e2e-image-tls:{}", std::process::id());
+    image_sh(
+        &sb,
+        "cache",
+        &[
+            "--tag",
+            &tag,
+            "--output",
+            &format!("docker-archive:{}", archive.display()),
+        ],
+    );
+    let _image = Loaded::load(&archive, &tag);
+    sb.write("hello.txt", "hello over https\n");
+    sb.dockerfile("FROM scratch\nCOPY hello.txt /hello.txt\n");
+    let served = sb.path("served");
+    std::fs::create_dir_all(&served).expect("mkdir");
+    run_tool(
+        "tar",
+        &[
+            "-czf",
+            &served.join("ctx.tar.gz").to_string_lossy(),
+            "-C",
+            &sb.context().to_string_lossy(),
+            ".",
+        ],
+    );
+    let https = HttpsServer::serve(&sb, &served);
+    let url = format!("https://localhost:{}/ctx.tar.gz", https.port);
+    // The image's own bundle does not know the test CA.
+    let refused = podman_run(&["--network", "host", &tag, "--context", &url, "--no-push"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("invalid peer certificate: UnknownIssuer"),
+        "{}",
+        stderr(&refused)
+    );
+    // Mounted into /kaniko/ssl/certs/ as with Kaniko, it is trusted.
+    let out_dir = sb.path("out");
+    std::fs::create_dir_all(&out_dir).expect("mkdir");
+    let ca_mount = format!("{}:/kaniko/ssl/certs/extra-ca.crt:ro", https.ca.display());
+    let out_mount = format!("{}:/out", out_dir.display());
+    let run = podman_run(&[
+        "--network",
+        "host",
+        "-v",
+        &ca_mount,
+        "-v",
+        &out_mount,
+        &tag,
+        "--context",
+        &url,
+        "--no-push",
+        "--tar-path",
+        "/out/image.tar",
+    ]);
+    assert_success(&run);
+    let converted = sb.path("https-oci");
+    run_tool(
+        "skopeo",
+        &[
+            "copy",
+            "--format",
+            "oci",
+            &format!("docker-archive:{}", out_dir.join("image.tar").display()),
+            &format!("oci:{}:https", converted.display()),
+        ],
+    );
+    let rootfs = umoci_unpack(&converted, "https", &sb.path("https-bundle"));
+    assert_eq!(tree(&rootfs), ["hello.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("hello.txt")).expect("hello.txt"),
+        "hello over https\n"
     );
 }
 
