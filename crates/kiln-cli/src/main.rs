@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 /// kiln builds OCI container images from Dockerfiles, without a daemon and
 /// without privileges.
 #[derive(Parser)]
-#[command(name = "kiln", version, about, long_about = None)]
+#[command(name = "kiln", version, about, long_about = None, propagate_version = true)]
 struct Cli {
     /// Log verbosity for diagnostics (error, warn, info, debug, trace).
     #[arg(long, global = true, default_value = "warn", env = "KILN_LOG")]
