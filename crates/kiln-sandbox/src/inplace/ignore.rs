@@ -168,6 +168,12 @@ impl IgnoreSet {
         self.paths.contains(rel)
     }
 
+    /// Whether an entry of directory `rel` may be ignored (the root, or a
+    /// directory above an ignored path).
+    pub(crate) fn may_hold_ignored(&self, rel: &Path) -> bool {
+        rel.as_os_str().is_empty() || self.ancestors.contains(rel)
+    }
+
     /// Whether an ignored path lies strictly below `rel`.
     pub fn has_ignored_below(&self, rel: &Path) -> bool {
         self.ancestors.contains(rel)

@@ -342,20 +342,25 @@ fn read_dir(
     };
     let mut nodes = Vec::new();
     let mut subdirs = Vec::new();
+    // Per-entry lookups cost as much as the stat itself: do them only in
+    // directories where they can hit.
+    let check_ignore = ignore.may_hold_ignored(rel);
+    let old_hashed: &[Node] = old
+        .map(|b| b.children(rel))
+        .filter(|c| c.iter().any(|n| n.rec.content_hash.is_some()))
+        .unwrap_or_default();
     for ent in rd {
         let ent = ent.ctx(|| format!("read dir {}", abs.display()))?;
         let name = ent.file_name();
-        let child = rel.join(&name);
-        if ignore.contains(&child) {
+        if check_ignore && ignore.contains(&rel.join(&name)) {
             continue;
         }
-        let child_abs = abs.join(&name);
         let md = match ent.metadata() {
             Ok(m) => m,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => {
                 return Err(SandboxError::Io {
-                    context: format!("stat {}", child_abs.display()),
+                    context: format!("stat {}", abs.join(&name).display()),
                     source: e,
                 })
             }
@@ -377,12 +382,12 @@ fn read_dir(
             continue;
         };
         let symlink_target = match kind {
-            FileKind::Symlink => match fs::read_link(&child_abs) {
+            FileKind::Symlink => match fs::read_link(abs.join(&name)) {
                 Ok(t) => Some(t),
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => {
                     return Err(SandboxError::Io {
-                        context: format!("read symlink {}", child_abs.display()),
+                        context: format!("read symlink {}", abs.join(&name).display()),
                         source: e,
                     })
                 }
@@ -390,27 +395,30 @@ fn read_dir(
             _ => None,
         };
         let ctime_ns = time_ns(md.ctime(), md.ctime_nsec());
-        let content_hash = if kind == FileKind::File
-            && (is_racy(ctime_ns, started_ns)
-                || old
-                    .and_then(|b| b.get(&child))
-                    .is_some_and(|r| r.content_hash.is_some()))
-        {
-            match hash_file(&child_abs) {
-                Ok(h) => Some(h),
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(SandboxError::Io {
-                        context: format!("read {}", child_abs.display()),
-                        source: e,
-                    })
-                }
-            }
-        } else {
-            None
+        let was_hashed = || {
+            old_hashed
+                .binary_search_by(|n| n.name.cmp(&name))
+                .ok()
+                .and_then(|i| old_hashed.get(i))
+                .is_some_and(|n| n.rec.content_hash.is_some())
         };
+        let content_hash =
+            if kind == FileKind::File && (is_racy(ctime_ns, started_ns) || was_hashed()) {
+                match hash_file(&abs.join(&name)) {
+                    Ok(h) => Some(h),
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(SandboxError::Io {
+                            context: format!("read {}", abs.join(&name).display()),
+                            source: e,
+                        })
+                    }
+                }
+            } else {
+                None
+            };
         if kind == FileKind::Dir {
-            subdirs.push(child);
+            subdirs.push(rel.join(&name));
         }
         nodes.push(Node {
             name,
@@ -522,7 +530,14 @@ impl Differ<'_> {
                         j += 1;
                     }
                     std::cmp::Ordering::Equal => {
-                        self.present_in_both(&rel.join(&n.name), &o.rec, &n.rec, out)?;
+                        // The common case, an unchanged file, without
+                        // building its path.
+                        let unchanged = o.rec.kind != FileKind::Dir
+                            && n.rec.kind != FileKind::Dir
+                            && !file_changed(&o.rec, &n.rec);
+                        if !unchanged {
+                            self.present_in_both(&rel.join(&n.name), &o.rec, &n.rec, out)?;
+                        }
                         i += 1;
                         j += 1;
                     }
