@@ -24,6 +24,11 @@
 //! lists the changes as layer entries and [`merge_upper`] applies them to
 //! the rootfs for the next step.
 //!
+//! Where neither works (no user namespaces, no privileges), the in-place
+//! functions ([`scan`], [`run_direct`], [`changes`], [`wipe_root`]) run
+//! steps directly in kiln's own container root and find their changes by
+//! a parallel stat walk; see the `inplace` module.
+//!
 //! The binary that uses this crate must call [`maybe_run_init`] first thing
 //! in `main()`: each step runs in a fresh copy of the binary (see the `init`
 //! module for why).
