@@ -17,6 +17,8 @@ pub struct DirectSpec {
     /// The command; `argv[0]` without a `/` is looked up in `PATH` from `env`.
     pub argv: Vec<String>,
     /// The complete environment (`KEY=value`), nothing else is inherited.
+    /// The command sees it sorted by name; of two equal names the later
+    /// one wins.
     pub env: Vec<String>,
     /// Working directory (absolute); must exist.
     pub cwd: String,
