@@ -18,6 +18,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use kiln_context::Context;
@@ -136,6 +138,8 @@ pub struct BuildRequest<'a> {
     pub cache: Vec<&'a dyn CacheBackend>,
     /// Digests of context files by their stat data.
     pub stat_cache: &'a StatCache,
+    /// How many stages may build at once (0: one per CPU).
+    pub jobs: usize,
 }
 
 /// A step result the build used or produced, for exporting a cache.
@@ -373,50 +377,134 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         .collect();
 
     let started = Instant::now();
-    let mut step_id = 0usize;
-    let mut results: HashMap<usize, StageResult> = HashMap::new();
     std::fs::create_dir_all(&req.work_dir).map_err(|source| BuildError::Io {
         path: req.work_dir.clone(),
         source,
     })?;
-    let mut exec = Executor {
-        req,
-        df: &df,
-        loc: &loc,
-        graph: &graph,
-        global_declared: &global_declared,
-        predefined: &predefined,
-        consumed: &mut consumed,
-        step_id: &mut step_id,
-        image_roots: HashMap::new(),
-        image_digests: HashMap::new(),
-        isolation: None,
-        entries: Vec::new(),
-        hits: 0,
-        misses: 0,
+    let shared = Shared {
+        step_id: AtomicUsize::new(0),
+        image_roots: Mutex::new(HashMap::new()),
+        image_digests: Mutex::new(HashMap::new()),
+        isolation: Mutex::new(None),
     };
     let stages = df.stages();
-    for &index in &graph.order {
-        let stage = stages.get(index).ok_or(BuildError::NoStages)?;
-        let name = stage_names
-            .get(index)
-            .cloned()
-            .unwrap_or_else(|| format!("stage-{index}"));
-        let result = exec.run_stage(
-            index,
-            &name,
-            stage.from_instruction,
-            stage.instructions,
-            &results,
-        )?;
-        results.insert(index, result);
+    let jobs = match req.jobs {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
     }
-    let target = results.remove(&graph.target).ok_or(BuildError::NoStages)?;
+    .min(graph.order.len())
+    .max(1);
+    let schedule = Mutex::new(Schedule::default());
+    let wake = Condvar::new();
+
+    // Each worker takes the first stage (in build order) whose inputs are
+    // all built, builds it, and publishes the result; independent stages
+    // thus build at the same time, up to `jobs`.
+    let worker = || loop {
+        let (index, ready) = {
+            let Ok(mut s) = schedule.lock() else { return };
+            loop {
+                if s.error.is_some() || s.started.len() == graph.order.len() {
+                    return;
+                }
+                let next = graph.order.iter().copied().find(|i| {
+                    !s.started.contains(i)
+                        && graph
+                            .stages
+                            .get(*i)
+                            .is_some_and(|n| n.deps.iter().all(|d| s.done.contains_key(d)))
+                });
+                if let Some(i) = next {
+                    s.started.insert(i);
+                    s.running += 1;
+                    break (i, s.done.clone());
+                }
+                if s.running == 0 {
+                    s.error = Some(BuildError::Message(
+                        "the stages' dependencies form a cycle".into(),
+                    ));
+                    wake.notify_all();
+                    return;
+                }
+                s = match wake.wait(s) {
+                    Ok(g) => g,
+                    Err(_) => return,
+                };
+            }
+        };
+        let mut exec = Executor {
+            req,
+            df: &df,
+            loc: &loc,
+            graph: &graph,
+            global_declared: &global_declared,
+            predefined: &predefined,
+            consumed: BTreeSet::new(),
+            shared: &shared,
+            entries: Vec::new(),
+            hits: 0,
+            misses: 0,
+        };
+        let result = match stages.get(index) {
+            Some(stage) => {
+                let name = stage_names
+                    .get(index)
+                    .cloned()
+                    .unwrap_or_else(|| format!("stage-{index}"));
+                exec.run_stage(
+                    index,
+                    &name,
+                    stage.from_instruction,
+                    stage.instructions,
+                    &ready,
+                )
+            }
+            None => Err(BuildError::NoStages),
+        };
+        let Ok(mut s) = schedule.lock() else { return };
+        s.running -= 1;
+        match result {
+            Ok(r) => {
+                s.done.insert(index, Arc::new(r));
+                s.consumed.extend(exec.consumed);
+                s.entries.insert(index, exec.entries);
+                s.hits += exec.hits;
+                s.misses += exec.misses;
+            }
+            Err(e) => {
+                if s.error.is_none() {
+                    s.error = Some(e);
+                }
+            }
+        }
+        wake.notify_all();
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..jobs {
+            scope.spawn(worker);
+        }
+        worker();
+    });
+    let mut schedule = schedule
+        .into_inner()
+        .map_err(|_| BuildError::Message("a build worker panicked".into()))?;
+    if let Some(e) = schedule.error.take() {
+        return Err(e);
+    }
+    consumed.extend(std::mem::take(&mut schedule.consumed));
+    let target = schedule
+        .done
+        .remove(&graph.target)
+        .ok_or(BuildError::NoStages)?;
     let target_stages = graph.base_chain(graph.target);
-    let (hits, misses) = (exec.hits, exec.misses);
-    let cache_entries = exec
-        .entries
-        .drain(..)
+    let (hits, misses) = (schedule.hits, schedule.misses);
+    let cache_entries = graph
+        .order
+        .iter()
+        .filter_map(|i| schedule.entries.remove(i))
+        .flatten()
         .map(|(stage, key, record)| CacheEntry {
             in_target: target_stages.contains(&stage),
             key,
@@ -426,7 +514,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
     if let Err(e) = req.stat_cache.save() {
         tracing::warn!("could not save the context stat cache: {e}");
     }
-    let mut image = target.image;
+    let mut image = target.image.clone();
     for (k, v) in &req.labels {
         image.config.config.labels.insert(k.clone(), v.clone());
     }
@@ -462,28 +550,52 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
     })
 }
 
-pub(crate) struct Executor<'a, 'b> {
+/// Stages already built, shared with the stages that read them.
+pub(crate) type Results = HashMap<usize, Arc<StageResult>>;
+
+/// What stages building at the same time share.
+struct Shared {
+    step_id: AtomicUsize,
+    image_roots: Mutex<HashMap<String, PathBuf>>,
+    image_digests: Mutex<HashMap<String, String>>,
+    isolation: Mutex<Option<kiln_sandbox::Isolation>>,
+}
+
+/// The scheduler's view: which stages are done, started, or failed.
+#[derive(Default)]
+struct Schedule {
+    done: Results,
+    started: BTreeSet<usize>,
+    running: usize,
+    error: Option<BuildError>,
+    consumed: BTreeSet<String>,
+    entries: HashMap<usize, Vec<(usize, String, StepRecord)>>,
+    hits: usize,
+    misses: usize,
+}
+
+pub(crate) struct Executor<'a> {
     pub(crate) req: &'a BuildRequest<'a>,
     pub(crate) df: &'a Dockerfile,
     pub(crate) loc: &'a Locator<'a>,
     pub(crate) graph: &'a Graph,
     global_declared: &'a BTreeMap<String, String>,
     predefined: &'a BTreeMap<String, String>,
-    consumed: &'b mut BTreeSet<String>,
-    step_id: &'b mut usize,
-    /// Root filesystems of images named by `COPY --from=<image>`.
-    image_roots: HashMap<String, PathBuf>,
-    /// Manifest digests of images named by `COPY --from=<image>` and mounts.
-    image_digests: HashMap<String, String>,
+    /// Build args this stage declared.
+    consumed: BTreeSet<String>,
+    shared: &'a Shared,
     /// Keyed steps: (stage index, key, record).
     entries: Vec<(usize, String, StepRecord)>,
     hits: usize,
     misses: usize,
-    /// The isolation RUN steps use, decided at the first RUN.
-    pub(crate) isolation: Option<kiln_sandbox::Isolation>,
 }
 
-impl Executor<'_, '_> {
+impl Executor<'_> {
+    /// The isolation RUN steps use, decided (probed) at the first RUN.
+    pub(crate) fn isolation_cell(&self) -> &Mutex<Option<kiln_sandbox::Isolation>> {
+        &self.shared.isolation
+    }
+
     fn created(&self) -> String {
         rfc3339(self.req.source_date_epoch.unwrap_or_else(now_epoch))
     }
@@ -548,7 +660,7 @@ impl Executor<'_, '_> {
         name: &str,
         from: &Instruction,
         instructions: &[Instruction],
-        results: &HashMap<usize, StageResult>,
+        results: &Results,
     ) -> Result<StageResult, BuildError> {
         let node = self.graph.stages.get(index).ok_or(BuildError::NoStages)?;
         let total = instructions.len() + 1;
@@ -655,8 +767,7 @@ impl Executor<'_, '_> {
     }
 
     fn next_step(&mut self) -> usize {
-        *self.step_id += 1;
-        *self.step_id
+        self.shared.step_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn run_step(
@@ -664,7 +775,7 @@ impl Executor<'_, '_> {
         state: &mut StageState,
         ins: &Instruction,
         label: &str,
-        results: &HashMap<usize, StageResult>,
+        results: &Results,
     ) -> Result<(), BuildError> {
         let id = self.next_step();
         let t = Instant::now();
@@ -825,7 +936,7 @@ impl Executor<'_, '_> {
         &mut self,
         from: Option<&str>,
         stage: usize,
-        results: &HashMap<usize, StageResult>,
+        results: &Results,
         span: Span,
     ) -> Result<String, BuildError> {
         let Some(from) = from else {
@@ -838,12 +949,22 @@ impl Executor<'_, '_> {
             })?;
             return Ok(format!("stage:{}", r.key));
         }
-        if let Some(d) = self.image_digests.get(from) {
+        if let Some(d) = self.known_digest(from) {
             return Ok(format!("image:{d}"));
         }
         let (_, digest) = self.resolve_image(from, span)?;
-        self.image_digests.insert(from.to_string(), digest.clone());
+        if let Ok(mut m) = self.shared.image_digests.lock() {
+            m.insert(from.to_string(), digest.clone());
+        }
         Ok(format!("image:{digest}"))
+    }
+
+    fn known_digest(&self, reference: &str) -> Option<String> {
+        self.shared
+            .image_digests
+            .lock()
+            .ok()
+            .and_then(|m| m.get(reference).cloned())
     }
 
     /// Adds the context paths `rel` (and everything below them, after
@@ -868,7 +989,7 @@ impl Executor<'_, '_> {
         state: &mut StageState,
         ins: &Instruction,
         id: usize,
-        results: &HashMap<usize, StageResult>,
+        results: &Results,
     ) -> Result<StepOutcome, BuildError> {
         let span = ins.span;
         match &ins.kind {
@@ -1063,7 +1184,7 @@ impl Executor<'_, '_> {
         is_add: bool,
         ins: &Instruction,
         id: usize,
-        results: &HashMap<usize, StageResult>,
+        results: &Results,
     ) -> Result<StepOutcome, BuildError> {
         let span = ins.span;
         let mut sources = Vec::with_capacity(c.sources.len());
@@ -1220,13 +1341,22 @@ impl Executor<'_, '_> {
         reference: &str,
         span: Span,
     ) -> Result<PathBuf, BuildError> {
-        if let Some(p) = self.image_roots.get(reference) {
+        // Held while materializing, so two stages never unpack the same
+        // image twice.
+        let mut roots = self
+            .shared
+            .image_roots
+            .lock()
+            .map_err(|_| BuildError::Message("image root lock poisoned".into()))?;
+        if let Some(p) = roots.get(reference) {
             return Ok(p.clone());
         }
         let (image, digest) = self.resolve_image(reference, span)?;
-        self.image_digests.insert(reference.to_string(), digest);
+        if let Ok(mut m) = self.shared.image_digests.lock() {
+            m.insert(reference.to_string(), digest);
+        }
         let root = self.materialize(&image, "from-image-")?;
-        self.image_roots.insert(reference.to_string(), root.clone());
+        roots.insert(reference.to_string(), root.clone());
         Ok(root)
     }
 

@@ -8,7 +8,6 @@
 //! Secrets are copied into a private temporary directory that is deleted
 //! after the step; they never enter the config, the history or a log line.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use kiln_dockerfile::parser::{run_script, RunScript};
 use kiln_sandbox::{Isolation, Mount, MountKind, Network, RunSpec};
 
 use crate::cache::KeyBuilder;
-use crate::executor::{Executor, StageResult, StageState, StageVars};
+use crate::executor::{Executor, Results, StageState, StageVars};
 use crate::progress::{Progress, StepOutcome};
 use crate::BuildError;
 
@@ -138,9 +137,14 @@ fn cache_dir_name(id: &str) -> String {
     format!("{readable}-{}", &hex::encode(digest)[..16])
 }
 
-impl Executor<'_, '_> {
+impl Executor<'_> {
     fn isolation(&mut self) -> Result<Isolation, BuildError> {
-        if let Some(i) = self.isolation {
+        // Locked across the probe so concurrent stages probe once.
+        let mut cell = self
+            .isolation_cell()
+            .lock()
+            .map_err(|_| BuildError::Message("isolation lock poisoned".into()))?;
+        if let Some(i) = *cell {
             return Ok(i);
         }
         let chosen = match self.req.isolation {
@@ -153,7 +157,7 @@ impl Executor<'_, '_> {
             }
             other => other,
         };
-        self.isolation = Some(chosen);
+        *cell = Some(chosen);
         Ok(chosen)
     }
 
@@ -163,7 +167,7 @@ impl Executor<'_, '_> {
         run: &Run,
         ins: &Instruction,
         id: usize,
-        results: &HashMap<usize, StageResult>,
+        results: &Results,
     ) -> Result<StepOutcome, BuildError> {
         let span = ins.span;
 
@@ -376,7 +380,7 @@ impl Executor<'_, '_> {
         mounts: &mut Vec<Mount>,
         locks: &mut Vec<std::fs::File>,
         ssh_index: &mut usize,
-        results: &HashMap<usize, StageResult>,
+        results: &Results,
         span: kiln_dockerfile::ast::Span,
     ) -> Result<(), BuildError> {
         let absolute = |t: &str| -> String {
@@ -568,7 +572,7 @@ impl Executor<'_, '_> {
     fn mount_source_root(
         &mut self,
         m: &MountSpec,
-        results: &HashMap<usize, StageResult>,
+        results: &Results,
         span: kiln_dockerfile::ast::Span,
     ) -> Result<(PathBuf, bool), BuildError> {
         match &m.from {
@@ -580,7 +584,7 @@ impl Executor<'_, '_> {
     fn stage_or_image_root(
         &mut self,
         from: &str,
-        results: &HashMap<usize, StageResult>,
+        results: &Results,
         span: kiln_dockerfile::ast::Span,
     ) -> Result<(PathBuf, bool), BuildError> {
         for (i, node) in self.graph.stages.iter().enumerate() {

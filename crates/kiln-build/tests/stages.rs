@@ -48,6 +48,7 @@ fn run(dockerfile: &str, args: &[(&str, &str)]) -> Result<BuildOutput, BuildErro
         mount_cache_dir: work.path().join("mounts"),
         cache: Vec::new(),
         stat_cache: &kiln_build::cache::StatCache::default(),
+        jobs: 0,
     };
     build(&req)
 }

@@ -53,6 +53,14 @@ pub struct BuildArgs {
     /// Where kiln keeps blobs and scratch space.
     #[arg(long, env = "KILN_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// How many independent stages build at once (default: one per CPU).
+    #[arg(
+        long,
+        env = "KILN_JOBS",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
+    pub jobs: usize,
     /// Run every step: do not look anything up in the step cache (results
     /// are still stored for later builds).
     #[arg(long)]
@@ -171,6 +179,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         labels,
         progress,
         cache_dir: args.cache_dir.unwrap_or_else(job::default_cache_dir),
+        jobs: args.jobs,
         cache: job::CacheSettings {
             local: true,
             lookup: !args.no_cache,

@@ -34,6 +34,8 @@ pub struct Job {
     pub cache_dir: PathBuf,
     /// Step caching.
     pub cache: CacheSettings,
+    /// Stages built at once (0: one per CPU).
+    pub jobs: usize,
     pub source_date_epoch: Option<i64>,
     pub format: Format,
     pub compression: Compression,
@@ -325,6 +327,7 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
         mount_cache_dir: job.cache_dir.join("mounts"),
         cache: backends,
         stat_cache: &stat_cache,
+        jobs: job.jobs,
     };
     let mut out = kiln_build::build(&request)?;
     for arg in &out.unused_args {

@@ -282,6 +282,11 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         labels,
         progress,
         cache_dir,
+        // Kaniko has no such flag: KILN_JOBS, else one stage per CPU.
+        jobs: std::env::var("KILN_JOBS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
         // Kaniko caches only with --cache=true; its TTL defaults to two weeks.
         cache: job::CacheSettings {
             local: on(args.cache),

@@ -394,3 +394,44 @@ fn kaniko_cache_repo_stores_one_image_per_step() {
         "RUN steps come from the cache repo: {ran:?}"
     );
 }
+
+/// Two independent stages meet in a shared cache mount: each leaves a file
+/// and waits for the other's. Built one after the other, the first would
+/// wait in vain; built at the same time, both finish.
+#[test]
+fn independent_stages_build_at_the_same_time() {
+    let sb = Sandbox::new();
+    sb.busybox();
+    let wait_for = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=meet,target=/meet touch /meet/{me} && i=0; while [ ! -f /meet/{other} ]; do i=$((i+1)); [ $i -gt 300 ] && exit 7; sleep 0.1; done; echo {me} > /{me}.txt\n"
+        )
+    };
+    let base = BASE.replacen("FROM scratch", "FROM scratch AS base", 1);
+    sb.dockerfile(&format!(
+        "{base}\nFROM base AS left\n{}\nFROM base AS right\n{}\nFROM base\nCOPY --from=left /left.txt /\nCOPY --from=right /right.txt /\n",
+        wait_for("left", "right"),
+        wait_for("right", "left"),
+    ));
+    build(&sb, "o1", &["--jobs", "2", "-t", "meet:latest"]);
+    let rootfs = umoci_unpack(&sb.path("o1"), "latest", &sb.path("bundle"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("left.txt")).expect("left"),
+        "left\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("right.txt")).expect("right"),
+        "right\n"
+    );
+
+    // A stage that fails stops the build with its error and location.
+    sb.dockerfile(&format!(
+        "{base}\nFROM base AS bad\nRUN exit 3\nFROM base AS good\nRUN echo fine\nFROM base\nCOPY --from=bad / /\nCOPY --from=good / /\n"
+    ));
+    let ctx = sb.context().to_string_lossy().to_string();
+    let o = sb.kiln(&["build", "--jobs", "2", "--output", "type=oci,dest=o2", &ctx]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("RUN failed with exit code 3"), "{err}");
+    assert!(!sb.path("o2").exists(), "no output after a failure");
+}
