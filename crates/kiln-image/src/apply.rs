@@ -21,6 +21,12 @@ use crate::store::BlobStore;
 pub struct ApplyOptions {
     /// Apply uid/gid from the tar (needs root / CAP_CHOWN).
     pub same_owner: bool,
+    /// Paths (relative to the destination, `/`-separated) that applying
+    /// must leave alone: nothing is written at or below them, and
+    /// deletions (whiteouts, opaque directories, replacements) spare them
+    /// and the directories that lead to them. An in-place build protects
+    /// mount points, `/proc` and kiln's own files this way.
+    pub protected: Vec<String>,
 }
 
 impl Default for ApplyOptions {
@@ -28,6 +34,7 @@ impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             same_owner: rustix::process::geteuid().is_root(),
+            protected: Vec::new(),
         }
     }
 }
@@ -219,6 +226,65 @@ fn remove_any(p: &Path) -> Result<()> {
     }
 }
 
+/// How a path relates to the protected ones.
+#[derive(Debug, PartialEq, Eq)]
+enum Protection {
+    Free,
+    /// The path is protected, or inside a protected path.
+    Inside,
+    /// A protected path lies below this one.
+    Ancestor,
+}
+
+fn protection(cx: &Ctx<'_>, rel: &str) -> Protection {
+    let mut out = Protection::Free;
+    for p in &cx.opts.protected {
+        if rel == p
+            || (rel.len() > p.len()
+                && rel.starts_with(p.as_str())
+                && rel.as_bytes()[p.len()] == b'/')
+            || p.is_empty()
+        {
+            return Protection::Inside;
+        }
+        if rel.is_empty()
+            || (p.len() > rel.len() && p.starts_with(rel) && p.as_bytes()[rel.len()] == b'/')
+        {
+            out = Protection::Ancestor;
+        }
+    }
+    out
+}
+
+/// [`remove_any`] that spares protected paths: an ancestor of one keeps
+/// itself and its protected descendants, losing everything else.
+fn remove_guarded(cx: &Ctx<'_>, p: &Path) -> Result<()> {
+    if cx.opts.protected.is_empty() {
+        return remove_any(p);
+    }
+    match protection(cx, &rel(cx, p)) {
+        Protection::Free => remove_any(p),
+        Protection::Inside => Ok(()),
+        Protection::Ancestor => {
+            let rd = match fs::read_dir(p) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => {
+                    return Err(Error::Io {
+                        context: format!("read dir {}", p.display()),
+                        source: e,
+                    })
+                }
+            };
+            for ent in rd {
+                let child = ent.ctx(|| format!("read dir {}", p.display()))?.path();
+                remove_guarded(cx, &child)?;
+            }
+            Ok(())
+        }
+    }
+}
+
 fn rel(cx: &Ctx<'_>, p: &Path) -> String {
     p.strip_prefix(cx.dest)
         .map(|r| r.to_string_lossy().into_owned())
@@ -264,7 +330,7 @@ fn prune(cx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
                 prune(cx, &c)?;
             }
         } else {
-            remove_any(&c)?;
+            remove_guarded(cx, &c)?;
             forget(cx, &c);
         }
     }
@@ -309,7 +375,31 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
         .filter_map(|(k, v)| Some((k.strip_prefix("SCHILY.xattr.")?.to_string(), v.clone())))
         .collect();
 
+    if !cx.opts.protected.is_empty() && name != OPAQUE_MARKER {
+        let target = match name.strip_prefix(WHITEOUT_PREFIX) {
+            Some(victim) => {
+                let mut t = parent.to_vec();
+                t.push(victim.to_string());
+                t
+            }
+            None => comps.clone(),
+        };
+        match protection(cx, &target.join("/")) {
+            Protection::Inside => return Ok(()),
+            // Only a directory can stand where a protected path's parent is.
+            Protection::Ancestor
+                if !name.starts_with(WHITEOUT_PREFIX)
+                    && h.entry_type() != tar::EntryType::Directory =>
+            {
+                return Ok(())
+            }
+            _ => {}
+        }
+    }
     if name == OPAQUE_MARKER {
+        if protection(cx, &parent.join("/")) == Protection::Inside {
+            return Ok(());
+        }
         let Some(dir) = resolve_dir(cx.dest, parent, true)? else {
             return Ok(());
         };
@@ -324,7 +414,7 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
         if let Some(dir) = resolve_dir(cx.dest, parent, false)? {
             ensure_writable(cx, &dir)?;
             let target = dir.join(victim);
-            remove_any(&target)?;
+            remove_guarded(cx, &target)?;
             forget(cx, &target);
         }
         return Ok(());
@@ -357,7 +447,7 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
     match kind {
         T::Directory => {
             if !existing.as_ref().is_some_and(|m| m.is_dir()) {
-                remove_any(&path)?;
+                remove_guarded(cx, &path)?;
                 fs::create_dir(&path).ctx(|| format!("mkdir {}", path.display()))?;
             }
             set_xattrs(&path, &xattrs);
@@ -371,7 +461,7 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
             record(cx, EntryKind::Dir);
         }
         T::Regular | T::Continuous | T::GNUSparse => {
-            remove_any(&path)?;
+            remove_guarded(cx, &path)?;
             let mut f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -400,7 +490,7 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
                 .ctx(|| "read link target")?
                 .ok_or_else(|| unsafe_entry(&raw, "symlink without target"))?
                 .into_owned();
-            remove_any(&path)?;
+            remove_guarded(cx, &path)?;
             std::os::unix::fs::symlink(&target, &path)
                 .ctx(|| format!("symlink {}", path.display()))?;
             finish_meta(cx, &path, mode, uid, gid, mtime, true)?;
@@ -427,14 +517,14 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
             if path == tpath {
                 return Ok(());
             }
-            remove_any(&path)?;
+            remove_guarded(cx, &path)?;
             fs::hard_link(&tpath, &path)
                 .ctx(|| format!("link {} to {}", path.display(), tpath.display()))?;
             let trel = rel(cx, &tpath);
             record(cx, EntryKind::Hardlink { target: trel });
         }
         T::Char | T::Block | T::Fifo => {
-            remove_any(&path)?;
+            remove_guarded(cx, &path)?;
             let (ft, k) = match kind {
                 T::Char => (
                     rustix::fs::FileType::CharacterDevice,

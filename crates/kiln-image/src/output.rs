@@ -304,7 +304,10 @@ pub fn write_rootfs_tar(store: &BlobStore, image: &Image, file: &Path) -> Result
         .prefix(".kiln-tmp-")
         .tempdir_in(parent_of(file))
         .ctx(|| format!("create temp dir beside {}", file.display()))?;
-    let opts = ApplyOptions { same_owner: false };
+    let opts = ApplyOptions {
+        same_owner: false,
+        protected: Vec::new(),
+    };
     let mut tracker = Tracker::new();
     for l in &image.layers {
         apply_inner(store, &l.digest, scratch.path(), &opts, Some(&mut tracker))?;

@@ -63,7 +63,10 @@ fn whiteouts_opaque_hardlinks_setuid() {
     )
     .unwrap();
     let root = tmp.path().join("root");
-    let o = ApplyOptions { same_owner: false };
+    let o = ApplyOptions {
+        same_owner: false,
+        protected: Vec::new(),
+    };
     apply_layer(&store, &l1.digest, &root, &o).unwrap();
     let x = fs::metadata(root.join("a/x")).unwrap();
     let hl = fs::metadata(root.join("a/hl")).unwrap();
@@ -126,7 +129,10 @@ fn escapes_are_rejected_or_contained() {
     let outside = tmp.path().join("outside");
     fs::create_dir(&outside).unwrap();
     let root = tmp.path().join("root");
-    let o = ApplyOptions { same_owner: false };
+    let o = ApplyOptions {
+        same_owner: false,
+        protected: Vec::new(),
+    };
 
     let dotdot = store
         .put_bytes(&raw_tar(&[("../evil", b'0', "", b"pwn")]))
@@ -256,7 +262,10 @@ fn file_capabilities_survive_apply() {
         &store,
         &layer.digest,
         &dest,
-        &ApplyOptions { same_owner: true },
+        &ApplyOptions {
+            same_owner: true,
+            protected: Vec::new(),
+        },
     )
     .unwrap();
     let got = xattr_of(&dest.join("ping"), "security.capability");
@@ -272,4 +281,71 @@ fn xattr_of(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
     let n = rustix::fs::lgetxattr(path, name, &mut buf).ok()?;
     buf.truncate(n);
     Some(buf)
+}
+
+#[test]
+fn protected_paths_survive_whiteouts_opaque_dirs_and_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&tmp.path().join("s")).unwrap();
+    let root = tmp.path().join("root");
+    // What the container already has: a mount point file, kiln's dir, and
+    // a directory holding a protected path.
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/hosts"), "container hosts").unwrap();
+    fs::write(root.join("etc/old.conf"), "old").unwrap();
+    fs::create_dir_all(root.join("kiln/cache")).unwrap();
+    fs::write(root.join("kiln/cache/blob"), "keep").unwrap();
+    fs::create_dir_all(root.join("var/run/secrets/token")).unwrap();
+    fs::write(root.join("var/run/secrets/token/t"), "tok").unwrap();
+    fs::write(root.join("var/run/other"), "gone").unwrap();
+    let layer = write_layer(
+        &store,
+        vec![
+            entry("etc", EntryKind::OpaqueDir, 0o755),
+            entry(
+                "etc/hosts",
+                EntryKind::Bytes(b"image hosts".to_vec()),
+                0o644,
+            ),
+            entry("etc/new.conf", EntryKind::Bytes(b"new".to_vec()), 0o644),
+            entry("kiln", EntryKind::Whiteout, 0o644),
+            entry("var/run", EntryKind::Whiteout, 0o644),
+            entry("usr/bin/tool", EntryKind::Bytes(b"elf".to_vec()), 0o755),
+        ],
+        &plain(),
+    )
+    .unwrap();
+    let o = ApplyOptions {
+        same_owner: false,
+        protected: vec!["etc/hosts".into(), "kiln".into(), "var/run/secrets".into()],
+    };
+    apply_layer(&store, &layer.digest, &root, &o).unwrap();
+    assert_eq!(
+        fs::read_to_string(root.join("etc/hosts")).unwrap(),
+        "container hosts"
+    );
+    assert!(
+        !root.join("etc/old.conf").exists(),
+        "the opaque dir still clears the rest"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("etc/new.conf")).unwrap(),
+        "new"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("kiln/cache/blob")).unwrap(),
+        "keep"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("var/run/secrets/token/t")).unwrap(),
+        "tok"
+    );
+    assert!(
+        !root.join("var/run/other").exists(),
+        "whiteout spares only the protected part"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("usr/bin/tool")).unwrap(),
+        "elf"
+    );
 }

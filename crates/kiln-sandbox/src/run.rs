@@ -78,16 +78,20 @@ impl Sandbox {
             ));
         }
         let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if rustix::process::geteuid().is_root() {
-            Ok((
-                Isolation::Root,
-                format!("running as root; user namespaces are not usable ({why})"),
-            ))
-        } else {
-            Err(SandboxError::Unavailable(format!(
-                "user namespaces are not usable ({why}) and kiln is not running as root"
-            )))
+        // Neither user namespaces nor CAP_SYS_ADMIN: what is left is
+        // running steps in place, which replaces this root filesystem's
+        // contents, so only where that root is a container's.
+        if let Some(evidence) = crate::inplace::container_evidence() {
+            return Ok((
+                Isolation::InPlace,
+                format!(
+                    "user namespaces are not usable ({why}) and there is no CAP_SYS_ADMIN; inside a container ({evidence}), so steps run in place, Kaniko-style"
+                ),
+            ));
         }
+        Err(SandboxError::Unavailable(format!(
+            "user namespaces are not usable ({why}), kiln has no CAP_SYS_ADMIN, and nothing shows it runs inside a container, where in-place builds (which overwrite the root filesystem) would be safe"
+        )))
     }
 
     /// Runs one step; see [`crate::run`].
@@ -97,6 +101,11 @@ impl Sandbox {
             Isolation::Auto => self.probe()?.0,
             other => other,
         };
+        if isolation == Isolation::InPlace {
+            return Err(SandboxError::Unavailable(
+                "in-place steps run through run_direct, not the namespace sandbox".into(),
+            ));
+        }
         let map_plan = match isolation {
             Isolation::Root => {
                 if !rustix::process::geteuid().is_root() {

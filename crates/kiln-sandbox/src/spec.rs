@@ -18,6 +18,10 @@ pub enum Isolation {
     Userns,
     /// Real root: the same namespaces without a user namespace.
     Root,
+    /// Kaniko-style: no namespaces at all; the step runs in kiln's own
+    /// container root (see the `inplace` module), which the build replaces
+    /// with the stage's files. Only inside a container.
+    InPlace,
 }
 
 impl std::fmt::Display for Isolation {
@@ -26,6 +30,7 @@ impl std::fmt::Display for Isolation {
             Isolation::Auto => "auto",
             Isolation::Userns => "userns",
             Isolation::Root => "root",
+            Isolation::InPlace => "in-place",
         })
     }
 }
