@@ -140,6 +140,11 @@ pub struct BuildRequest<'a> {
     pub stat_cache: &'a StatCache,
     /// How many stages may build at once (0: one per CPU).
     pub jobs: usize,
+    /// In-place builds: paths never touched (Kaniko's `--ignore-path`).
+    pub ignore_paths: Vec<PathBuf>,
+    /// Allow an in-place build where nothing shows kiln is in a container
+    /// (Kaniko's `--force`).
+    pub force_in_place: bool,
 }
 
 /// A step result the build used or produced, for exporting a cache.
@@ -381,14 +386,18 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         path: req.work_dir.clone(),
         source,
     })?;
+    let stages = df.stages();
+    let (isolation, in_place) = decide_isolation(req, &graph, &stages)?;
     let shared = Shared {
         step_id: AtomicUsize::new(0),
         image_roots: Mutex::new(HashMap::new()),
         image_digests: Mutex::new(HashMap::new()),
-        isolation: Mutex::new(None),
+        isolation: Mutex::new(isolation),
+        in_place,
     };
-    let stages = df.stages();
+    // One root filesystem in place: one stage at a time.
     let jobs = match req.jobs {
+        _ if shared.in_place.is_some() => 1,
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
@@ -559,6 +568,8 @@ struct Shared {
     image_roots: Mutex<HashMap<String, PathBuf>>,
     image_digests: Mutex<HashMap<String, String>>,
     isolation: Mutex<Option<kiln_sandbox::Isolation>>,
+    /// Set when steps run in kiln's own container root.
+    in_place: Option<crate::inplace::InPlaceRoot>,
 }
 
 /// The scheduler's view: which stages are done, started, or failed.
@@ -572,6 +583,65 @@ struct Schedule {
     entries: HashMap<usize, Vec<(usize, String, StepRecord)>>,
     hits: usize,
     misses: usize,
+}
+
+/// Decides up front whether the build runs in place (it changes where every
+/// stage's files live): only when a needed stage has a RUN step and the
+/// isolation asked for (or probed) is in-place. Returns the isolation, if
+/// decided, and the in-place root.
+fn decide_isolation(
+    req: &BuildRequest,
+    graph: &Graph,
+    stages: &[kiln_dockerfile::ast::Stage<'_>],
+) -> Result<
+    (
+        Option<kiln_sandbox::Isolation>,
+        Option<crate::inplace::InPlaceRoot>,
+    ),
+    BuildError,
+> {
+    use kiln_sandbox::Isolation;
+    let has_run = graph.order.iter().any(|i| {
+        stages.get(*i).is_some_and(|s| {
+            s.instructions
+                .iter()
+                .any(|ins| matches!(ins.kind, InstructionKind::Run(_)))
+        })
+    });
+    let chosen = match req.isolation {
+        Isolation::Auto if has_run => {
+            let (i, why) = kiln_sandbox::probe()?;
+            req.progress.info(&format!("RUN isolation: {i} ({why})"));
+            Some(i)
+        }
+        Isolation::Auto => None,
+        Isolation::InPlace => {
+            req.progress
+                .info("RUN isolation: in-place (asked for with --isolation in-place)");
+            Some(Isolation::InPlace)
+        }
+        other => Some(other),
+    };
+    if chosen != Some(Isolation::InPlace) {
+        return Ok((chosen, None));
+    }
+    if kiln_sandbox::container_evidence().is_none() && !req.force_in_place {
+        return Err(BuildError::Message(
+            "in-place isolation replaces the root filesystem's contents, and nothing shows kiln runs inside a container here; run it in a container, or force it (executor --force, or KILN_FORCE_IN_PLACE=1) if this machine is disposable".into(),
+        ));
+    }
+    let mut keep = vec![
+        req.work_dir.clone(),
+        req.store.root().to_path_buf(),
+        req.mount_cache_dir.clone(),
+        req.context.root().to_path_buf(),
+    ];
+    if let Ok(exe) = std::env::current_exe() {
+        keep.push(exe);
+    }
+    keep.extend(req.ignore_paths.iter().cloned());
+    let root = crate::inplace::InPlaceRoot::new(&keep)?;
+    Ok((chosen, Some(root)))
 }
 
 pub(crate) struct Executor<'a> {
@@ -594,6 +664,11 @@ impl Executor<'_> {
     /// The isolation RUN steps use, decided (probed) at the first RUN.
     pub(crate) fn isolation_cell(&self) -> &Mutex<Option<kiln_sandbox::Isolation>> {
         &self.shared.isolation
+    }
+
+    /// The in-place root, when steps run in kiln's own container root.
+    pub(crate) fn in_place(&self) -> Option<&crate::inplace::InPlaceRoot> {
+        self.shared.in_place.as_ref()
     }
 
     fn created(&self) -> String {
@@ -629,6 +704,7 @@ impl Executor<'_> {
         let dir = self.stage_dir(what)?;
         let opts = kiln_image::ApplyOptions {
             same_owner: Self::same_owner(),
+            protected: Vec::new(),
         };
         for layer in &image.layers {
             kiln_image::apply_layer(self.req.store, &layer.digest, &dir, &opts)?;
@@ -703,8 +779,13 @@ impl Executor<'_> {
                 (image, key)
             }
         };
-        // Filled lazily: only a step that runs needs the files.
-        let rootfs = self.stage_dir("stage-")?;
+        // Filled lazily: only a step that runs needs the files. In place,
+        // the stage's root is kiln's own.
+        let rootfs = if self.shared.in_place.is_some() {
+            PathBuf::from("/")
+        } else {
+            self.stage_dir("stage-")?
+        };
         self.req
             .progress
             .step_finished(id, StepOutcome::Done, t.elapsed());
@@ -754,13 +835,20 @@ impl Executor<'_> {
 
         state.config.created = Some(self.clock(&state));
         state.config.rootfs.diff_ids = state.layers.iter().map(|l| l.diff_id.clone()).collect();
+        // In place, the root belongs to the next stage: a later stage that
+        // reads this one gets its own copy, made from the layers.
+        let (rootfs, applied) = if self.shared.in_place.is_some() {
+            (self.stage_dir("stage-")?, 0)
+        } else {
+            (state.rootfs, state.applied)
+        };
         Ok(StageResult {
             image: Image {
                 config: state.config,
                 layers: state.layers,
             },
-            rootfs: state.rootfs,
-            applied: std::sync::Mutex::new(state.applied),
+            rootfs,
+            applied: std::sync::Mutex::new(applied),
             key: state.key,
             args: state.args,
         })
@@ -881,6 +969,9 @@ impl Executor<'_> {
         self.misses += 1;
         // The step ran on the materialized root: its layer is on disk.
         state.applied = state.layers.len();
+        if let Some(root) = &self.shared.in_place {
+            root.holds(&state.layers);
+        }
         let Some(history) = state.config.history.last().cloned() else {
             return;
         };
@@ -904,8 +995,12 @@ impl Executor<'_> {
 
     /// Applies the stage's layers that are not yet on disk.
     pub(crate) fn ensure_rootfs(&self, state: &mut StageState) -> Result<(), BuildError> {
+        if let Some(root) = &self.shared.in_place {
+            return root.prepare(self.req.store, &state.layers, &mut state.applied);
+        }
         let opts = kiln_image::ApplyOptions {
             same_owner: Self::same_owner(),
+            protected: Vec::new(),
         };
         while let Some(layer) = state.layers.get(state.applied) {
             kiln_image::apply_layer(self.req.store, &layer.digest, &state.rootfs, &opts)?;
@@ -918,6 +1013,7 @@ impl Executor<'_> {
     pub(crate) fn stage_root(&self, r: &StageResult) -> Result<PathBuf, BuildError> {
         let opts = kiln_image::ApplyOptions {
             same_owner: Self::same_owner(),
+            protected: Vec::new(),
         };
         let mut applied = r
             .applied

@@ -17,6 +17,7 @@ pub mod copy;
 pub mod executor;
 pub mod fetch;
 pub mod graph;
+pub mod inplace;
 pub mod output;
 pub mod progress;
 pub mod registry;

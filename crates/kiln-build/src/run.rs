@@ -342,6 +342,11 @@ impl Executor<'_> {
             mounts,
             isolation,
         };
+        if isolation == Isolation::InPlace {
+            let outcome = self.run_in_place(state, &spec, key, layers_before, id, span);
+            drop(locks);
+            return outcome;
+        }
         let mut out = StepOutput {
             progress: self.req.progress,
             id,
@@ -366,6 +371,75 @@ impl Executor<'_> {
             self.push_layer(state, entries, created_by, id)?;
         }
         kiln_sandbox::merge_upper(&upper, &state.rootfs)?;
+        self.remember(state, key, layers_before);
+        Ok(StepOutcome::Done)
+    }
+
+    /// Runs a step in kiln's own container root (Kaniko-style): mounts
+    /// emulated, the command run directly, and its changes found by
+    /// comparing stat walks of the root before and after.
+    fn run_in_place(
+        &mut self,
+        state: &mut StageState,
+        spec: &RunSpec,
+        key: String,
+        layers_before: usize,
+        id: usize,
+        span: kiln_dockerfile::ast::Span,
+    ) -> Result<StepOutcome, BuildError> {
+        let root = Path::new("/");
+        let mut ignore = self
+            .in_place()
+            .ok_or_else(|| BuildError::Message("in-place isolation without its root".into()))?
+            .ignore
+            .clone();
+        if spec.network == Network::None {
+            self.req.progress.step_info(
+                id,
+                "warning: in-place steps share the container's network; --network=none cannot be honoured",
+            );
+        }
+        let mut placed = crate::inplace::place_mounts(root, &spec.mounts, &mut ignore)?;
+        let before = kiln_sandbox::scan(root, &ignore)?;
+        // BuildKit creates a missing working directory; it is part of the
+        // step's changes.
+        let cwd = root.join(spec.cwd.trim_start_matches('/'));
+        if !cwd.is_dir() {
+            std::fs::create_dir_all(&cwd).map_err(io_err(&cwd))?;
+        }
+        let direct = kiln_sandbox::DirectSpec {
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            cwd: spec.cwd.clone(),
+            uid: spec.uid,
+            gid: spec.gid,
+            supplementary_gids: spec.supplementary_gids.clone(),
+        };
+        let mut out = StepOutput {
+            progress: self.req.progress,
+            id,
+            pending: Vec::new(),
+        };
+        let result = kiln_sandbox::run_direct(&direct, &mut out);
+        let _ = out.flush();
+        let result = result?;
+        if result.exit_code != 0 {
+            placed.restore()?;
+            let mut message = format!("RUN failed with exit code {}", result.exit_code);
+            if !result.tail.trim().is_empty() {
+                message.push_str(":\n");
+                message.push_str(result.tail.trim_end());
+            }
+            return Err(self.loc.at(span, message));
+        }
+        let (entries, _) = kiln_sandbox::changes(root, &before, &ignore)?;
+        placed.restore()?;
+        let created_by = format!("RUN {} # buildkit", spec.argv.join(" "));
+        if entries.is_empty() {
+            self.history(state, created_by, true);
+        } else {
+            self.push_layer(state, entries, created_by, id)?;
+        }
         self.remember(state, key, layers_before);
         Ok(StepOutcome::Done)
     }

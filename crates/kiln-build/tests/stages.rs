@@ -49,6 +49,8 @@ fn run(dockerfile: &str, args: &[(&str, &str)]) -> Result<BuildOutput, BuildErro
         cache: Vec::new(),
         stat_cache: &kiln_build::cache::StatCache::default(),
         jobs: 0,
+        ignore_paths: Vec::new(),
+        force_in_place: false,
     };
     build(&req)
 }

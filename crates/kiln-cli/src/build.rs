@@ -93,9 +93,12 @@ pub struct BuildArgs {
     /// An SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET]; repeatable.
     #[arg(long = "ssh")]
     pub ssh: Vec<String>,
-    /// How RUN steps are isolated: auto, userns or root.
+    /// How RUN steps are isolated: auto, userns, root or in-place.
     #[arg(long, default_value = "auto", env = "KILN_ISOLATION")]
     pub isolation: String,
+    /// In-place builds: a path the build never touches; repeatable.
+    #[arg(long = "ignore-path")]
+    pub ignore_paths: Vec<PathBuf>,
     /// Speak plain HTTP / unverified TLS to this registry (HOST[:PORT]); repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
@@ -197,6 +200,8 @@ pub fn run(args: BuildArgs) -> Result<()> {
         secrets,
         ssh,
         isolation: job::parse_isolation(&args.isolation)?,
+        ignore_paths: args.ignore_paths.clone(),
+        force_in_place: job::force_in_place_env(),
         registry: job::registry_options(
             args.insecure_registries,
             &args.registry_mirrors,

@@ -42,6 +42,10 @@ pub struct Job {
     pub secrets: BTreeMap<String, kiln_build::run::SecretSource>,
     pub ssh: BTreeMap<String, PathBuf>,
     pub isolation: kiln_sandbox::Isolation,
+    /// In-place builds: paths never touched.
+    pub ignore_paths: Vec<PathBuf>,
+    /// In-place builds even where nothing shows a container.
+    pub force_in_place: bool,
     pub registry: kiln_registry::RegistryOptions,
     /// Result files.
     pub digest_file: Option<PathBuf>,
@@ -183,8 +187,17 @@ pub fn parse_isolation(s: &str) -> Result<kiln_sandbox::Isolation> {
         "auto" => kiln_sandbox::Isolation::Auto,
         "userns" => kiln_sandbox::Isolation::Userns,
         "root" => kiln_sandbox::Isolation::Root,
-        other => bail!("--isolation {other}: expected auto, userns or root"),
+        "in-place" | "inplace" => kiln_sandbox::Isolation::InPlace,
+        other => bail!("--isolation {other}: expected auto, userns, root or in-place"),
     })
+}
+
+/// `KILN_FORCE_IN_PLACE=1`: allow in-place builds outside a container.
+pub fn force_in_place_env() -> bool {
+    matches!(
+        std::env::var("KILN_FORCE_IN_PLACE").as_deref(),
+        Ok("1" | "true")
+    )
 }
 
 /// SOURCE_DATE_EPOCH from the environment, else 0 when reproducible.
@@ -328,6 +341,8 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
         cache: backends,
         stat_cache: &stat_cache,
         jobs: job.jobs,
+        ignore_paths: job.ignore_paths.clone(),
+        force_in_place: job.force_in_place,
     };
     let mut out = kiln_build::build(&request)?;
     for arg in &out.unused_args {

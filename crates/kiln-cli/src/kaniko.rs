@@ -150,7 +150,7 @@ pub struct KanikoArgs {
     /// kiln extension: a secret for RUN --mount=type=secret (id=ID,src=PATH|env=VAR).
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
-    /// kiln extension: how RUN steps are isolated (auto, userns, root).
+    /// kiln extension: how RUN steps are isolated (auto, userns, root, in-place).
     #[arg(long, default_value = "auto", env = "KILN_ISOLATION")]
     pub isolation: String,
 }
@@ -186,9 +186,6 @@ pub fn run(args: KanikoArgs) -> Result<()> {
             "full" | "redo" | "time" => {}
             other => bail!("--snapshot-mode {other}: expected full, redo or time"),
         }
-    }
-    if !args.ignore_paths.is_empty() {
-        warn("--ignore-path applies to in-place (Kaniko-style) builds, which this build of kiln does not run; ignored");
     }
     if !args.registry_client_certs.is_empty() {
         warn("--registry-client-cert: client certificates are not supported yet; connecting without them");
@@ -308,6 +305,8 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         secrets,
         ssh: BTreeMap::new(),
         isolation: job::parse_isolation(&args.isolation)?,
+        ignore_paths: args.ignore_paths.iter().map(PathBuf::from).collect(),
+        force_in_place: on(args.force) || job::force_in_place_env(),
         registry: job::registry_options(
             insecure,
             &args.registry_mirrors,

@@ -16,7 +16,7 @@ const CGROUP_HINTS: [&str; 6] = ["kubepods", "docker", "containerd", "libpod", "
 
 /// Why kiln believes it runs inside a container, as a sentence for the
 /// build log, or `None` when nothing says so. Looks at (in this order):
-/// kiln's own marker [`IN_PLACE_MARKER`], `/.dockerenv`,
+/// kiln's own marker [`IN_PLACE_MARKER`],
 /// `/run/.containerenv`, the `container` environment variable,
 /// `KUBERNETES_SERVICE_HOST`, container runtime names in `/proc/1/cgroup`,
 /// and an overlay root filesystem in `/proc/self/mountinfo`.
@@ -39,9 +39,12 @@ pub(crate) fn evidence_in(
     cgroup: &str,
     mountinfo: &str,
 ) -> Option<String> {
+    // `/.dockerenv` is deliberately not evidence: Docker leaves it in
+    // images it exports, so machines and VMs made from such an image carry
+    // it on their real root, where an in-place build would wipe the host.
+    // A plain Docker container has the cgroup or overlay-root hints below.
     for (file, what) in [
         (IN_PLACE_MARKER, "kiln's in-place marker"),
-        ("/.dockerenv", "Docker's marker"),
         ("/run/.containerenv", "Podman's marker"),
     ] {
         let rel = file.trim_start_matches('/');
@@ -119,10 +122,12 @@ mod tests {
             evidence_in(r, &podman, cg, overlay).as_deref(),
             Some("Podman's marker /run/.containerenv exists")
         );
-        std::fs::write(r.join(".dockerenv"), "").unwrap();
+        let bare = tempfile::tempdir().unwrap();
+        std::fs::write(bare.path().join(".dockerenv"), "").unwrap();
         assert_eq!(
-            evidence_in(r, &no_env, "", "").as_deref(),
-            Some("Docker's marker /.dockerenv exists")
+            evidence_in(bare.path(), &no_env, "", "").as_deref(),
+            None,
+            "a stale /.dockerenv alone proves nothing"
         );
         std::fs::create_dir_all(r.join("kiln")).unwrap();
         std::fs::write(r.join("kiln/.in-place-container"), "").unwrap();
