@@ -203,6 +203,121 @@ pub struct PruneReport {
     pub bytes: u64,
 }
 
+/// A lock on a cache directory: builds hold it shared, `kiln cache prune`
+/// exclusive, so pruning never removes what a running build uses.
+pub struct CacheLock {
+    _file: std::fs::File,
+}
+
+impl CacheLock {
+    fn take(cache_dir: &Path, exclusive: bool, wait: bool) -> std::io::Result<Option<Self>> {
+        use rustix::fs::FlockOperation as Op;
+        std::fs::create_dir_all(cache_dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cache_dir.join("lock"))?;
+        let op = match (exclusive, wait) {
+            (true, true) => Op::LockExclusive,
+            (true, false) => Op::NonBlockingLockExclusive,
+            (false, true) => Op::LockShared,
+            (false, false) => Op::NonBlockingLockShared,
+        };
+        match rustix::fs::flock(&file, op) {
+            Ok(()) => Ok(Some(CacheLock { _file: file })),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Held by a build for its whole run (waits while a prune runs).
+    pub fn shared(cache_dir: &Path) -> std::io::Result<Self> {
+        Self::take(cache_dir, false, true)?
+            .ok_or_else(|| std::io::Error::other("cache lock not taken"))
+    }
+
+    /// Held by a prune; `None` when builds are running.
+    pub fn try_exclusive(cache_dir: &Path) -> std::io::Result<Option<Self>> {
+        Self::take(cache_dir, true, false)
+    }
+}
+
+/// What [`prune_cache`] removes.
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    /// Remove step records and blobs unused for longer than this.
+    pub keep_duration: Option<std::time::Duration>,
+    /// Then remove the oldest records until their layers fit in this.
+    pub keep_bytes: Option<u64>,
+    /// Remove everything: records, blobs, cache mounts, stat caches.
+    pub all: bool,
+}
+
+/// What [`prune_cache`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CachePruneReport {
+    pub records: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+/// Prunes a cache directory (the caller holds [`CacheLock::try_exclusive`]):
+/// step records by age and size, then blobs that no remaining record
+/// refers to and that were not written within `keep_duration` (base images
+/// pulled recently stay; others are pulled again when needed).
+pub fn prune_cache(cache_dir: &Path, opts: &PruneOptions) -> std::io::Result<CachePruneReport> {
+    let mut report = CachePruneReport::default();
+    let steps = StepCache::open(cache_dir)?;
+    if opts.all {
+        let r = steps.prune(Some(std::time::Duration::ZERO), Some(0))?;
+        report.records = r.removed;
+        for sub in ["mounts", "stat", "work"] {
+            let p = cache_dir.join(sub);
+            if p.exists() {
+                std::fs::remove_dir_all(&p)?;
+            }
+        }
+    } else {
+        let r = steps.prune(opts.keep_duration, opts.keep_bytes)?;
+        report.records = r.removed;
+    }
+    // Blobs still referenced by a record.
+    let mut referenced = std::collections::HashSet::new();
+    for e in std::fs::read_dir(&steps.dir)? {
+        let path = e?.path();
+        if let Some(layer) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<StepRecord>(&b).ok())
+            .and_then(|r| r.layer)
+        {
+            referenced.insert(layer.digest.hex().to_string());
+        }
+    }
+    let blobs = cache_dir.join("blobs").join("sha256");
+    let now = std::time::SystemTime::now();
+    if let Ok(rd) = std::fs::read_dir(&blobs) {
+        for e in rd {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if referenced.contains(&name) {
+                continue;
+            }
+            let meta = e.metadata()?;
+            let age = now
+                .duration_since(meta.modified().unwrap_or(now))
+                .unwrap_or_default();
+            let old_enough = opts.all || opts.keep_duration.is_none_or(|keep| age > keep);
+            if old_enough {
+                std::fs::remove_file(e.path())?;
+                report.blobs += 1;
+                report.bytes += meta.len();
+            }
+        }
+    }
+    Ok(report)
+}
+
 /// The local cache directory as a [`CacheBackend`], with a time to live:
 /// records older than `ttl` are misses (Kaniko's `--cache-ttl`).
 pub struct LocalBackend {

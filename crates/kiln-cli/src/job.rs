@@ -214,6 +214,9 @@ pub fn source_date_epoch(reproducible: bool) -> Result<Option<i64>> {
 
 /// Runs the job; prints the image digest on stdout.
 pub fn execute(job: Job) -> Result<()> {
+    // Shared with other builds; `kiln cache prune` waits for none to run.
+    let _lock = kiln_build::cache::CacheLock::shared(&job.cache_dir)
+        .with_context(|| format!("locking the cache directory {}", job.cache_dir.display()))?;
     let store = BlobStore::open(&job.cache_dir)
         .with_context(|| format!("opening the cache directory {}", job.cache_dir.display()))?;
     let work = scratch_dir(&job.cache_dir)?;

@@ -3,6 +3,7 @@
 //! crates.
 
 mod build;
+mod cache_cmd;
 mod job;
 mod kaniko;
 
@@ -26,6 +27,8 @@ enum Commands {
     Build(Box<build::BuildArgs>),
     /// Build with Kaniko's executor flags (also runs as `/kaniko/executor`).
     Executor(Box<kaniko::KanikoArgs>),
+    /// Manage the local cache directory.
+    Cache(cache_cmd::CacheArgs),
 }
 
 fn main() {
@@ -51,6 +54,7 @@ fn main() {
     let result = match cli.command {
         Commands::Build(args) => build::run(*args),
         Commands::Executor(args) => kaniko::run(*args),
+        Commands::Cache(args) => cache_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -435,3 +435,63 @@ fn independent_stages_build_at_the_same_time() {
     assert!(err.contains("RUN failed with exit code 3"), "{err}");
     assert!(!sb.path("o2").exists(), "no output after a failure");
 }
+
+#[test]
+fn cache_prune_by_age_and_everything_and_never_under_a_running_build() {
+    let sb = Sandbox::new();
+    sb.busybox();
+    sb.dockerfile(&format!("{BASE}RUN echo EXEC\"\"UTED-x\n"));
+    build(&sb, "o1", &[]);
+    let cache = sb.path("cache").to_string_lossy().to_string();
+    // Everything was used just now: an age limit keeps it.
+    let o = sb.kiln(&[
+        "cache",
+        "prune",
+        "--cache-dir",
+        &cache,
+        "--keep-duration",
+        "1h",
+    ]);
+    assert_success(&o);
+    assert!(
+        stdout(&o).starts_with("removed 0 cached step(s) and 0 blob(s)"),
+        "{}",
+        stdout(&o)
+    );
+    let (_, ran) = build(&sb, "o2", &[]);
+    assert!(ran.is_empty());
+
+    // While a build runs, prune refuses.
+    sb.dockerfile(&format!("{BASE}RUN sleep 5\n"));
+    let running = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--output", "type=oci,dest=o3"])
+        .arg(sb.context())
+        .env("KILN_CACHE_DIR", sb.path("cache"))
+        .current_dir(sb.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let o = sb.kiln(&["cache", "prune", "--cache-dir", &cache, "--all"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("in use by a running build"),
+        "{}",
+        stderr(&o)
+    );
+    let status = running.wait_with_output().expect("wait").status;
+    assert!(status.success());
+
+    // --all empties it: the next build runs every step again.
+    let o = sb.kiln(&["cache", "prune", "--cache-dir", &cache, "--all"]);
+    assert_success(&o);
+    assert!(
+        !stdout(&o).starts_with("removed 0 cached step(s)"),
+        "{}",
+        stdout(&o)
+    );
+    sb.dockerfile(&format!("{BASE}RUN echo EXEC\"\"UTED-x\n"));
+    let (_, ran) = build(&sb, "o4", &[]);
+    assert_eq!(ran, names(&["x"]));
+}

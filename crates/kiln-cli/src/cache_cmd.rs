@@ -1,0 +1,113 @@
+//! `kiln cache prune`: flags for pruning the local cache directory.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+
+use crate::job;
+
+#[derive(Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// Remove cached steps and blobs: by age, by size, or everything.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// The cache directory (as for `kiln build`).
+    #[arg(long, env = "KILN_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Keep what was used within this long (Go duration: 24h, 30m).
+    #[arg(long)]
+    pub keep_duration: Option<String>,
+    /// Keep at most this much cached layer data (bytes; k, M, G suffixes).
+    #[arg(long)]
+    pub keep_storage: Option<String>,
+    /// Remove everything, cache mounts included.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `10G`, `500M`, `1024` → bytes.
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let mult = match t[i..].to_ascii_lowercase().trim_end_matches(['b', 'i']) {
+                "" => 1,
+                "k" => 1 << 10,
+                "m" => 1 << 20,
+                "g" => 1 << 30,
+                "t" => 1u64 << 40,
+                _ => bail!("--keep-storage {s}: expected a size such as 500M or 10G"),
+            };
+            (&t[..i], mult)
+        }
+        None => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("--keep-storage {s}: expected a size such as 500M or 10G"))?;
+    Ok((n * mult as f64) as u64)
+}
+
+pub fn run(args: CacheArgs) -> Result<()> {
+    match args.command {
+        CacheCommand::Prune(p) => prune(p),
+    }
+}
+
+fn prune(args: PruneArgs) -> Result<()> {
+    let dir = args.cache_dir.unwrap_or_else(job::default_cache_dir);
+    let opts = kiln_build::cache::PruneOptions {
+        keep_duration: match &args.keep_duration {
+            Some(d) => Some(job::parse_ttl("--keep-duration", d)?),
+            None => None,
+        },
+        keep_bytes: match &args.keep_storage {
+            Some(s) => Some(parse_size(s)?),
+            None => None,
+        },
+        all: args.all,
+    };
+    let Some(_lock) = kiln_build::cache::CacheLock::try_exclusive(&dir)
+        .with_context(|| format!("locking the cache directory {}", dir.display()))?
+    else {
+        bail!(
+            "the cache directory {} is in use by a running build; prune it when no build runs",
+            dir.display()
+        );
+    };
+    let r = kiln_build::cache::prune_cache(&dir, &opts)
+        .with_context(|| format!("pruning {}", dir.display()))?;
+    println!(
+        "removed {} cached step(s) and {} blob(s) ({}) from {}",
+        r.records,
+        r.blobs,
+        kiln_build::registry::human_bytes(r.bytes),
+        dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("500m").unwrap(), 500 << 20);
+        assert!(parse_size("lots").is_err());
+    }
+}
