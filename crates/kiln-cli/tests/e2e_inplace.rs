@@ -459,6 +459,11 @@ fn in_place_build_in_an_unprivileged_container_matches_the_userns_build() {
     assert_success(&run);
     let log = stderr(&run);
     assert!(log.contains("RUN isolation: in-place ("), "{log}");
+    assert!(log.contains("there is no CAP_SYS_ADMIN"), "{log}");
+    assert!(
+        log.contains("kiln's in-place marker /kiln/.in-place-container exists"),
+        "{log}"
+    );
     let digest = std::fs::read_to_string(out_dir.join("digest")).expect("digest file");
     assert!(digest.starts_with("sha256:"), "{digest}");
 
