@@ -394,7 +394,22 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         image_digests: Mutex::new(HashMap::new()),
         isolation: Mutex::new(isolation),
         in_place,
+        resolved: Mutex::new(HashMap::new()),
     };
+    // Every image the needed stages name, pulled in the background while
+    // the first stages run.
+    let prefetch: BTreeSet<String> = graph
+        .order
+        .iter()
+        .filter_map(|i| graph.stages.get(*i))
+        .flat_map(|n| {
+            let base = match &n.base {
+                Base::Image(r) => Some(r.clone()),
+                _ => None,
+            };
+            base.into_iter().chain(n.image_sources.iter().cloned())
+        })
+        .collect();
     // One root filesystem in place: one stage at a time.
     let jobs = match req.jobs {
         _ if shared.in_place.is_some() => 1,
@@ -491,6 +506,16 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         wake.notify_all();
     };
     std::thread::scope(|scope| {
+        for reference in &prefetch {
+            let shared = &shared;
+            scope.spawn(move || {
+                // Errors surface (with their Dockerfile line) when the
+                // stage itself resolves the image.
+                if let Err(e) = resolve_once(req, shared, reference) {
+                    tracing::debug!("prefetch of {reference} failed: {e}");
+                }
+            });
+        }
         for _ in 1..jobs {
             scope.spawn(worker);
         }
@@ -570,7 +595,11 @@ struct Shared {
     isolation: Mutex<Option<kiln_sandbox::Isolation>>,
     /// Set when steps run in kiln's own container root.
     in_place: Option<crate::inplace::InPlaceRoot>,
+    /// Images resolved so far, by reference ([`resolve_once`]).
+    resolved: Mutex<HashMap<String, ResolvedSlot>>,
 }
+
+type ResolvedSlot = Arc<Mutex<Option<(Image, String)>>>;
 
 /// The scheduler's view: which stages are done, started, or failed.
 #[derive(Default)]
@@ -583,6 +612,42 @@ struct Schedule {
     entries: HashMap<usize, Vec<(usize, String, StepRecord)>>,
     hits: usize,
     misses: usize,
+}
+
+/// Resolves (pulls) an image once per build: concurrent callers for the
+/// same reference wait for the first, so a prefetch and the stage that
+/// needs the image never download it twice, and every stage sees the same
+/// image for a tag.
+fn resolve_once(
+    req: &BuildRequest,
+    shared: &Shared,
+    reference: &str,
+) -> Result<(Image, String), BuildError> {
+    let cell = {
+        let mut map = shared
+            .resolved
+            .lock()
+            .map_err(|_| BuildError::Message("image table lock poisoned".into()))?;
+        map.entry(reference.to_string()).or_default().clone()
+    };
+    let mut slot = cell
+        .lock()
+        .map_err(|_| BuildError::Message("image lock poisoned".into()))?;
+    if let Some(found) = slot.as_ref() {
+        return Ok(found.clone());
+    }
+    let stored = req
+        .resolver
+        .resolve(req.store, reference, &req.platform)?
+        .ok_or_else(|| {
+            BuildError::Message(format!(
+                "cannot resolve image {reference}: kiln can read base images from oci-layout://DIR[:tag] and oci-archive:FILE here; registry pulls are not available in this build"
+            ))
+        })?;
+    let image = kiln_image::load_image(req.store, &stored.manifest.digest)?;
+    let found = (image, stored.manifest.digest.to_string());
+    *slot = Some(found.clone());
+    Ok(found)
 }
 
 /// Decides up front whether the build runs in place (it changes where every
@@ -713,21 +778,10 @@ impl Executor<'_> {
     }
 
     fn resolve_image(&self, reference: &str, span: Span) -> Result<(Image, String), BuildError> {
-        let stored = self
-            .req
-            .resolver
-            .resolve(self.req.store, reference, &self.req.platform)
-            .map_err(|e| self.loc.locate(span, e))?
-            .ok_or_else(|| {
-                self.loc.at(
-                    span,
-                    format!(
-                        "cannot resolve image {reference}: kiln can read base images from oci-layout://DIR[:tag] and oci-archive:FILE here; registry pulls are not available in this build"
-                    ),
-                )
-            })?;
-        let image = kiln_image::load_image(self.req.store, &stored.manifest.digest)?;
-        Ok((image, stored.manifest.digest.to_string()))
+        resolve_once(self.req, self.shared, reference).map_err(|e| match e {
+            BuildError::Message(m) if m.starts_with("cannot resolve") => self.loc.at(span, m),
+            other => self.loc.locate(span, other),
+        })
     }
 
     fn run_stage(
