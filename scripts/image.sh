@@ -87,7 +87,12 @@ created="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)"
 ctx="$(mktemp -d "${TMPDIR:-/tmp}/kiln-image-ctx.XXXXXX")"
 trap 'rm -rf "$ctx"' EXIT
 cp "$root/images/kiln/Dockerfile" "$ctx/Dockerfile"
-mkdir -p "$ctx/lib" "$ctx/etc" "$ctx/kaniko/.docker"
+mkdir -p "$ctx/lib" "$ctx/etc" "$ctx/kaniko/.docker" "$ctx/kiln-tmp/tmp"
+# kiln's scratch space (TMPDIR): under /kiln, so in-place builds keep it,
+# and sticky world-writable for a non-root kiln. (Copied as an entry of
+# kiln-tmp/, so it keeps its own mode.)
+chmod 0755 "$ctx/kiln-tmp"
+chmod 1777 "$ctx/kiln-tmp/tmp"
 
 # The binary, and for a dynamic one its loader and libraries.
 install -m 0755 "$binary" "$ctx/kiln"

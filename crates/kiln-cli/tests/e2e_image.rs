@@ -344,7 +344,8 @@ fn image_config_tree_and_reproducible_digest() {
             "USER=root",
             "SSL_CERT_FILE=/kiln/ssl/certs/ca-certificates.crt",
             "SSL_CERT_DIR=/kaniko/ssl/certs",
-            "DOCKER_CONFIG=/kaniko/.docker/"
+            "DOCKER_CONFIG=/kaniko/.docker/",
+            "TMPDIR=/kiln/tmp"
         ])
     );
     let labels = &c["Labels"];
@@ -384,6 +385,7 @@ fn image_config_tree_and_reproducible_digest() {
         "kiln/ssl",
         "kiln/ssl/certs",
         "kiln/ssl/certs/ca-certificates.crt",
+        "kiln/tmp",
         "workspace",
     ]
     .iter()
@@ -410,6 +412,8 @@ fn image_config_tree_and_reproducible_digest() {
     for path in &expected {
         assert_eq!(owner_of(&rootfs.join(path)), (0, 0), "{path}");
     }
+    // kiln's TMPDIR: sticky and world-writable, kept by in-place builds.
+    assert_eq!(mode_of(&rootfs.join("kiln/tmp")), 0o1777);
     let kiln = rootfs.join("kiln/kiln");
     assert_eq!(mode_of(&kiln), 0o755);
     assert_eq!(
