@@ -272,7 +272,7 @@ pub fn prune_cache(cache_dir: &Path, opts: &PruneOptions) -> std::io::Result<Cac
     if opts.all {
         let r = steps.prune(Some(std::time::Duration::ZERO), Some(0))?;
         report.records = r.removed;
-        for sub in ["mounts", "stat", "work"] {
+        for sub in ["mounts", "stat", "work", "trash"] {
             let p = cache_dir.join(sub);
             if p.exists() {
                 std::fs::remove_dir_all(&p)?;

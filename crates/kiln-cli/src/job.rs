@@ -221,7 +221,7 @@ pub fn execute(job: Job) -> Result<()> {
         .with_context(|| format!("opening the cache directory {}", job.cache_dir.display()))?;
     let work = scratch_dir(&job.cache_dir)?;
     let result = build_and_export(&job, &store, &work);
-    let _ = std::fs::remove_dir_all(&work);
+    crate::cleanup::discard(&job.cache_dir, &work);
     result
 }
 

@@ -4,6 +4,7 @@
 
 mod build;
 mod cache_cmd;
+mod cleanup;
 mod job;
 mod kaniko;
 
@@ -29,6 +30,9 @@ enum Commands {
     Executor(Box<kaniko::KanikoArgs>),
     /// Manage the local cache directory.
     Cache(cache_cmd::CacheArgs),
+    /// Deletes a trash directory's contents (run detached after builds).
+    #[command(name = "internal-cleanup", hide = true)]
+    InternalCleanup { trash: std::path::PathBuf },
 }
 
 fn main() {
@@ -55,6 +59,10 @@ fn main() {
         Commands::Build(args) => build::run(*args),
         Commands::Executor(args) => kaniko::run(*args),
         Commands::Cache(args) => cache_cmd::run(args),
+        Commands::InternalCleanup { trash } => {
+            cleanup::empty_trash(&trash);
+            Ok(())
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
