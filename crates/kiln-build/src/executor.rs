@@ -169,6 +169,8 @@ pub struct BuildOutput {
     /// Steps taken from a cache, and steps that ran.
     pub cache_hits: usize,
     pub cache_misses: usize,
+    /// `RUN --mount=type=cache` directories the build used: (id, dir).
+    pub cache_mounts: Vec<(String, PathBuf)>,
 }
 
 /// The variables an instruction sees: ENV of the stage wins over ARGs.
@@ -470,6 +472,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
             entries: Vec::new(),
             hits: 0,
             misses: 0,
+            cache_mounts: BTreeMap::new(),
         };
         let result = match stages.get(index) {
             Some(stage) => {
@@ -496,6 +499,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
                 s.entries.insert(index, exec.entries);
                 s.hits += exec.hits;
                 s.misses += exec.misses;
+                s.cache_mounts.extend(exec.cache_mounts);
             }
             Err(e) => {
                 if s.error.is_none() {
@@ -581,6 +585,9 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         cache_entries,
         cache_hits: hits,
         cache_misses: misses,
+        cache_mounts: std::mem::take(&mut schedule.cache_mounts)
+            .into_iter()
+            .collect(),
     })
 }
 
@@ -612,6 +619,7 @@ struct Schedule {
     entries: HashMap<usize, Vec<(usize, String, StepRecord)>>,
     hits: usize,
     misses: usize,
+    cache_mounts: BTreeMap<String, PathBuf>,
 }
 
 /// Resolves (pulls) an image once per build: concurrent callers for the
@@ -723,9 +731,15 @@ pub(crate) struct Executor<'a> {
     entries: Vec<(usize, String, StepRecord)>,
     hits: usize,
     misses: usize,
+    /// Cache mounts used: id → directory.
+    cache_mounts: BTreeMap<String, PathBuf>,
 }
 
 impl Executor<'_> {
+    pub(crate) fn note_cache_mount(&mut self, id: &str, dir: &Path) {
+        self.cache_mounts.insert(id.to_string(), dir.to_path_buf());
+    }
+
     /// The isolation RUN steps use, decided (probed) at the first RUN.
     pub(crate) fn isolation_cell(&self) -> &Mutex<Option<kiln_sandbox::Isolation>> {
         &self.shared.isolation

@@ -30,14 +30,28 @@ use crate::BuildError;
 
 /// The image config field holding the record table.
 pub const RECORDS_FIELD: &str = "kiln.cache.v1";
+/// The image config field listing exported `RUN --mount=type=cache`
+/// directories: `[{"id": …, "layer": index}]`.
+pub const MOUNTS_FIELD: &str = "kiln.cache.mounts.v1";
 
 /// Where a cache goes or comes from (`--cache-to` / `--cache-from`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheSpec {
-    /// `type=registry,ref=R[,mode=min|max]` (a bare `R` on `--cache-from`).
-    Registry { reference: String, max: bool },
+    /// `type=registry,ref=R[,mode=min|max][,mounts=true]` (a bare `R` on
+    /// `--cache-from`). `mounts=true` (kiln's own) also exports the
+    /// `RUN --mount=type=cache` directories, so package caches reach fresh
+    /// machines.
+    Registry {
+        reference: String,
+        max: bool,
+        mounts: bool,
+    },
     /// `type=local,dest=DIR` / `type=local,src=DIR`: an OCI layout.
-    Local { dir: PathBuf, max: bool },
+    Local {
+        dir: PathBuf,
+        max: bool,
+        mounts: bool,
+    },
     /// `type=inline`: the table rides in the built image's config.
     Inline,
 }
@@ -50,6 +64,7 @@ impl CacheSpec {
             return Ok(CacheSpec::Registry {
                 reference: spec.to_string(),
                 max: false,
+                mounts: false,
             });
         }
         let mut fields = BTreeMap::new();
@@ -64,13 +79,26 @@ impl CacheSpec {
             Some("max") => true,
             Some(other) => return Err(format!("{flag} {spec}: mode={other}: expected min or max")),
         };
+        let mounts = match fields.get("mounts").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(format!(
+                    "{flag} {spec}: mounts={other}: expected true or false"
+                ))
+            }
+        };
         match fields.get("type").map(String::as_str) {
             Some("registry") => {
                 let reference = fields
                     .get("ref")
                     .cloned()
                     .ok_or_else(|| format!("{flag} {spec}: type=registry needs ref="))?;
-                Ok(CacheSpec::Registry { reference, max })
+                Ok(CacheSpec::Registry {
+                    reference,
+                    max,
+                    mounts,
+                })
             }
             Some("local") => {
                 let key = if export { "dest" } else { "src" };
@@ -80,6 +108,7 @@ impl CacheSpec {
                 Ok(CacheSpec::Local {
                     dir: PathBuf::from(dir),
                     max,
+                    mounts,
                 })
             }
             Some("inline") => Ok(CacheSpec::Inline),
@@ -202,6 +231,56 @@ pub fn records_of(image: &Image) -> HashMap<String, StepRecord> {
 pub struct ImportedCache {
     pub name: String,
     pub records: HashMap<String, StepRecord>,
+    /// Exported cache mount directories: (id, layer).
+    pub mounts: Vec<(String, Layer)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct MountRecord {
+    id: String,
+    layer: usize,
+}
+
+/// The cache mount directories an image carries (empty when none).
+pub fn mounts_of(image: &Image) -> Vec<(String, Layer)> {
+    let Some(value) = image.config.extra.get(MOUNTS_FIELD) else {
+        return Vec::new();
+    };
+    let Ok(list) = serde_json::from_value::<Vec<MountRecord>>(value.clone()) else {
+        return Vec::new();
+    };
+    list.into_iter()
+        .filter_map(|m| Some((m.id, image.layers.get(m.layer)?.clone())))
+        .collect()
+}
+
+impl ImportedCache {
+    /// Unpacks imported cache mount directories that do not exist here yet
+    /// (a directory already present is never overwritten: it is at least
+    /// as fresh). Returns how many were restored.
+    pub fn restore_mounts(
+        &self,
+        store: &BlobStore,
+        mount_cache_dir: &std::path::Path,
+    ) -> Result<usize, BuildError> {
+        let mut n = 0;
+        for (id, layer) in &self.mounts {
+            let dir = crate::run::mount_cache_path(mount_cache_dir, id);
+            if dir.exists() {
+                continue;
+            }
+            // Unpack beside it, then rename: a crash leaves no half cache.
+            let tmp = dir.with_extension("importing");
+            let _ = std::fs::remove_dir_all(&tmp);
+            kiln_image::apply_layer(store, &layer.digest, &tmp, &Default::default())?;
+            std::fs::rename(&tmp, &dir).map_err(|source| BuildError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    }
 }
 
 impl CacheBackend for ImportedCache {
@@ -370,6 +449,7 @@ pub fn import_stored(
     Ok(ImportedCache {
         name,
         records: records_of(&image),
+        mounts: mounts_of(&image),
     })
 }
 
@@ -437,14 +517,46 @@ impl CacheTransport<'_> {
         store: &BlobStore,
         spec: &CacheSpec,
         entries: &[CacheEntry],
+        cache_mounts: &[(String, PathBuf)],
     ) -> Result<(), BuildError> {
-        let (max, what) = match spec {
-            CacheSpec::Registry { max, reference } => (*max, reference.clone()),
-            CacheSpec::Local { max, dir } => (*max, dir.display().to_string()),
+        let (max, mounts, what) = match spec {
+            CacheSpec::Registry {
+                max,
+                mounts,
+                reference,
+            } => (*max, *mounts, reference.clone()),
+            CacheSpec::Local { max, mounts, dir } => (*max, *mounts, dir.display().to_string()),
             CacheSpec::Inline => return Ok(()),
         };
         let selected = select(entries, max);
-        let image = cache_image(&selected, &self.platform);
+        let mut image = cache_image(&selected, &self.platform);
+        if mounts {
+            let mut list = Vec::new();
+            for (id, dir) in cache_mounts {
+                let layer = kiln_image::write_layer(
+                    store,
+                    crate::snapshot::tree_entries(dir)?,
+                    &kiln_image::LayerOptions {
+                        compression: kiln_image::Compression::Gzip { level: 6 },
+                        format: kiln_image::Format::Oci,
+                        mtime_clamp: None,
+                    },
+                )?;
+                self.progress.info(&format!(
+                    "cache mount {id}: {} exported",
+                    crate::registry::human_bytes(layer.size)
+                ));
+                list.push(MountRecord {
+                    id: id.clone(),
+                    layer: image.layers.len(),
+                });
+                image.layers.push(layer);
+            }
+            image.config.extra.insert(
+                MOUNTS_FIELD.to_string(),
+                serde_json::to_value(&list).unwrap_or_default(),
+            );
+        }
         let stored = kiln_image::store_image(store, &image, kiln_image::Format::Oci)?;
         match spec {
             CacheSpec::Registry { reference, .. } => {
@@ -505,21 +617,24 @@ mod tests {
             CacheSpec::parse("type=registry,ref=r.io/a/cache,mode=max", true),
             Ok(CacheSpec::Registry {
                 reference: "r.io/a/cache".into(),
-                max: true
+                max: true,
+                mounts: false
             })
         );
         assert_eq!(
             CacheSpec::parse("r.io/a/cache", false),
             Ok(CacheSpec::Registry {
                 reference: "r.io/a/cache".into(),
-                max: false
+                max: false,
+                mounts: false
             })
         );
         assert_eq!(
             CacheSpec::parse("type=local,dest=/c", true),
             Ok(CacheSpec::Local {
                 dir: "/c".into(),
-                max: false
+                max: false,
+                mounts: false
             })
         );
         assert_eq!(CacheSpec::parse("type=inline", true), Ok(CacheSpec::Inline));

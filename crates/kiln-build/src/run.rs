@@ -125,6 +125,11 @@ fn set_default_home(env: &mut Vec<String>, home: &str) {
     }
 }
 
+/// Where the `RUN --mount=type=cache` directory with `id` lives.
+pub fn mount_cache_path(mount_cache_dir: &Path, id: &str) -> PathBuf {
+    mount_cache_dir.join(cache_dir_name(id))
+}
+
 /// A directory name for a cache mount id: readable and safe.
 fn cache_dir_name(id: &str) -> String {
     use sha2::Digest as _;
@@ -518,7 +523,8 @@ impl Executor<'_> {
                     .as_deref()
                     .ok_or_else(|| self.loc.at(span, "--mount=type=cache needs target="))?;
                 let id = m.cache_id().unwrap_or(target);
-                let base = self.req.mount_cache_dir.join(cache_dir_name(id));
+                let base = mount_cache_path(&self.req.mount_cache_dir, id);
+                self.note_cache_mount(id, &base);
                 let fresh = !base.exists();
                 std::fs::create_dir_all(&base).map_err(io_err(&base))?;
                 let dir = match m.sharing.unwrap_or(Sharing::Shared) {

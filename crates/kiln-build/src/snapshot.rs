@@ -106,3 +106,48 @@ pub fn layer_entries(rootfs: &Path, changed: &[Changed]) -> Result<Vec<LayerEntr
     }
     Ok(out)
 }
+
+/// Every entry below `dir` (owners as on disk) as layer entries: a
+/// directory packed whole, e.g. a `RUN --mount=type=cache` directory
+/// exported with the build cache.
+pub fn tree_entries(dir: &Path) -> Result<Vec<LayerEntry>, SnapshotError> {
+    fn walk(root: &Path, rel: &str, out: &mut Vec<Changed>) -> Result<(), SnapshotError> {
+        let here = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
+        let rd = std::fs::read_dir(&here).map_err(|source| SnapshotError::Io {
+            path: here.clone(),
+            source,
+        })?;
+        for e in rd {
+            let e = e.map_err(|source| SnapshotError::Io {
+                path: here.clone(),
+                source,
+            })?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let md = e.metadata().map_err(|source| SnapshotError::Io {
+                path: here.join(e.file_name()),
+                source,
+            })?;
+            out.push(Changed {
+                path: child.clone(),
+                uid: md.uid(),
+                gid: md.gid(),
+            });
+            if md.is_dir() {
+                walk(root, &child, out)?;
+            }
+        }
+        Ok(())
+    }
+    let mut changed = Vec::new();
+    walk(dir, "", &mut changed)?;
+    layer_entries(dir, &changed)
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use kiln_build::output::{export, Output};
-use kiln_build::progress::{ProgressMode, StderrProgress};
+use kiln_build::progress::{Progress as _, ProgressMode, StderrProgress};
 use kiln_build::remote_cache::{CacheSpec, CacheTransport, RepoCache};
 use kiln_build::BuildRequest;
 use kiln_image::{BlobStore, Compression, Format, Platform};
@@ -294,6 +294,12 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
     } else {
         Vec::new()
     };
+    for cache in &imported {
+        let n = cache.restore_mounts(store, &job.cache_dir.join("mounts"))?;
+        if n > 0 {
+            progress.info(&format!("restored {n} cache mount(s) from {}", cache.name));
+        }
+    }
     let repo_cache = job.cache.repo.as_ref().map(|r| RepoCache {
         client: &registry,
         runtime: runtime.handle().clone(),
@@ -357,7 +363,7 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
         out.stored = kiln_image::store_image(store, &out.image, job.format)?;
     }
     for spec in &job.cache.to {
-        transport.export(store, spec, &out.cache_entries)?;
+        transport.export(store, spec, &out.cache_entries, &out.cache_mounts)?;
     }
     for output in &job.outputs {
         export(store, output, &out.image, &out.stored, &job.tags)?;

@@ -495,3 +495,44 @@ fn cache_prune_by_age_and_everything_and_never_under_a_running_build() {
     let (_, ran) = build(&sb, "o4", &[]);
     assert_eq!(ran, names(&["x"]));
 }
+
+#[test]
+fn cache_mounts_travel_with_a_registry_cache_when_asked() {
+    let reg = Registry::start();
+    let sb = Sandbox::new();
+    sb.busybox();
+    let dockerfile = |v: &str| {
+        format!(
+            "{BASE}ARG V={v}\nRUN --mount=type=cache,id=pkgs,target=/pkgs if [ -f /pkgs/downloaded ]; then echo EXEC\"\"UTED-warm-$V; else echo EXEC\"\"UTED-cold-$V; echo data > /pkgs/downloaded; fi\n"
+        )
+    };
+    sb.dockerfile(&dockerfile("1"));
+    let cache_ref = format!("{}/app/cache:mounts", reg.addr);
+    let to = format!("type=registry,ref={cache_ref},mode=max,mounts=true");
+    let (_, ran) = build(&sb, "o1", &["--cache-to", &to]);
+    assert_eq!(ran, names(&["cold-1"]));
+
+    // A fresh machine with a changed step: it runs, and finds the package
+    // cache the first machine filled.
+    wipe_local_cache(&sb);
+    sb.dockerfile(&dockerfile("2"));
+    let from = format!("type=registry,ref={cache_ref}");
+    let (_, ran) = build(&sb, "o2", &["--cache-from", &from]);
+    assert_eq!(ran, names(&["warm-2"]));
+
+    // Without mounts=true the cache carries no mount contents.
+    let plain = format!("{}/app/cache:plain", reg.addr);
+    build(
+        &sb,
+        "o3",
+        &["--cache-to", &format!("type=registry,ref={plain},mode=max")],
+    );
+    wipe_local_cache(&sb);
+    sb.dockerfile(&dockerfile("3"));
+    let (_, ran) = build(
+        &sb,
+        "o4",
+        &["--cache-from", &format!("type=registry,ref={plain}")],
+    );
+    assert_eq!(ran, names(&["cold-3"]));
+}
