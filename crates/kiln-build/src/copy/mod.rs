@@ -12,7 +12,10 @@
 //! - the destination is a directory when it ends in `/` (or is `.`) or
 //!   already is one (symlinks followed inside the stage root); otherwise a
 //!   file source is written at that path. Missing parents are created with
-//!   mode 0755 (the `--chmod` mode when given) and the `--chown` owner.
+//!   mode 0755 and the `--chown` owner; `--chmod` does not apply to them. It
+//!   applies to the copied entries only (every file and directory of a copied
+//!   tree), and to the destination directory a directory copy creates, which
+//!   is the copied directory's root.
 //! - copied entries keep mode (setuid/setgid/sticky too), times, xattrs,
 //!   hardlinks and special files; owner is `--chown`, else 0:0 for the
 //!   context and the source owner for `COPY --from` ([`CopyRequest::preserve_owner`]).
@@ -278,6 +281,9 @@ fn parse_checksum(sum: &str) -> Result<String, CopyError> {
     }
 }
 
+/// Mode of the directories a step creates to reach its destination.
+const PARENT_DIR_PERM: u32 = 0o755;
+
 /// A source entry found on disk.
 struct Source {
     /// Host path, symlinks followed inside the source root.
@@ -344,11 +350,12 @@ impl<'r, 'a> Copier<'r, 'a> {
         }
     }
 
-    /// Mode for a directory the step creates on its own (not copied).
-    fn created_dir_perm(&self) -> u32 {
+    /// Mode for the destination directory that a directory copy creates: it
+    /// stands for the copied directory's root, so `--chmod` applies to it.
+    fn copied_root_perm(&self) -> u32 {
         match &self.chmod {
             Some(c) => c.apply(0o040755, true) & 0o7777,
-            None => 0o755,
+            None => PARENT_DIR_PERM,
         }
     }
 
@@ -359,16 +366,27 @@ impl<'r, 'a> Copier<'r, 'a> {
         }
     }
 
-    /// Creates `path` (absolute in the stage) and its missing parents;
+    /// Creates `path` (absolute in the stage) and its missing parents, all
+    /// mode 0755 (never the `--chmod` mode, as Docker's builder does);
     /// returns the resolved host path.
     fn mkdir_all(&mut self, path: &str) -> Result<PathBuf, CopyError> {
+        self.mkdir_all_leaf(path, PARENT_DIR_PERM)
+    }
+
+    /// [`Self::mkdir_all`], but `path` itself, when created, gets `leaf_perm`.
+    fn mkdir_all_leaf(&mut self, path: &str, leaf_perm: u32) -> Result<PathBuf, CopyError> {
         let resolved = resolve_in_root(self.root(), path, true, Escape::Clamp)
             .map_err(|e| resolve_err(e, path))?;
         let mut host = self.root().to_path_buf();
         let (uid, gid) = self.chown.unwrap_or((0, 0));
-        let perm = self.created_dir_perm();
-        for comp in &resolved.rel {
+        let last = resolved.rel.len().saturating_sub(1);
+        for (i, comp) in resolved.rel.iter().enumerate() {
             host.push(comp);
+            let perm = if i == last {
+                leaf_perm
+            } else {
+                PARENT_DIR_PERM
+            };
             match std::fs::symlink_metadata(&host) {
                 Ok(md) if md.is_dir() => {}
                 Ok(_) => {
@@ -463,7 +481,10 @@ impl<'r, 'a> Copier<'r, 'a> {
                             path: rel_of(self.root(), &dest_host),
                         })
                     }
-                    Err(_) => self.mkdir_all(dest)?,
+                    Err(_) => {
+                        let perm = self.copied_root_perm();
+                        self.mkdir_all_leaf(dest, perm)?
+                    }
                 };
                 self.copy_children(&s.host, &s.rel, "", &target)?;
             } else {
