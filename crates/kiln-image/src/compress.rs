@@ -497,7 +497,10 @@ mod tests {
         let repeated = random[..8_000].repeat(25);
         assert!(!incompressible(&repeated));
         let out = gz(&random, 2);
-        assert!(out.len() < random.len() + random.len() / 100, "stored, not inflated");
+        assert!(
+            out.len() < random.len() + random.len() / 100,
+            "stored, not inflated"
+        );
         let mut back = Vec::new();
         flate2::read::MultiGzDecoder::new(&out[..])
             .read_to_end(&mut back)
