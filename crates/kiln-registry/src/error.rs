@@ -17,6 +17,14 @@ pub enum Error {
         what: String,
         reason: String,
     },
+    /// TLS with the registry failed in a way retrying cannot fix (untrusted
+    /// certificate, client certificate required or refused).
+    #[error("registry {registry}: TLS failed for {what}: {reason}")]
+    Tls {
+        registry: String,
+        what: String,
+        reason: String,
+    },
     /// The registry answered with an unexpected HTTP status.
     #[error("registry {registry}: {what} failed: HTTP {status}{}", fmt_msg(.message))]
     Status {

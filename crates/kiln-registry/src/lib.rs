@@ -7,6 +7,9 @@
 //!   monolithic / chunked upload, retries, manifest PUT last);
 //! - authentication: anonymous, Basic, Bearer token challenge, docker `config.json`
 //!   and `docker-credential-*` helpers; secrets are wrapped in [`Secret`];
+//! - TLS per registry: extra CAs, client certificates (mutual TLS), Docker's
+//!   `certs.d` directories, and unverified TLS / plain HTTP for insecure registries
+//!   (or for every pull, with [`RegistryOptions::insecure_pull`]);
 //! - built-in cloud registry auth (ECR, GCR / Artifact Registry, ACR) with no helper
 //!   binary: see [`CloudRegistry`].
 
@@ -29,4 +32,4 @@ pub use error::{Error, Result};
 pub use progress::{NoProgress, SkipReason, TransferProgress};
 pub use reference::{api_host, Reference, DOCKER_HUB, DOCKER_HUB_API};
 pub use secret::Secret;
-pub use transport::{is_loopback, RegistryOptions};
+pub use transport::{default_certs_dirs, is_loopback, ClientCert, RegistryOptions};

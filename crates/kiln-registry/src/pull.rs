@@ -17,7 +17,7 @@ use crate::client::{ManifestRecord, RegistryClient};
 use crate::error::{io_err, Error, Result};
 use crate::progress::{SkipReason, TransferProgress};
 use crate::reference::Reference;
-use crate::transport::{describe, status_error, Endpoint};
+use crate::transport::{describe, status_error, Direction, Endpoint};
 
 /// What kiln accepts when asking for a manifest.
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -227,7 +227,7 @@ impl RegistryClient {
         platform: &Platform,
         progress: &dyn TransferProgress,
     ) -> Result<StoredImage> {
-        let ep = self.t.endpoint(registry).await?;
+        let ep = self.t.endpoint_for(registry, Direction::Pull).await?;
         let scopes = [scope(&r.repository, false)];
         let shown = r.to_string();
         let (mut digest, mut mt, mut bytes) = self

@@ -1,7 +1,8 @@
 //! Pushing: every blob is confirmed in the destination repository (HEAD, then a
 //! cross-repository mount when kiln knows the blob is in another repository of the same
 //! registry, else an upload: monolithic POST + PUT, or chunked PATCHes for big blobs),
-//! in parallel; only then is the manifest PUT. A failed upload session is restarted
+//! in parallel; only then is the manifest PUT. A multi-platform image is pushed as each
+//! platform's manifest by digest, then the index under the tag. A failed upload session is restarted
 //! cleanly under the retry policy.
 
 use std::io::{Seek, SeekFrom};
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
-use kiln_image::{BlobStore, Descriptor, Digest, Manifest, StoredImage};
+use kiln_image::{BlobStore, Descriptor, Digest, Index, Manifest, StoredImage};
 use reqwest::StatusCode;
 use tokio::io::AsyncReadExt;
 use url::Url;
@@ -68,26 +69,110 @@ impl RegistryClient {
             (None, Some(t)) => t.clone(),
             (None, None) => "latest".to_string(),
         };
+        self.put_manifest(
+            &ep,
+            repo,
+            &reference,
+            &image.manifest.media_type,
+            manifest_bytes,
+            &digest,
+        )
+        .await?;
+        Ok(digest)
+    }
+
+    /// Pushes a multi-platform image to `dest`: every image of `images` (their blobs,
+    /// then their manifests by digest), then the index `index` (its bytes must be in
+    /// `store`, and it must list exactly those manifests) under `dest`'s tag (`latest`
+    /// when none) or digest. Returns the index digest.
+    pub async fn push_index(
+        &self,
+        store: &BlobStore,
+        index: &Descriptor,
+        images: &[StoredImage],
+        dest: &Reference,
+        progress: &dyn TransferProgress,
+    ) -> Result<Digest> {
+        let index_bytes = store.read_bytes(&index.digest)?;
+        let parsed: Index = serde_json::from_slice(&index_bytes).map_err(|e| {
+            Error::Config(format!(
+                "index {} in the local store is not valid: {e}",
+                index.digest
+            ))
+        })?;
+        let listed: Vec<&Digest> = parsed.manifests.iter().map(|d| &d.digest).collect();
+        let given: Vec<&Digest> = images.iter().map(|i| &i.manifest.digest).collect();
+        if listed != given {
+            return Err(Error::Config(format!(
+                "index {} does not list the images given to push with it",
+                index.digest
+            )));
+        }
+        let reference = match (&dest.digest, &dest.tag) {
+            (Some(d), _) if d != &index.digest => {
+                return Err(Error::Config(format!(
+                    "cannot push index {} as {dest}",
+                    index.digest
+                )))
+            }
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_string(),
+        };
+        // Each platform's manifest by digest: nothing is tagged until the index is.
+        for img in images {
+            let pinned = Reference {
+                tag: None,
+                digest: Some(img.manifest.digest.clone()),
+                ..dest.clone()
+            };
+            self.push(store, img, &pinned, progress).await?;
+        }
+        let registry = self.t.map_registry(&dest.registry);
+        let ep = self.t.endpoint(&registry).await?;
+        self.put_manifest(
+            &ep,
+            &dest.repository,
+            &reference,
+            &index.media_type,
+            index_bytes,
+            &index.digest,
+        )
+        .await?;
+        Ok(index.digest.clone())
+    }
+
+    /// PUTs a manifest or index as `reference` in `repo`, checking the digest the
+    /// registry reports.
+    async fn put_manifest(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Vec<u8>,
+        digest: &Digest,
+    ) -> Result<()> {
+        let registry = &ep.registry;
         let url = ep.url(&format!("v2/{repo}/manifests/{reference}"))?;
         let what = format!("pushing the manifest of {registry}/{repo}:{reference}");
         let scopes = [scope(repo, true)];
-        let media_type = image.manifest.media_type.clone();
-        let body = bytes::Bytes::from(manifest_bytes);
+        let body = bytes::Bytes::from(bytes);
         let resp = self
             .t
             .with_retries(&what, async || {
                 let resp = self
                     .t
-                    .send(&ep, &scopes, &what, &|c| {
+                    .send(ep, &scopes, &what, &|c| {
                         Ok(c.put(url.clone())
-                            .header("Content-Type", media_type.as_str())
+                            .header("Content-Type", media_type)
                             .body(body.clone()))
                     })
                     .await?;
                 if resp.status().is_success() {
                     Ok(resp)
                 } else {
-                    Err(status_error(&registry, &what, resp).await)
+                    Err(status_error(registry, &what, resp).await)
                 }
             })
             .await?;
@@ -105,7 +190,7 @@ impl RegistryClient {
                 });
             }
         }
-        Ok(digest)
+        Ok(())
     }
 
     /// Makes sure blob `d` exists in `repo`: HEAD, mount, or upload.

@@ -1,11 +1,13 @@
 //! HTTP transport to registries: [`RegistryOptions`], one reqwest client per registry
-//! host (with that host's CA bundle / TLS-skip setting), plain-HTTP selection for
-//! loopback and insecure registries, authenticated requests (challenge → Basic or Bearer,
-//! refresh on 401) and retries with exponential backoff.
+//! host and direction (pull or push: `insecure_pull` relaxes only the former) with that
+//! host's TLS material (CA bundles, client certificate, Docker's `certs.d` directory, or
+//! no verification), plain-HTTP selection for loopback and insecure registries,
+//! authenticated requests (challenge → Basic or Bearer, refresh on 401) and retries with
+//! exponential backoff.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +30,17 @@ pub struct RegistryOptions {
     pub insecure: Vec<String>,
     /// Extra CA bundles (PEM) trusted for a registry `host[:port]`.
     pub ca_files: HashMap<String, PathBuf>,
+    /// TLS client certificates (mutual TLS) per registry `host[:port]`; they take
+    /// precedence over a `client.cert` found in [`Self::certs_dirs`].
+    pub client_certs: HashMap<String, ClientCert>,
+    /// Docker's per-registry certificate directories: for a registry `R`, every
+    /// `DIR/R/*.crt` is a trusted CA bundle and `DIR/R/NAME.cert` with `DIR/R/NAME.key`
+    /// is a client certificate. Default: `/etc/docker/certs.d` and `~/.docker/certs.d`.
+    pub certs_dirs: Vec<PathBuf>,
+    /// Pull from every registry over plain HTTP or unverified TLS when it does not speak
+    /// verified TLS (Kaniko's `--insecure-pull` / `--skip-tls-verify-pull`). Pushes are
+    /// not affected.
+    pub insecure_pull: bool,
     /// Pull mirrors per registry (`docker.io` → `["mirror.example:5000"]`), tried in
     /// order before the registry itself.
     pub mirrors: HashMap<String, Vec<String>>,
@@ -64,6 +77,9 @@ impl Default for RegistryOptions {
         RegistryOptions {
             insecure: Vec::new(),
             ca_files: HashMap::new(),
+            client_certs: HashMap::new(),
+            certs_dirs: default_certs_dirs(),
+            insecure_pull: false,
             mirrors: HashMap::new(),
             registry_map: HashMap::new(),
             credentials: HashMap::new(),
@@ -76,6 +92,70 @@ impl Default for RegistryOptions {
             retry_base_delay: Duration::from_millis(300),
         }
     }
+}
+
+/// A TLS client certificate and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientCert {
+    /// Parses the command-line form `HOST=CERT,KEY` (Kaniko's `--registry-client-cert`).
+    pub fn parse_flag(spec: &str) -> Result<(String, ClientCert)> {
+        let bad = || {
+            Error::Config(format!(
+                "--registry-client-cert {spec}: expected HOST=/path/to/cert.pem,/path/to/key.pem"
+            ))
+        };
+        let (host, files) = spec.split_once('=').ok_or_else(bad)?;
+        let (cert, key) = files.split_once(',').ok_or_else(bad)?;
+        if host.is_empty() || cert.is_empty() || key.is_empty() || key.contains(',') {
+            return Err(bad());
+        }
+        Ok((
+            host.to_string(),
+            ClientCert {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            },
+        ))
+    }
+}
+
+/// `/etc/docker/certs.d` and `~/.docker/certs.d` (Docker reads the first; the second
+/// is where an unprivileged user can put them).
+pub fn default_certs_dirs() -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from("/etc/docker/certs.d")];
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        v.push(PathBuf::from(home).join(".docker").join("certs.d"));
+    }
+    v
+}
+
+/// Which way a connection goes: `insecure_pull` relaxes only pulls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Direction {
+    Pull,
+    Push,
+}
+
+/// The TLS material for one registry: CA bundles (PEM bytes, with where they came
+/// from) and a client identity.
+#[derive(Default)]
+struct TlsMaterial {
+    cas: Vec<(PathBuf, Vec<u8>)>,
+    identity: Option<ClientCert>,
+}
+
+fn read_file(registry: &str, what: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::Config(format!(
+            "registry {registry}: cannot read {what} {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// Whether `host[:port]` names a loopback address.
@@ -94,6 +174,8 @@ pub(crate) struct Endpoint {
     pub(crate) registry: String,
     pub(crate) base: Url,
     pub(crate) http: reqwest::Client,
+    /// Whether the client presents a TLS client certificate.
+    pub(crate) client_cert: bool,
 }
 
 impl Endpoint {
@@ -109,7 +191,7 @@ impl Endpoint {
 pub(crate) struct Transport {
     pub(crate) opts: RegistryOptions,
     creds: CredentialStore,
-    endpoints: tokio::sync::Mutex<HashMap<String, Arc<Endpoint>>>,
+    endpoints: tokio::sync::Mutex<HashMap<(String, bool), Arc<Endpoint>>>,
     challenges: Mutex<HashMap<String, Challenge>>,
     tokens: Mutex<TokenCache>,
     cred_cache: tokio::sync::Mutex<HashMap<String, Option<Credential>>>,
@@ -160,53 +242,119 @@ impl Transport {
             .unwrap_or_else(|| registry.to_string())
     }
 
-    fn plain_allowed(&self, registry: &str) -> bool {
-        is_loopback(registry) || self.opts.insecure.iter().any(|h| h == registry)
+    /// Whether `registry` may be spoken to without verified TLS in `dir`.
+    fn relaxed(&self, registry: &str, dir: Direction) -> bool {
+        self.opts.insecure.iter().any(|h| h == registry)
+            || (dir == Direction::Pull && self.opts.insecure_pull)
     }
 
-    fn build_client(&self, registry: &str) -> Result<reqwest::Client> {
+    /// The registry's CA bundles and client certificate: `certs_dirs` first, then the
+    /// explicit options (an explicit client certificate wins).
+    fn tls_material(&self, registry: &str) -> Result<TlsMaterial> {
+        let mut m = TlsMaterial::default();
+        for dir in &self.opts.certs_dirs {
+            let host_dir = dir.join(registry);
+            let Ok(entries) = std::fs::read_dir(&host_dir) else {
+                continue;
+            };
+            let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            names.sort();
+            for p in names {
+                match p.extension().and_then(|e| e.to_str()) {
+                    Some("crt") => {
+                        let pem = read_file(registry, "CA file", &p)?;
+                        m.cas.push((p, pem));
+                    }
+                    Some("cert") if m.identity.is_none() => {
+                        let key = p.with_extension("key");
+                        if !key.is_file() {
+                            return Err(Error::Config(format!(
+                                "registry {registry}: client certificate {} has no key {} beside it",
+                                p.display(),
+                                key.display()
+                            )));
+                        }
+                        m.identity = Some(ClientCert { cert: p, key });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(ca) = self.opts.ca_files.get(registry) {
+            let pem = read_file(registry, "CA file", ca)?;
+            m.cas.push((ca.clone(), pem));
+        }
+        if let Some(c) = self.opts.client_certs.get(registry) {
+            m.identity = Some(c.clone());
+        }
+        Ok(m)
+    }
+
+    /// The HTTP client for `registry`, and whether it presents a client certificate.
+    fn build_client(&self, registry: &str, relaxed: bool) -> Result<(reqwest::Client, bool)> {
         let mut b = reqwest::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120));
-        if self.opts.insecure.iter().any(|h| h == registry) {
+        if relaxed {
             b = b.tls_danger_accept_invalid_certs(true);
         }
-        if let Some(ca) = self.opts.ca_files.get(registry) {
-            let pem = std::fs::read(ca).map_err(|e| {
-                Error::Config(format!(
-                    "registry {registry}: cannot read CA file {}: {e}",
-                    ca.display()
-                ))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        let tls = self.tls_material(registry)?;
+        for (path, pem) in &tls.cas {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 Error::Config(format!(
                     "registry {registry}: CA file {} is not a PEM bundle: {e}",
-                    ca.display()
+                    path.display()
                 ))
             })?;
             b = b.tls_certs_merge(certs);
         }
-        b.build().map_err(|e| {
+        if let Some(c) = &tls.identity {
+            let mut pem = read_file(registry, "client certificate", &c.cert)?;
+            pem.push(b'\n');
+            pem.extend(read_file(registry, "client key", &c.key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                Error::Config(format!(
+                    "registry {registry}: client certificate {} with key {} is not usable (PEM certificate and PEM private key expected): {}",
+                    c.cert.display(),
+                    c.key.display(),
+                    describe(&e)
+                ))
+            })?;
+            b = b.identity(id);
+        }
+        let client = b.build().map_err(|e| {
             Error::Config(format!(
                 "registry {registry}: cannot set up HTTP client: {}",
                 describe(&e)
             ))
-        })
+        })?;
+        Ok((client, tls.identity.is_some()))
     }
 
-    /// The endpoint for `registry` (already mapped), choosing HTTPS, or plain HTTP for a
-    /// loopback / insecure registry that does not speak TLS.
+    /// The endpoint for pushing to `registry` (already mapped).
     pub(crate) async fn endpoint(&self, registry: &str) -> Result<Arc<Endpoint>> {
+        self.endpoint_for(registry, Direction::Push).await
+    }
+
+    /// The endpoint for `registry` (already mapped) in direction `dir`, choosing HTTPS,
+    /// or plain HTTP for a loopback / insecure registry that does not speak TLS.
+    pub(crate) async fn endpoint_for(
+        &self,
+        registry: &str,
+        dir: Direction,
+    ) -> Result<Arc<Endpoint>> {
+        let relaxed = self.relaxed(registry, dir);
+        let key = (registry.to_string(), relaxed);
         let mut eps = self.endpoints.lock().await;
-        if let Some(ep) = eps.get(registry) {
+        if let Some(ep) = eps.get(&key) {
             return Ok(ep.clone());
         }
-        let http = self.build_client(registry)?;
+        let (http, client_cert) = self.build_client(registry, relaxed)?;
         let host = api_host(registry);
         let https = Url::parse(&format!("https://{host}/"))
             .map_err(|e| Error::Config(format!("registry {registry}: not a valid host: {e}")))?;
-        let base = if self.plain_allowed(registry) {
+        let base = if relaxed || is_loopback(registry) {
             // Docker's rule: try TLS first, fall back to plain HTTP.
             let probe = http
                 .get(https.join("v2/").unwrap_or_else(|_| https.clone()))
@@ -216,10 +364,18 @@ impl Transport {
             match probe {
                 Ok(_) => https,
                 Err(e) => {
-                    tracing::debug!(registry, error = %describe(&e), "TLS probe failed; using plain HTTP");
-                    Url::parse(&format!("http://{host}/")).map_err(|e| {
+                    let plain = Url::parse(&format!("http://{host}/")).map_err(|e| {
                         Error::Config(format!("registry {registry}: not a valid host: {e}"))
-                    })?
+                    })?;
+                    if speaks_plain_http(&http, &plain).await {
+                        tracing::debug!(registry, error = %describe(&e), "TLS probe failed; using plain HTTP");
+                        plain
+                    } else {
+                        // It speaks TLS (or nothing): keep HTTPS so the real TLS error
+                        // (unknown CA, client certificate required, …) is what the user sees.
+                        tracing::debug!(registry, error = %describe(&e), "TLS probe failed and plain HTTP is not served");
+                        https
+                    }
                 }
             }
         } else {
@@ -229,8 +385,9 @@ impl Transport {
             registry: registry.to_string(),
             base,
             http,
+            client_cert,
         });
-        eps.insert(registry.to_string(), ep.clone());
+        eps.insert(key, ep.clone());
         Ok(ep)
     }
 
@@ -343,11 +500,7 @@ impl Transport {
                 req = req.header(reqwest::header::AUTHORIZATION, h.expose());
             }
             tracing::debug!(registry = %ep.registry, what, "request");
-            let resp = req.send().await.map_err(|e| Error::Connect {
-                registry: ep.registry.clone(),
-                what: what.to_string(),
-                reason: describe(&e),
-            })?;
+            let resp = req.send().await.map_err(|e| connect_error(ep, what, &e))?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
@@ -420,6 +573,62 @@ impl Transport {
                 }
             }
         }
+    }
+}
+
+/// The error for a request that got no response: a TLS failure (not retried, with what
+/// to do about it) or a connection failure (retried).
+pub(crate) fn connect_error(ep: &Endpoint, what: &str, e: &reqwest::Error) -> Error {
+    let registry = ep.registry.as_str();
+    let reason = describe(e);
+    // A server that wants a certificate the client did not send answers
+    // `certificate_required` (TLS 1.3) or `bad_certificate` (some servers, TLS 1.2).
+    let refused_cert = reason.contains("BadCertificate") || reason.contains("bad certificate");
+    let hint = if reason.contains("CertificateRequired")
+        || reason.contains("certificate required")
+        || (refused_cert && !ep.client_cert)
+    {
+        Some(format!(
+            "the registry requires a TLS client certificate: give one with --registry-client-cert {registry}=CERT,KEY or put client.cert and client.key in /etc/docker/certs.d/{registry}/"
+        ))
+    } else if refused_cert {
+        Some("the registry refused the TLS client certificate".to_string())
+    } else if reason.contains("invalid peer certificate") {
+        Some(format!(
+            "the registry's TLS certificate is not trusted: give its CA with --registry-certificate {registry}=CA.pem or in /etc/docker/certs.d/{registry}/ca.crt, or mark the registry insecure"
+        ))
+    } else if reason.contains("received fatal alert") {
+        Some("the registry refused the TLS handshake".to_string())
+    } else {
+        None
+    };
+    match hint {
+        Some(hint) => Error::Tls {
+            registry: registry.to_string(),
+            what: what.to_string(),
+            reason: format!("{hint} ({reason})"),
+        },
+        None => Error::Connect {
+            registry: registry.to_string(),
+            what: what.to_string(),
+            reason,
+        },
+    }
+}
+
+/// Whether the server at `base` answers plain HTTP as a registry would, and not with
+/// the 400 a TLS server gives a plain HTTP request.
+async fn speaks_plain_http(http: &reqwest::Client, base: &Url) -> bool {
+    let Ok(url) = base.join("v2/") else {
+        return false;
+    };
+    match http.get(url).timeout(Duration::from_secs(10)).send().await {
+        Ok(resp) if resp.status() == StatusCode::BAD_REQUEST => {
+            let body = resp.bytes().await.unwrap_or_default();
+            !String::from_utf8_lossy(&body).contains("HTTPS")
+        }
+        Ok(_) => true,
+        Err(_) => false,
     }
 }
 

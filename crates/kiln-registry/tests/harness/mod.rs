@@ -35,6 +35,10 @@ pub enum Mode {
     },
     Token,
     Tls,
+    /// TLS that also requires a client certificate signed by the test CA
+    /// (`http.tls.clientcas`); the client's certificate and key are in
+    /// [`Registry::client_cert`].
+    MutualTls,
 }
 
 pub struct Registry {
@@ -44,6 +48,8 @@ pub struct Registry {
     pub host: String,
     /// The CA certificate (TLS mode).
     pub ca: Option<PathBuf>,
+    /// The client certificate and key the registry accepts (mutual TLS mode).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     pub token_server: Option<TokenServer>,
     /// The Basic credentials the registry accepts (htpasswd modes).
     pub creds: Option<(String, String)>,
@@ -84,6 +90,7 @@ impl Registry {
         let host = format!("127.0.0.1:{port}");
         let mut extra = String::new();
         let mut ca = None;
+        let mut client_cert = None;
         let mut token_server = None;
         let mut creds = None;
         let mode = match mode {
@@ -93,6 +100,7 @@ impl Registry {
             },
             m => m,
         };
+        let mutual = matches!(mode, Mode::MutualTls);
         match mode {
             Mode::Plain => {}
             Mode::Basic => unreachable!("rewritten above"),
@@ -144,7 +152,7 @@ impl Registry {
                 );
                 token_server = Some(ts);
             }
-            Mode::Tls => {
+            Mode::Tls | Mode::MutualTls => {
                 openssl(
                     d,
                     &[
@@ -210,6 +218,57 @@ impl Registry {
                 );
                 std::fs::create_dir_all(d.join("certs.d")).unwrap();
                 std::fs::copy(d.join("ca.crt"), d.join("certs.d").join("ca.crt")).unwrap();
+                if mutual {
+                    openssl(
+                        d,
+                        &[
+                            "req",
+                            "-newkey",
+                            "rsa:2048",
+                            "-nodes",
+                            "-keyout",
+                            "client.key",
+                            "-out",
+                            "client.csr",
+                            "-subj",
+                            "/CN=kiln test client",
+                        ],
+                    );
+                    std::fs::write(
+                        d.join("client-ext.cnf"),
+                        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+                    )
+                    .unwrap();
+                    openssl(
+                        d,
+                        &[
+                            "x509",
+                            "-req",
+                            "-in",
+                            "client.csr",
+                            "-CA",
+                            "ca.crt",
+                            "-CAkey",
+                            "ca.key",
+                            "-CAcreateserial",
+                            "-out",
+                            "client.cert",
+                            "-days",
+                            "2",
+                            "-extfile",
+                            "client-ext.cnf",
+                        ],
+                    );
+                    extra.push_str(&format!(
+                        "    clientcas:\n      - {}\n",
+                        d.join("ca.crt").display()
+                    ));
+                    // skopeo reads client.cert/client.key from its cert dir.
+                    for f in ["client.cert", "client.key"] {
+                        std::fs::copy(d.join(f), d.join("certs.d").join(f)).unwrap();
+                    }
+                    client_cert = Some((d.join("client.cert"), d.join("client.key")));
+                }
                 ca = Some(d.join("ca.crt"));
             }
         }
@@ -237,6 +296,7 @@ impl Registry {
             dir,
             host,
             ca,
+            client_cert,
             token_server,
             creds,
         };
