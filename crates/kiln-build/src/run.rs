@@ -375,7 +375,16 @@ impl Executor<'_> {
         } else {
             self.push_layer(state, entries, created_by, id)?;
         }
-        kiln_sandbox::merge_upper(&upper, &state.rootfs)?;
+        // What the step deleted or replaced, and the spent upper dir, are
+        // moved aside (renames are cheap) and deleted after the build.
+        let discard = self.req.work_dir.join("discarded");
+        kiln_sandbox::merge_upper_discarding(&upper, &state.rootfs, &discard)?;
+        let spent = scratch.keep();
+        if let Some(name) = spent.file_name() {
+            if std::fs::rename(&spent, discard.join(name)).is_err() {
+                let _ = std::fs::remove_dir_all(&spent);
+            }
+        }
         self.remember(state, key, layers_before);
         Ok(StepOutcome::Done)
     }

@@ -54,7 +54,7 @@ pub use inplace::{
     RACY_WINDOW_NS,
 };
 pub use run::{Sandbox, TAIL_LINES};
-pub use snapshot::{merge_upper, upper_changes, upper_changes_since};
+pub use snapshot::{merge_upper, merge_upper_discarding, upper_changes, upper_changes_since};
 pub use spec::{Isolation, Mount, MountKind, Network, RunResult, RunSpec};
 
 /// Takes over the process when it was started as a sandbox init

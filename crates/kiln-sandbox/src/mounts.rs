@@ -287,6 +287,15 @@ pub(crate) fn mount_overlay(spec: &RunSpec, isolation: Isolation, merged: &Path)
     // anyway, and on disks where fsync is slow a `chown -R` over thousands
     // of image files otherwise costs milliseconds per file. Older kernels
     // reject the option; mount without it there.
+    // A volatile mount leaves `work/incompat/volatile` behind, and the
+    // kernel refuses to mount that work dir again until it is gone (it
+    // cannot tell a clean unmount from a crash). A spec may reuse its
+    // upper and work dirs for several steps within one boot, where the
+    // upper dir is intact, so clear the marker.
+    let marker = spec.work.join("work").join("incompat");
+    if marker.exists() {
+        let _ = std::fs::remove_dir_all(&marker);
+    }
     let volatile = format!("{data},volatile");
     do_mount(
         Some(Path::new("overlay")),

@@ -323,11 +323,41 @@ fn walk(
 /// This consumes `upper` (entries are moved out of it): write the layer from
 /// [`upper_changes`] first, then merge, then delete the upper dir.
 pub fn merge_upper(upper: &Path, rootfs: &Path) -> Result<()> {
-    merge_dir(upper, rootfs)?;
+    merge_dir(upper, rootfs, &Discard(None))?;
     Ok(())
 }
 
-fn merge_dir(up: &Path, root: &Path) -> Result<()> {
+/// [`merge_upper`] that moves what the step deleted or replaced into
+/// `discard` (a directory on the rootfs's filesystem) instead of deleting
+/// it: a rename costs a fraction of an unlink (which frees blocks, slow on
+/// disks with online discard), and the caller deletes the discard directory
+/// later, off the build's critical path.
+pub fn merge_upper_discarding(upper: &Path, rootfs: &Path, discard: &Path) -> Result<()> {
+    fs::create_dir_all(discard).ctx(|| format!("create {}", discard.display()))?;
+    merge_dir(upper, rootfs, &Discard(Some(discard)))?;
+    Ok(())
+}
+
+/// Where replaced and deleted entries go (`None`: deleted at once).
+struct Discard<'a>(Option<&'a Path>);
+
+static DISCARDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Discard<'_> {
+    /// Takes `path` out of the tree: renamed into the discard directory,
+    /// or removed when there is none or the rename fails.
+    fn take(&self, path: &Path, md: &fs::Metadata) -> Result<()> {
+        if let Some(dir) = self.0 {
+            let n = DISCARDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if fs::rename(path, dir.join(format!("d{n}"))).is_ok() {
+                return Ok(());
+            }
+        }
+        remove_any(path, md)
+    }
+}
+
+fn merge_dir(up: &Path, root: &Path, discard: &Discard) -> Result<()> {
     for name in sorted_names(up)? {
         let src = up.join(&name);
         let dst = root.join(&name);
@@ -335,7 +365,7 @@ fn merge_dir(up: &Path, root: &Path) -> Result<()> {
         let existing = fs::symlink_metadata(&dst).ok();
         if is_whiteout(&md) {
             if let Some(e) = existing {
-                remove_any(&dst, &e)?;
+                discard.take(&dst, &e)?;
             }
             continue;
         }
@@ -343,11 +373,11 @@ fn merge_dir(up: &Path, root: &Path) -> Result<()> {
             let opaque = is_opaque(&src);
             match existing {
                 Some(e) if e.is_dir() && !opaque => {
-                    merge_dir(&src, &dst)?;
+                    merge_dir(&src, &dst, discard)?;
                     copy_dir_metadata(&src, &dst, &md)?;
                     continue;
                 }
-                Some(e) => remove_any(&dst, &e)?,
+                Some(e) => discard.take(&dst, &e)?,
                 None => {}
             }
             // A new (or opaque) dir holds only new entries: move it whole,
@@ -356,8 +386,12 @@ fn merge_dir(up: &Path, root: &Path) -> Result<()> {
             move_into(&src, &dst)?;
             continue;
         }
-        if let Some(e) = existing.filter(|e| e.is_dir()) {
-            remove_any(&dst, &e)?;
+        if let Some(e) = existing {
+            // A replaced file goes to the discard dir too: renaming over it
+            // would free its blocks right here.
+            if e.is_dir() || discard.0.is_some() {
+                discard.take(&dst, &e)?;
+            }
         }
         strip_overlay_xattrs(&src)?;
         move_into(&src, &dst)?;
