@@ -14,9 +14,10 @@
 //!    `Network::None`) network namespaces, forks PID 1 and waits for it. It
 //!    stays in the original mount namespace, so afterwards it removes the
 //!    mount stubs from the upper dir, with the namespace's credentials.
-//! 2. **PID 1**: unshares the mount namespace, mounts the overlay on the
-//!    private merged dir, /proc, /dev, /sys, the /etc files and the RUN
-//!    mounts, sets the hostname, brings `lo` up, pivots into the new root and
+//! 2. **PID 1**: unshares the mount namespace, mounts the overlay over the
+//!    lower dir's own path (the mount is private to this namespace), then
+//!    /proc, /dev, /sys, the /etc files and the RUN mounts inside it, sets
+//!    the hostname, brings `lo` up, pivots into the new root and
 //!    forks the command. It reaps every child; when the command exits it
 //!    kills whatever is left in the PID namespace and exits with the
 //!    command's code.
@@ -66,7 +67,6 @@ pub(crate) struct InitRequest {
     /// Resolved (never `Auto`).
     pub isolation: Isolation,
     pub id_map: IdMap,
-    pub merged: PathBuf,
     pub hosts: PathBuf,
     pub resolv: PathBuf,
     pub hostname: PathBuf,
@@ -229,7 +229,10 @@ fn pid1(req: &InitRequest, plan: &Plan, writer: &mut File) -> Result<i32> {
     )
     .map_err(|e| setup("make / private", e))?;
     umask(Mode::empty());
-    let merged = &req.merged;
+    // The overlay goes over the lower dir's own path: the mount is private
+    // to this namespace, so no directory has to be made (and removed) for
+    // it, and runs sharing a lower dir do not meet.
+    let merged = &req.spec.rootfs;
     mounts::mount_overlay(&req.spec, req.isolation, merged)?;
     let notes = mounts::mount_all(plan, merged, req.isolation, req.spec.network)?;
     for n in notes {
