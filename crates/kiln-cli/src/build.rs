@@ -28,7 +28,8 @@ pub struct BuildArgs {
     /// The stage to build (default: the last).
     #[arg(long)]
     pub target: Option<String>,
-    /// The platform to build for (os/arch[/variant]; default: this machine's).
+    /// The platform(s) to build for: os/arch[/variant], comma-separated (default:
+    /// this machine's). Several platforms make one multi-platform image (an index).
     #[arg(long)]
     pub platform: Option<String>,
     /// An image label KEY=VALUE; repeatable.
@@ -110,6 +111,15 @@ pub struct BuildArgs {
     /// Trust this CA bundle for a registry: HOST=PATH; repeatable.
     #[arg(long = "registry-certificate")]
     pub registry_certificates: Vec<String>,
+    /// Present this TLS client certificate to a registry: HOST=CERT,KEY (PEM
+    /// files); repeatable. Docker's /etc/docker/certs.d/HOST/client.cert and
+    /// ~/.docker/certs.d/HOST/client.cert are used without it.
+    #[arg(long = "registry-client-cert")]
+    pub registry_client_certs: Vec<String>,
+    /// Pull images (bases, COPY --from, cache imports) over unverified TLS or
+    /// plain HTTP from any registry; pushes still verify TLS.
+    #[arg(long)]
+    pub insecure_pull: bool,
 }
 
 fn parse_cache_specs(
@@ -164,9 +174,9 @@ pub fn run(args: BuildArgs) -> Result<()> {
             archive: false,
         });
     }
-    let platform = match &args.platform {
-        Some(p) => job::parse_platform("--platform", p)?,
-        None => job::host_platform(),
+    let platforms = match &args.platform {
+        Some(p) => job::parse_platforms("--platform", p)?,
+        None => vec![job::host_platform()],
     };
     job::execute(Job {
         context: args.context,
@@ -178,7 +188,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         outputs,
         build_args,
         target: args.target,
-        platform,
+        platforms,
         labels,
         progress,
         cache_dir: args.cache_dir.unwrap_or_else(job::default_cache_dir),
@@ -206,7 +216,11 @@ pub fn run(args: BuildArgs) -> Result<()> {
             args.insecure_registries,
             &args.registry_mirrors,
             &[],
-            &args.registry_certificates,
+            &job::TlsFlags {
+                certificates: &args.registry_certificates,
+                client_certs: &args.registry_client_certs,
+                insecure_pull: args.insecure_pull,
+            },
             &args.cloud,
         )?,
         digest_file: args.iidfile,

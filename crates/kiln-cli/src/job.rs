@@ -1,6 +1,7 @@
 //! A build job: the normalized options both front-ends (`kiln build` and
 //! the Kaniko-compatible `kiln executor`) produce, and the wiring that runs
-//! it through the pipeline crates.
+//! it through the pipeline crates: one build per target platform, and for
+//! several platforms one image index that outputs hold and pushes tag.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -11,7 +12,10 @@ use kiln_build::output::{export, Output};
 use kiln_build::progress::{Progress as _, ProgressMode, StderrProgress};
 use kiln_build::remote_cache::{CacheSpec, CacheTransport, RepoCache};
 use kiln_build::BuildRequest;
-use kiln_image::{BlobStore, Compression, Format, Platform};
+use kiln_image::{
+    BlobStore, Compression, Descriptor, Format, Index, Platform, StoredImage,
+    MT_DOCKER_MANIFEST_LIST, MT_OCI_INDEX,
+};
 
 /// Everything one build needs, whichever command line described it.
 pub struct Job {
@@ -28,7 +32,9 @@ pub struct Job {
     pub outputs: Vec<Output>,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
-    pub platform: Platform,
+    /// Target platforms: one builds an image; more build the Dockerfile once per
+    /// platform into one image index.
+    pub platforms: Vec<Platform>,
     pub labels: BTreeMap<String, String>,
     pub progress: ProgressMode,
     pub cache_dir: PathBuf,
@@ -122,6 +128,20 @@ pub fn parse_platform(flag: &str, s: &str) -> Result<Platform> {
         }
         _ => bail!("{flag} {s}: expected os/arch[/variant], e.g. linux/amd64"),
     }
+}
+
+/// A comma-separated platform list (`linux/amd64,linux/arm64`), each once, in the
+/// order given.
+pub fn parse_platforms(flag: &str, s: &str) -> Result<Vec<Platform>> {
+    let mut v: Vec<Platform> = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let p = parse_platform(flag, part)?;
+        if v.contains(&p) {
+            bail!("{flag} {s}: {part} is given twice");
+        }
+        v.push(p);
+    }
+    Ok(v)
 }
 
 /// `K=V`, or `K` alone taking its value from the environment.
@@ -279,105 +299,172 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
     } else {
         None
     };
-    let transport = CacheTransport {
-        client: &registry,
-        runtime: runtime.handle().clone(),
-        progress: &progress,
-        platform: job.platform.clone(),
-    };
-    let imported: Vec<_> = if job.cache.lookup {
-        job.cache
-            .from
-            .iter()
-            .filter_map(|spec| transport.import(store, spec))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    for cache in &imported {
-        let n = cache.restore_mounts(store, &job.cache_dir.join("mounts"))?;
-        if n > 0 {
-            progress.info(&format!("restored {n} cache mount(s) from {}", cache.name));
-        }
-    }
-    let repo_cache = job.cache.repo.as_ref().map(|r| RepoCache {
-        client: &registry,
-        runtime: runtime.handle().clone(),
-        progress: &progress,
-        repo: r.repo.clone(),
-        platform: job.platform.clone(),
-        ttl: job.cache.ttl,
-        push: r.push,
-        copy_layers: r.copy_layers,
-        run_layers: r.run_layers,
-    });
-    let mut backends: Vec<&dyn kiln_build::cache::CacheBackend> = Vec::new();
-    if let Some(local) = &local_cache {
-        backends.push(local);
-    }
-    for i in &imported {
-        backends.push(i);
-    }
-    if let Some(r) = &repo_cache {
-        backends.push(r);
-    }
     let stat_cache = if job.cache.local {
         kiln_build::cache::StatCache::load(&job.cache_dir, context.root())
     } else {
         kiln_build::cache::StatCache::default()
     };
-    let request = BuildRequest {
-        dockerfile_name,
-        dockerfile: dockerfile_text,
-        context: &context,
-        build_args: job.build_args.clone(),
-        target: job.target.clone(),
-        platform: job.platform.clone(),
-        build_platform: host_platform(),
-        labels: job.labels.clone(),
-        store,
-        work_dir: work.join("stages"),
-        compression: job.compression,
-        format: job.format,
-        source_date_epoch: job.source_date_epoch,
-        resolver: &resolver,
-        http: &http,
-        progress: &progress,
-        isolation: job.isolation,
-        secrets: job.secrets.clone(),
-        ssh: job.ssh.clone(),
-        mount_cache_dir: job.cache_dir.join("mounts"),
-        cache: backends,
-        stat_cache: &stat_cache,
-        jobs: job.jobs,
-        ignore_paths: job.ignore_paths.clone(),
-        force_in_place: job.force_in_place,
+    if job.platforms.is_empty() {
+        bail!("no target platform");
+    }
+    let multi = job.platforms.len() > 1;
+    let mut built: Vec<kiln_build::BuildOutput> = Vec::new();
+    let mut cache_entries = Vec::new();
+    let mut cache_mounts: Vec<(String, PathBuf)> = Vec::new();
+    for (i, platform) in job.platforms.iter().enumerate() {
+        if multi {
+            progress.info(&format!("building for {}", platform_name(platform)));
+        }
+        let transport = CacheTransport {
+            client: &registry,
+            runtime: runtime.handle().clone(),
+            progress: &progress,
+            platform: platform.clone(),
+        };
+        let imported: Vec<_> = if job.cache.lookup {
+            job.cache
+                .from
+                .iter()
+                .filter_map(|spec| transport.import(store, spec))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for cache in &imported {
+            let n = cache.restore_mounts(store, &job.cache_dir.join("mounts"))?;
+            if n > 0 {
+                progress.info(&format!("restored {n} cache mount(s) from {}", cache.name));
+            }
+        }
+        let repo_cache = job.cache.repo.as_ref().map(|r| RepoCache {
+            client: &registry,
+            runtime: runtime.handle().clone(),
+            progress: &progress,
+            repo: r.repo.clone(),
+            platform: platform.clone(),
+            ttl: job.cache.ttl,
+            push: r.push,
+            copy_layers: r.copy_layers,
+            run_layers: r.run_layers,
+        });
+        let mut backends: Vec<&dyn kiln_build::cache::CacheBackend> = Vec::new();
+        if let Some(local) = &local_cache {
+            backends.push(local);
+        }
+        for i in &imported {
+            backends.push(i);
+        }
+        if let Some(r) = &repo_cache {
+            backends.push(r);
+        }
+        let request = BuildRequest {
+            dockerfile_name: dockerfile_name.clone(),
+            dockerfile: dockerfile_text.clone(),
+            context: &context,
+            build_args: job.build_args.clone(),
+            target: job.target.clone(),
+            platform: platform.clone(),
+            build_platform: host_platform(),
+            labels: job.labels.clone(),
+            store,
+            work_dir: work.join(format!("stages-{i}")),
+            compression: job.compression,
+            format: job.format,
+            source_date_epoch: job.source_date_epoch,
+            resolver: &resolver,
+            http: &http,
+            progress: &progress,
+            isolation: job.isolation,
+            secrets: job.secrets.clone(),
+            ssh: job.ssh.clone(),
+            mount_cache_dir: job.cache_dir.join("mounts"),
+            cache: backends,
+            stat_cache: &stat_cache,
+            jobs: job.jobs,
+            ignore_paths: job.ignore_paths.clone(),
+            force_in_place: job.force_in_place,
+        };
+        let mut out = kiln_build::build(&request).with_context(|| {
+            if multi {
+                format!("building for {}", platform_name(platform))
+            } else {
+                String::new()
+            }
+        })?;
+        if i == 0 {
+            for arg in &out.unused_args {
+                eprintln!("warning: build arg {arg} was given but no ARG instruction declares it");
+            }
+        }
+        if job.cache.to.contains(&CacheSpec::Inline) {
+            let selected = kiln_build::remote_cache::select(&out.cache_entries, false);
+            kiln_build::remote_cache::inline_into(&mut out.image, &selected);
+            out.stored = kiln_image::store_image(store, &out.image, job.format)?;
+        }
+        cache_entries.extend(out.cache_entries.iter().cloned());
+        cache_mounts.extend(out.cache_mounts.iter().cloned());
+        built.push(out);
+    }
+    if let Some(first) = job.platforms.first() {
+        // One cache image for every platform: their steps have different keys.
+        let transport = CacheTransport {
+            client: &registry,
+            runtime: runtime.handle().clone(),
+            progress: &progress,
+            platform: first.clone(),
+        };
+        for spec in &job.cache.to {
+            transport.export(store, spec, &cache_entries, &cache_mounts)?;
+        }
+    }
+
+    let result = if multi {
+        let images: Vec<_> = built.iter().map(|b| b.stored.clone()).collect();
+        let index = store_index(store, &images, job.format)?;
+        for output in &job.outputs {
+            export_index(store, output, &index, &built, &job.tags, work)?;
+            eprintln!("exported {}", describe(output));
+        }
+        let mut pushed = Vec::new();
+        for dest in &job.push_to {
+            pushed.push(push_index(
+                &registry,
+                runtime.handle(),
+                store,
+                &index,
+                &images,
+                dest,
+                &progress,
+            )?);
+        }
+        Exported {
+            descriptor: index,
+            config: None,
+            pushed,
+        }
+    } else {
+        let Some(out) = built.first() else {
+            bail!("no image was built");
+        };
+        for output in &job.outputs {
+            export(store, output, &out.image, &out.stored, &job.tags)?;
+            eprintln!("exported {}", describe(output));
+        }
+        let pushed = kiln_build::registry::push_all(
+            &registry,
+            runtime.handle(),
+            store,
+            &out.stored,
+            &job.push_to,
+            &progress,
+        )?;
+        Exported {
+            descriptor: out.stored.manifest.clone(),
+            config: Some(out.stored.config_digest.to_string()),
+            pushed,
+        }
     };
-    let mut out = kiln_build::build(&request)?;
-    for arg in &out.unused_args {
-        eprintln!("warning: build arg {arg} was given but no ARG instruction declares it");
-    }
-    if job.cache.to.contains(&CacheSpec::Inline) {
-        let selected = kiln_build::remote_cache::select(&out.cache_entries, false);
-        kiln_build::remote_cache::inline_into(&mut out.image, &selected);
-        out.stored = kiln_image::store_image(store, &out.image, job.format)?;
-    }
-    for spec in &job.cache.to {
-        transport.export(store, spec, &out.cache_entries, &out.cache_mounts)?;
-    }
-    for output in &job.outputs {
-        export(store, output, &out.image, &out.stored, &job.tags)?;
-        eprintln!("exported {}", describe(output));
-    }
-    let pushed = kiln_build::registry::push_all(
-        &registry,
-        runtime.handle(),
-        store,
-        &out.stored,
-        &job.push_to,
-        &progress,
-    )?;
-    let digest = out.stored.manifest.digest.to_string();
+    let digest = result.descriptor.digest.to_string();
     if let Some(path) = &job.digest_file {
         write_file(path, digest.as_bytes())?;
     }
@@ -398,17 +485,235 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
         write_file(path, text.as_bytes())?;
     }
     if let Some(path) = &job.metadata_file {
-        let meta = serde_json::json!({
+        let mut meta = serde_json::json!({
             "containerimage.digest": digest,
-            "containerimage.config.digest": out.stored.config_digest.to_string(),
-            "containerimage.descriptor": out.stored.manifest,
+            "containerimage.descriptor": result.descriptor,
             "image.name": job.tags.join(","),
-            "pushed": pushed.iter().map(|(n, d)| format!("{n}@{d}")).collect::<Vec<_>>(),
+            "pushed": result.pushed.iter().map(|(n, d)| format!("{n}@{d}")).collect::<Vec<_>>(),
         });
+        if let (Some(c), Some(m)) = (&result.config, meta.as_object_mut()) {
+            m.insert("containerimage.config.digest".into(), c.clone().into());
+        }
         write_file(path, serde_json::to_string_pretty(&meta)?.as_bytes())?;
     }
     println!("{digest}");
     Ok(())
+}
+
+/// What a build produced, for the result files.
+struct Exported {
+    /// The image manifest, or the index of a multi-platform build.
+    descriptor: Descriptor,
+    /// The config digest (single-platform builds).
+    config: Option<String>,
+    pushed: Vec<(String, kiln_image::Digest)>,
+}
+
+fn platform_name(p: &Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
+/// Writes the index over `images` (in platform order) into the store, with the
+/// media type of `format`'s family, and returns its descriptor.
+fn store_index(store: &BlobStore, images: &[StoredImage], format: Format) -> Result<Descriptor> {
+    let media_type = match format {
+        Format::Oci => MT_OCI_INDEX,
+        Format::Docker => MT_DOCKER_MANIFEST_LIST,
+    };
+    let index = Index {
+        media_type: Some(media_type.to_string()),
+        manifests: images.iter().map(|i| i.manifest.clone()).collect(),
+        ..Index::default()
+    };
+    let bytes = serde_json::to_vec(&index).context("serialising the image index")?;
+    let digest = store.put_bytes(&bytes)?;
+    Ok(Descriptor::new(media_type, digest, bytes.len() as u64))
+}
+
+/// Writes a multi-platform image to a file or directory output: OCI layouts and
+/// archives hold the index; `type=local` writes one directory per platform
+/// (`linux_amd64/`, as BuildKit does); docker archives and filesystem tars hold one
+/// image only.
+fn export_index(
+    store: &BlobStore,
+    output: &Output,
+    index: &Descriptor,
+    built: &[kiln_build::BuildOutput],
+    tags: &[String],
+    work: &Path,
+) -> Result<()> {
+    let images: Vec<(StoredImage, Option<String>)> =
+        built.iter().map(|b| (b.stored.clone(), None)).collect();
+    let ref_name = tags.first().map(|t| kiln_build::output::ref_name_of(t));
+    match output {
+        Output::Oci {
+            dest,
+            archive: false,
+        } => write_index_layout(store, dest, &images, index, ref_name.as_deref()),
+        Output::Oci {
+            dest,
+            archive: true,
+        } => {
+            // The layout is assembled beside the build, then written as one
+            // deterministic tar by kiln-image's tar writer.
+            let layout = work.join("index-layout");
+            let _ = std::fs::remove_dir_all(&layout);
+            write_index_layout(store, &layout, &images, index, ref_name.as_deref())?;
+            let entries = layout_entries(&layout)?;
+            let tar = kiln_image::write_layer(
+                store,
+                entries,
+                &kiln_image::LayerOptions {
+                    compression: kiln_image::Compression::None,
+                    ..Default::default()
+                },
+            )?;
+            move_out_of_store(store, &tar.digest, dest)
+        }
+        Output::Local { dest } => {
+            for b in built {
+                let p = b.stored.manifest.platform.clone().unwrap_or_default();
+                let one = Output::Local {
+                    dest: dest.join(platform_name(&p).replace('/', "_")),
+                };
+                export(store, &one, &b.image, &b.stored, tags)?;
+            }
+            Ok(())
+        }
+        Output::Docker { .. } | Output::Tar { .. } => bail!(
+            "{} holds one image: build one --platform for it, or use type=oci / type=local",
+            describe(output)
+        ),
+        Output::Image { .. } => Ok(()),
+    }
+}
+
+/// Writes (or updates) the OCI layout `dir` so that it holds the index `index` over
+/// `images`, named `ref_name` (replacing an entry of that name).
+fn write_index_layout(
+    store: &BlobStore,
+    dir: &Path,
+    images: &[(StoredImage, Option<String>)],
+    index: &Descriptor,
+    ref_name: Option<&str>,
+) -> Result<()> {
+    // kiln-image links every image's blobs and lists the images unnamed; the
+    // index then takes their place in index.json.
+    kiln_image::write_oci_layout(store, dir, images)?;
+    let blob = dir.join("blobs").join("sha256").join(index.digest.hex());
+    if !blob.is_file() {
+        let src = store.path(&index.digest);
+        if std::fs::hard_link(&src, &blob).is_err() {
+            std::fs::copy(&src, &blob)
+                .with_context(|| format!("copying the index into {}", blob.display()))?;
+        }
+    }
+    let index_path = dir.join("index.json");
+    let text =
+        std::fs::read(&index_path).with_context(|| format!("reading {}", index_path.display()))?;
+    let mut top: Index = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not an OCI index", index_path.display()))?;
+    let platform_digests: Vec<&kiln_image::Digest> =
+        images.iter().map(|(i, _)| &i.manifest.digest).collect();
+    top.manifests.retain(|m| match m.ref_name() {
+        None => !platform_digests.contains(&&m.digest) && m.digest != index.digest,
+        Some(n) => Some(n) != ref_name,
+    });
+    let mut entry = index.clone();
+    if let Some(n) = ref_name {
+        entry
+            .annotations
+            .insert(kiln_image::ANNOTATION_REF_NAME.to_string(), n.to_string());
+    }
+    top.manifests.push(entry);
+    let bytes = serde_json::to_vec(&top).context("serialising index.json")?;
+    write_file(&index_path, &bytes)
+}
+
+/// The files of an OCI layout directory as tar entries (root-owned, mtime 0, as
+/// kiln-image writes OCI archives).
+fn layout_entries(layout: &Path) -> Result<Vec<kiln_image::LayerEntry>> {
+    let entry = |path: &str, kind: kiln_image::EntryKind| kiln_image::LayerEntry {
+        mode: if kind == kiln_image::EntryKind::Dir {
+            0o755
+        } else {
+            0o644
+        },
+        path: path.to_string(),
+        kind,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        xattrs: Vec::new(),
+    };
+    let file = |rel: &str| -> Result<kiln_image::LayerEntry> {
+        let source = layout.join(rel);
+        let size = std::fs::metadata(&source)
+            .with_context(|| format!("reading {}", source.display()))?
+            .len();
+        Ok(entry(rel, kiln_image::EntryKind::File { source, size }))
+    };
+    let mut entries = vec![
+        entry("blobs", kiln_image::EntryKind::Dir),
+        entry("blobs/sha256", kiln_image::EntryKind::Dir),
+        file("oci-layout")?,
+        file("index.json")?,
+    ];
+    let blobs = layout.join("blobs").join("sha256");
+    let mut names: Vec<String> = std::fs::read_dir(&blobs)
+        .with_context(|| format!("reading {}", blobs.display()))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading {}", blobs.display()))?;
+    names.sort();
+    for n in names {
+        entries.push(file(&format!("blobs/sha256/{n}"))?);
+    }
+    Ok(entries)
+}
+
+/// Moves a blob the build wrote only to hand it out (an OCI archive) from the store
+/// to `dest`, atomically.
+fn move_out_of_store(store: &BlobStore, digest: &kiln_image::Digest, dest: &Path) -> Result<()> {
+    let src = store.path(digest);
+    if std::fs::rename(&src, dest).is_ok() {
+        return Ok(());
+    }
+    let mut tmp = dest.as_os_str().to_owned();
+    tmp.push(".kiln-tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::copy(&src, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dest).with_context(|| format!("writing {}", dest.display()))?;
+    let _ = std::fs::remove_file(&src);
+    Ok(())
+}
+
+/// Pushes a multi-platform image to `dest`; returns the name and index digest.
+fn push_index(
+    client: &kiln_registry::RegistryClient,
+    runtime: &tokio::runtime::Handle,
+    store: &BlobStore,
+    index: &Descriptor,
+    images: &[StoredImage],
+    dest: &str,
+    progress: &dyn kiln_build::progress::Progress,
+) -> Result<(String, kiln_image::Digest)> {
+    let parsed: kiln_registry::Reference = dest.parse().with_context(|| dest.to_string())?;
+    let report = kiln_build::registry::TransferReport::new(progress, "pushed");
+    let t = std::time::Instant::now();
+    progress.info(&format!("pushing {parsed} ({} platforms)", images.len()));
+    let digest = runtime
+        .block_on(client.push_index(store, index, images, &parsed, &report))
+        .with_context(|| format!("pushing {parsed}"))?;
+    progress.info(&format!(
+        "pushed {parsed}@{digest}: {} in {:.2}s",
+        report.summary(),
+        t.elapsed().as_secs_f64()
+    ));
+    Ok((parsed.to_string(), digest))
 }
 
 /// `host/repo:tag` → `host/repo` (a digest suffix is dropped too).
@@ -485,19 +790,35 @@ pub struct CloudFlags {
     pub no_cloud_auth: bool,
 }
 
+/// TLS settings per registry, shared by both front-ends.
+#[derive(Debug, Default)]
+pub struct TlsFlags<'a> {
+    /// `HOST=CA.pem` values of `--registry-certificate`.
+    pub certificates: &'a [String],
+    /// `HOST=CERT,KEY` values of `--registry-client-cert`.
+    pub client_certs: &'a [String],
+    /// Relax TLS for every pull (Kaniko's `--insecure-pull` / `--skip-tls-verify-pull`).
+    pub insecure_pull: bool,
+}
+
 /// Registry settings shared by both front-ends.
 pub fn registry_options(
     insecure: Vec<String>,
     mirrors: &[String],
     maps: &[String],
-    certificates: &[String],
+    tls: &TlsFlags<'_>,
     cloud: &CloudFlags,
 ) -> Result<kiln_registry::RegistryOptions> {
     let mut opts = kiln_registry::RegistryOptions {
         insecure,
+        insecure_pull: tls.insecure_pull,
         cloud_auth: !cloud.no_cloud_auth,
         ..Default::default()
     };
+    for c in tls.client_certs {
+        let (host, cert) = kiln_registry::ClientCert::parse_flag(c)?;
+        opts.client_certs.insert(host, cert);
+    }
     let mut overrides: Vec<String> = cloud.cloud_registries.clone();
     if let Ok(env) = std::env::var("KILN_CLOUD_REGISTRIES") {
         overrides.extend(env.split(',').filter(|s| !s.is_empty()).map(str::to_string));
@@ -519,7 +840,7 @@ pub fn registry_options(
         opts.registry_map.insert(from.to_string(), to.to_string());
     }
     let mut cas = HashMap::new();
-    for c in certificates {
+    for c in tls.certificates {
         let (host, path) = c
             .split_once('=')
             .with_context(|| format!("--registry-certificate {c}: expected HOST=PATH"))?;
@@ -532,6 +853,26 @@ pub fn registry_options(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platform_lists() {
+        let v = parse_platforms("--platform", "linux/amd64, linux/arm64/v8").unwrap_or_default();
+        assert_eq!(
+            v,
+            vec![
+                Platform::new("linux", "amd64", None),
+                Platform::new("linux", "arm64", Some("v8"))
+            ]
+        );
+        let e = parse_platforms("--platform", "linux/amd64,linux/amd64")
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("--platform linux/amd64,linux/amd64: linux/amd64 is given twice")
+        );
+        assert!(parse_platforms("--platform", "linux/amd64,").is_err());
+    }
 
     #[test]
     fn digest_file_names() {

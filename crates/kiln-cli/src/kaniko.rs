@@ -187,9 +187,6 @@ pub fn run(args: KanikoArgs) -> Result<()> {
             other => bail!("--snapshot-mode {other}: expected full, redo or time"),
         }
     }
-    if !args.registry_client_certs.is_empty() {
-        warn("--registry-client-cert: client certificates are not supported yet; connecting without them");
-    }
     let progress = match args.log_format.as_str() {
         "json" => ProgressMode::Json,
         "text" | "color" => ProgressMode::Plain,
@@ -241,16 +238,12 @@ pub fn run(args: KanikoArgs) -> Result<()> {
     };
 
     // --insecure and --skip-tls-verify apply to the destinations' registries;
-    // the -pull variants to every other registry, which kiln expresses as a
-    // per-host list built when the base images are known: until then they
-    // make every destination registry insecure too.
+    // the -pull variants to every pull (base images, COPY --from images,
+    // cache imports) and never to a push.
     let mut insecure = args.insecure_registries.clone();
     insecure.extend(args.skip_tls_verify_registries.iter().cloned());
     if on(args.insecure) || on(args.skip_tls_verify) {
         insecure.extend(args.destinations.iter().filter_map(|d| registry_of(d)));
-    }
-    if on(args.insecure_pull) || on(args.skip_tls_verify_pull) {
-        warn("--insecure-pull/--skip-tls-verify-pull: name the base image registries with --insecure-registry (kiln applies insecure settings per registry)");
     }
 
     let platform = match &args.custom_platform {
@@ -275,7 +268,7 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         outputs,
         build_args,
         target: args.target.clone(),
-        platform,
+        platforms: vec![platform],
         labels,
         progress,
         cache_dir,
@@ -311,7 +304,11 @@ pub fn run(args: KanikoArgs) -> Result<()> {
             insecure,
             &args.registry_mirrors,
             &args.registry_maps,
-            &args.registry_certificates,
+            &job::TlsFlags {
+                certificates: &args.registry_certificates,
+                client_certs: &args.registry_client_certs,
+                insecure_pull: on(args.insecure_pull) || on(args.skip_tls_verify_pull),
+            },
             &args.cloud,
         )?,
         digest_file: args.digest_file.clone(),
