@@ -145,6 +145,10 @@ pub struct BuildRequest<'a> {
     /// Allow an in-place build where nothing shows kiln is in a container
     /// (Kaniko's `--force`).
     pub force_in_place: bool,
+    /// Called with each layer of the target image as soon as it is in the
+    /// store (written or taken from a cache), so uploads can overlap the
+    /// steps that follow.
+    pub on_layer: Option<&'a (dyn Fn(&Layer) + Sync)>,
 }
 
 /// A step result the build used or produced, for exporting a cache.
@@ -397,6 +401,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         isolation: Mutex::new(isolation),
         in_place,
         resolved: Mutex::new(HashMap::new()),
+        target_chain: graph.base_chain(graph.target),
     };
     // Every image the needed stages name, pulled in the background while
     // the first stages run.
@@ -604,6 +609,8 @@ struct Shared {
     in_place: Option<crate::inplace::InPlaceRoot>,
     /// Images resolved so far, by reference ([`resolve_once`]).
     resolved: Mutex<HashMap<String, ResolvedSlot>>,
+    /// The stages whose layers make up the target image.
+    target_chain: BTreeSet<usize>,
 }
 
 type ResolvedSlot = Arc<Mutex<Option<(Image, String)>>>;
@@ -1021,6 +1028,7 @@ impl Executor<'_> {
             self.req.progress.step_info(id, &what);
             if let Some(layer) = &record.layer {
                 state.layers.push(layer.clone());
+                self.announce(state, layer);
             }
             state.config.history.push(record.history.clone());
             state.key = key.to_string();
@@ -1029,6 +1037,15 @@ impl Executor<'_> {
             return true;
         }
         false
+    }
+
+    /// Hands a new layer of the target image to `on_layer`.
+    fn announce(&self, state: &StageState, layer: &Layer) {
+        if let Some(f) = self.req.on_layer {
+            if self.shared.target_chain.contains(&state.index) {
+                f(layer);
+            }
+        }
     }
 
     /// Records what a step that ran produced (its layer, if it made one
@@ -1549,6 +1566,7 @@ impl Executor<'_> {
             id,
             &format!("layer {} ({} bytes)", layer.digest, layer.size),
         );
+        self.announce(state, &layer);
         state.layers.push(layer);
         self.history(state, created_by, false);
         Ok(())

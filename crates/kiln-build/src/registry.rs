@@ -185,6 +185,55 @@ pub fn push_all(
     Ok(pushed)
 }
 
+/// Runs `build` while a background thread uploads each layer it announces
+/// to every destination's repository, so uploads overlap the steps that
+/// follow; the final push then only confirms the blobs and puts the
+/// manifest. Upload failures here are only logged: the final push retries
+/// and reports them. With no destinations, `build` gets no callback.
+pub fn with_early_uploads<R>(
+    client: &RegistryClient,
+    runtime: &tokio::runtime::Handle,
+    store: &BlobStore,
+    destinations: &[String],
+    build: impl FnOnce(Option<&(dyn Fn(&kiln_image::Layer) + Sync)>) -> R,
+) -> R {
+    let refs: Vec<Reference> = destinations.iter().filter_map(|d| d.parse().ok()).collect();
+    if refs.is_empty() {
+        return build(None);
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<kiln_image::Layer>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for layer in rx {
+                let blob = kiln_image::Descriptor::new(
+                    layer.media_type.clone(),
+                    layer.digest.clone(),
+                    layer.size,
+                );
+                for r in &refs {
+                    let sent = runtime.block_on(client.upload_blob(
+                        store,
+                        r,
+                        &blob,
+                        &kiln_registry::NoProgress,
+                    ));
+                    if let Err(e) = sent {
+                        tracing::debug!("early upload of {} to {r} failed: {e}", layer.digest);
+                    }
+                }
+            }
+        });
+        let announce = |layer: &kiln_image::Layer| {
+            let _ = tx.send(layer.clone());
+        };
+        let out = build(Some(&announce));
+        // Closing the channel lets the uploader finish what is queued; the
+        // scope waits for it.
+        drop(tx);
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::human_bytes;

@@ -51,6 +51,7 @@ fn run(dockerfile: &str, args: &[(&str, &str)]) -> Result<BuildOutput, BuildErro
         jobs: 0,
         ignore_paths: Vec::new(),
         force_in_place: false,
+        on_layer: None,
     };
     build(&req)
 }

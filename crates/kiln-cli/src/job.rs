@@ -357,34 +357,45 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
         if let Some(r) = &repo_cache {
             backends.push(r);
         }
-        let request = BuildRequest {
-            dockerfile_name: dockerfile_name.clone(),
-            dockerfile: dockerfile_text.clone(),
-            context: &context,
-            build_args: job.build_args.clone(),
-            target: job.target.clone(),
-            platform: platform.clone(),
-            build_platform: host_platform(),
-            labels: job.labels.clone(),
+        // Layers start uploading to the destinations while later steps run.
+        let built_one = kiln_build::registry::with_early_uploads(
+            &registry,
+            runtime.handle(),
             store,
-            work_dir: work.join(format!("stages-{i}")),
-            compression: job.compression,
-            format: job.format,
-            source_date_epoch: job.source_date_epoch,
-            resolver: &resolver,
-            http: &http,
-            progress: &progress,
-            isolation: job.isolation,
-            secrets: job.secrets.clone(),
-            ssh: job.ssh.clone(),
-            mount_cache_dir: job.cache_dir.join("mounts"),
-            cache: backends,
-            stat_cache: &stat_cache,
-            jobs: job.jobs,
-            ignore_paths: job.ignore_paths.clone(),
-            force_in_place: job.force_in_place,
-        };
-        let mut out = kiln_build::build(&request).with_context(|| {
+            &job.push_to,
+            |on_layer| {
+                let request = BuildRequest {
+                    dockerfile_name: dockerfile_name.clone(),
+                    dockerfile: dockerfile_text.clone(),
+                    context: &context,
+                    build_args: job.build_args.clone(),
+                    target: job.target.clone(),
+                    platform: platform.clone(),
+                    build_platform: host_platform(),
+                    labels: job.labels.clone(),
+                    store,
+                    work_dir: work.join(format!("stages-{i}")),
+                    compression: job.compression,
+                    format: job.format,
+                    source_date_epoch: job.source_date_epoch,
+                    resolver: &resolver,
+                    http: &http,
+                    progress: &progress,
+                    isolation: job.isolation,
+                    secrets: job.secrets.clone(),
+                    ssh: job.ssh.clone(),
+                    mount_cache_dir: job.cache_dir.join("mounts"),
+                    cache: backends,
+                    stat_cache: &stat_cache,
+                    jobs: job.jobs,
+                    ignore_paths: job.ignore_paths.clone(),
+                    force_in_place: job.force_in_place,
+                    on_layer,
+                };
+                kiln_build::build(&request)
+            },
+        );
+        let mut out = built_one.with_context(|| {
             if multi {
                 format!("building for {}", platform_name(platform))
             } else {

@@ -536,3 +536,41 @@ fn cache_mounts_travel_with_a_registry_cache_when_asked() {
     );
     assert_eq!(ran, names(&["cold-3"]));
 }
+
+#[test]
+fn layers_upload_while_the_build_runs() {
+    let reg = Registry::start();
+    let sb = Sandbox::new();
+    cached_app(&sb);
+    let image = format!("{}/app/early:1", reg.addr);
+    let o = sb.kiln(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        &image,
+        "--push",
+        &sb.context().to_string_lossy(),
+    ]);
+    assert_success(&o);
+    let log = stderr(&o);
+    // Four layers were sent as they were made; the push itself only adds
+    // the config and the manifest.
+    let summary = log
+        .lines()
+        .find(|l| l.contains(&format!("pushed {image}@")))
+        .unwrap_or_else(|| panic!("no push summary in {log}"));
+    assert!(
+        summary.contains("pushed 1 blob(s)") && summary.contains("4 blob(s)"),
+        "{summary}"
+    );
+    // And the registry serves the whole image.
+    let manifest = skopeo_manifest(&format!("docker://{image}"));
+    assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(4));
+    let digest = stdout(&o).trim().to_string();
+    let inspect = run_tool(
+        "skopeo",
+        &["inspect", "--tls-verify=false", &format!("docker://{image}")],
+    );
+    assert!(inspect.contains(&digest), "{inspect}");
+}

@@ -194,6 +194,22 @@ impl RegistryClient {
     }
 
     /// Makes sure blob `d` exists in `repo`: HEAD, mount, or upload.
+    /// Uploads one blob from `store` to `dest`'s repository (skipped when the
+    /// registry has it), so a build can send layers while later steps run;
+    /// [`RegistryClient::push`] then finds them present.
+    pub async fn upload_blob(
+        &self,
+        store: &BlobStore,
+        dest: &Reference,
+        blob: &Descriptor,
+        progress: &dyn TransferProgress,
+    ) -> Result<()> {
+        let registry = self.t.map_registry(&dest.registry);
+        let ep = self.t.endpoint(&registry).await?;
+        self.push_blob(&ep, store, &dest.repository, blob, progress)
+            .await
+    }
+
     async fn push_blob(
         &self,
         ep: &Endpoint,
