@@ -43,9 +43,15 @@ fn main() {
         .prefix("kiln-run-overhead-")
         .tempdir()
         .expect("create a temp dir");
-    let root = tmp.path().join("root");
     let busybox = find_busybox();
-    image_rootfs(&root, &busybox);
+    // Without /etc/hosts, /etc/resolv.conf and /etc/hostname the step's
+    // mount points for them are stubs, and cleaning them up removes the
+    // copied-up /etc from the upper dir; with them, nothing is copied up.
+    let bare = tmp.path().join("bare");
+    image_rootfs(&bare, &busybox, false);
+    let full = tmp.path().join("full");
+    image_rootfs(&full, &busybox, true);
+    let root = bare.clone();
     println!(
         "rootfs: static busybox from {} as /bin/busybox, /bin/true -> busybox; {iters} iterations per mode",
         busybox.display()
@@ -84,19 +90,24 @@ fn main() {
 
     let sandbox = Sandbox::with_init(HELPER);
     for mode in modes {
-        // One untimed run: page cache, and a clear error when the mode is
-        // not available here.
-        let step = tmp.path().join("step");
-        if let Err(e) = one_step(&sandbox, &root, &step, mode) {
-            println!("{mode}: not available here: {e}");
-            continue;
+        for (label, root) in [
+            ("image without /etc/hosts, resolv.conf, hostname", &bare),
+            ("image with them", &full),
+        ] {
+            // One untimed run: page cache, and a clear error when the mode
+            // is not available here.
+            let step = tmp.path().join("step");
+            if let Err(e) = one_step(&sandbox, root, &step, mode) {
+                println!("{mode}: not available here: {e}");
+                break;
+            }
+            let mut samples = Samples::default();
+            for _ in 0..iters {
+                let s = one_step(&sandbox, root, &step, mode).expect("a step");
+                samples.push(s);
+            }
+            samples.report(mode, label, spawn, command);
         }
-        let mut samples = Samples::default();
-        for _ in 0..iters {
-            let s = one_step(&sandbox, &root, &step, mode).expect("a step");
-            samples.push(s);
-        }
-        samples.report(mode, spawn, command);
     }
     println!("load average at the end: {}", loadavg());
 }
@@ -188,7 +199,7 @@ impl Samples {
         (percentile(&v, 50), percentile(&v, 90))
     }
 
-    fn report(&self, mode: Isolation, spawn: Duration, command: Duration) {
+    fn report(&self, mode: Isolation, label: &str, spawn: Duration, command: Duration) {
         let n = self.steps.len();
         let (total, total90) = self.stat(StepTimes::total);
         let verdict = if total < Duration::from_millis(50) {
@@ -197,7 +208,7 @@ impl Samples {
             "OVER"
         };
         println!(
-            "{mode} ({n} steps): total median {} p90 {} ({verdict} the 50 ms target)",
+            "{mode}, {label} ({n} steps): total median {} p90 {} ({verdict} the 50 ms target)",
             ms(total),
             ms(total90)
         );
@@ -261,8 +272,9 @@ fn find_busybox() -> PathBuf {
 }
 
 /// A small image: /bin/busybox with /bin/true and /bin/sh linked to it,
-/// and the directories a real image has (so no mount point is a stub).
-fn image_rootfs(root: &Path, busybox: &Path) {
+/// the top-level directories a real image has, and, with `etc_files`,
+/// /etc/hosts, /etc/resolv.conf and /etc/hostname.
+fn image_rootfs(root: &Path, busybox: &Path, etc_files: bool) {
     for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "root"] {
         fs::create_dir_all(root.join(d)).expect("mkdir");
     }
@@ -275,4 +287,13 @@ fn image_rootfs(root: &Path, busybox: &Path) {
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
     fs::write(root.join("etc/group"), "root:x:0:\n").expect("group");
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod tmp");
+    if etc_files {
+        for (name, text) in [
+            ("hosts", "127.0.0.1 localhost\n"),
+            ("resolv.conf", ""),
+            ("hostname", "image\n"),
+        ] {
+            fs::write(root.join("etc").join(name), text).expect("write /etc");
+        }
+    }
 }

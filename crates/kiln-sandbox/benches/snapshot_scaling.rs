@@ -7,9 +7,10 @@
 //!
 //! `cargo bench -p kiln-sandbox --bench snapshot_scaling`; a plain `main`
 //! that prints its figures (medians). `KILN_BENCH_ITERS` sets the runs per
-//! base (default 5), `KILN_BENCH_FILES` the files the step writes (default
+//! base (default 3), `KILN_BENCH_FILES` the files the step writes (default
 //! 50,000), `KILN_BENCH_MODE` the isolation (`root`, the default, or
-//! `userns`).
+//! `userns`). "host cp" is the same copy without a sandbox, once per base,
+//! for what the disk itself costs at that moment.
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -29,7 +30,7 @@ const NEW_FILE_SIZE: usize = 100;
 const FILES_PER_DIR: usize = 100;
 
 fn main() {
-    let iters: usize = env_num("KILN_BENCH_ITERS", 5).max(1);
+    let iters: usize = env_num("KILN_BENCH_ITERS", 3).max(1);
     let files: usize = env_num("KILN_BENCH_FILES", 50_000).max(1);
     let isolation = match std::env::var("KILN_BENCH_MODE").as_deref() {
         Ok("userns") => Isolation::Userns,
@@ -68,12 +69,25 @@ fn main() {
             base_bytes as f64 / 1e6,
             ms(t.elapsed())
         );
+        // The same copy on the host, no sandbox, on the disk as it is now
+        // (writeback of the base still under way): what the disk costs.
+        let host_copy = tmp.path().join("host-copy");
+        let t = Instant::now();
+        let st = std::process::Command::new(&busybox)
+            .args(["cp", "-a"])
+            .arg(input.join("."))
+            .arg(&host_copy)
+            .status()
+            .expect("run busybox cp on the host");
+        assert!(st.success(), "host cp failed");
+        let host = t.elapsed();
+        fs::remove_dir_all(&host_copy).expect("remove the host copy");
         let sandbox = Sandbox::with_init(HELPER);
         let mut runs = Vec::new();
         for _ in 0..iters {
             runs.push(one_step(&sandbox, &root, &input, files, isolation));
         }
-        rows.push((base_mb, base_files, Row::median(&runs)));
+        rows.push((base_mb, base_files, host, Row::median(&runs)));
         fs::remove_dir_all(&root).expect("remove the base");
     }
 
@@ -81,13 +95,14 @@ fn main() {
         "\n{isolation}, a step writing {files} files (median of {iters}); snapshot = upper_changes_since"
     );
     println!(
-        "{:<26} {:>12} {:>12} {:>12} {:>12} {:>9}",
-        "base", "command", "snapshot", "merge_upper", "cleanup", "entries"
+        "{:<26} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9}",
+        "base", "host cp", "command", "snapshot", "merge_upper", "cleanup", "entries"
     );
-    for (mb, n, r) in &rows {
+    for (mb, n, host, r) in &rows {
         println!(
-            "{:<26} {} {} {} {} {:>9}",
+            "{:<26} {} {} {} {} {} {:>9}",
             format!("{mb} MB ({n} files)"),
+            ms(*host),
             ms(r.command),
             ms(r.snapshot),
             ms(r.merge),
@@ -95,7 +110,7 @@ fn main() {
             r.entries
         );
     }
-    if let [(_, _, small), (_, _, big)] = rows.as_slice() {
+    if let [(_, _, _, small), (_, _, _, big)] = rows.as_slice() {
         println!(
             "snapshot 200 MB / 20 MB: {:.2}x; merge_upper 200 MB / 20 MB: {:.2}x",
             big.snapshot.as_secs_f64() / small.snapshot.as_secs_f64(),
