@@ -193,7 +193,6 @@ impl RegistryClient {
         Ok(())
     }
 
-    /// Makes sure blob `d` exists in `repo`: HEAD, mount, or upload.
     /// Uploads one blob from `store` to `dest`'s repository (skipped when the
     /// registry has it), so a build can send layers while later steps run;
     /// [`RegistryClient::push`] then finds them present.
@@ -210,6 +209,7 @@ impl RegistryClient {
             .await
     }
 
+    /// Makes sure blob `d` exists in `repo`: HEAD, mount, or upload.
     async fn push_blob(
         &self,
         ep: &Endpoint,
