@@ -233,6 +233,23 @@ pub(crate) struct StageState {
     pub(crate) cmd_set: bool,
 }
 
+/// `os/arch[/variant]` (as `FROM --platform=` gives it).
+fn parse_platform(s: &str) -> Option<Platform> {
+    let mut parts = s.split('/');
+    let os = parts.next().filter(|p| !p.is_empty())?;
+    let arch = parts.next().filter(|p| !p.is_empty())?;
+    let variant = parts.next().map(str::to_string);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Platform {
+        os: os.to_string(),
+        architecture: arch.to_string(),
+        variant,
+        ..Platform::default()
+    })
+}
+
 fn platform_string(p: &Platform) -> String {
     match &p.variant {
         Some(v) => format!("{}/{}/{}", p.os, p.architecture, v),
@@ -403,20 +420,32 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         resolved: Mutex::new(HashMap::new()),
         target_chain: graph.base_chain(graph.target),
     };
-    // Every image the needed stages name, pulled in the background while
-    // the first stages run.
-    let prefetch: BTreeSet<String> = graph
+    // Every image the needed stages name (for the platform each is pulled
+    // for), pulled in the background while the first stages run.
+    let mut prefetch: Vec<(String, Platform)> = graph
         .order
         .iter()
         .filter_map(|i| graph.stages.get(*i))
         .flat_map(|n| {
             let base = match &n.base {
-                Base::Image(r) => Some(r.clone()),
+                Base::Image(r) => {
+                    let platform = match &n.platform {
+                        Some(p) => parse_platform(p),
+                        None => Some(req.platform.clone()),
+                    };
+                    platform.map(|p| (r.clone(), p))
+                }
                 _ => None,
             };
-            base.into_iter().chain(n.image_sources.iter().cloned())
+            base.into_iter().chain(
+                n.image_sources
+                    .iter()
+                    .map(|r| (r.clone(), req.platform.clone())),
+            )
         })
         .collect();
+    prefetch.sort_by_key(|(r, p)| (r.clone(), platform_string(p)));
+    prefetch.dedup_by_key(|(r, p)| (r.clone(), platform_string(p)));
     // One root filesystem in place: one stage at a time.
     let jobs = match req.jobs {
         _ if shared.in_place.is_some() => 1,
@@ -515,12 +544,12 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         wake.notify_all();
     };
     std::thread::scope(|scope| {
-        for reference in &prefetch {
+        for (reference, platform) in &prefetch {
             let shared = &shared;
             scope.spawn(move || {
                 // Errors surface (with their Dockerfile line) when the
                 // stage itself resolves the image.
-                if let Err(e) = resolve_once(req, shared, reference) {
+                if let Err(e) = resolve_once(req, shared, reference, platform) {
                     tracing::debug!("prefetch of {reference} failed: {e}");
                 }
             });
@@ -637,13 +666,16 @@ fn resolve_once(
     req: &BuildRequest,
     shared: &Shared,
     reference: &str,
+    platform: &Platform,
 ) -> Result<(Image, String), BuildError> {
     let cell = {
         let mut map = shared
             .resolved
             .lock()
             .map_err(|_| BuildError::Message("image table lock poisoned".into()))?;
-        map.entry(reference.to_string()).or_default().clone()
+        map.entry(format!("{reference}|{}", platform_string(platform)))
+            .or_default()
+            .clone()
     };
     let mut slot = cell
         .lock()
@@ -653,7 +685,7 @@ fn resolve_once(
     }
     let stored = req
         .resolver
-        .resolve(req.store, reference, &req.platform)?
+        .resolve(req.store, reference, platform)?
         .ok_or_else(|| {
             BuildError::Message(format!(
                 "cannot resolve image {reference}: kiln can read base images from oci-layout://DIR[:tag] and oci-archive:FILE here; registry pulls are not available in this build"
@@ -799,7 +831,17 @@ impl Executor<'_> {
     }
 
     fn resolve_image(&self, reference: &str, span: Span) -> Result<(Image, String), BuildError> {
-        resolve_once(self.req, self.shared, reference).map_err(|e| match e {
+        self.resolve_image_for(reference, &self.req.platform, span)
+    }
+
+    /// [`Self::resolve_image`] for another platform (`FROM --platform=…`).
+    fn resolve_image_for(
+        &self,
+        reference: &str,
+        platform: &Platform,
+        span: Span,
+    ) -> Result<(Image, String), BuildError> {
+        resolve_once(self.req, self.shared, reference, platform).map_err(|e| match e {
             BuildError::Message(m) if m.starts_with("cannot resolve") => self.loc.at(span, m),
             other => self.loc.locate(span, other),
         })
@@ -846,7 +888,17 @@ impl Executor<'_> {
                 (parent.image.clone(), parent.key.clone())
             }
             Base::Image(reference) => {
-                let (image, digest) = self.resolve_image(reference, from.span)?;
+                let base_platform = match &node.platform {
+                    Some(p) => parse_platform(p).ok_or_else(|| {
+                        self.loc.at(
+                            from.span,
+                            format!("FROM --platform={p}: expected os/arch[/variant]"),
+                        )
+                    })?,
+                    None => self.req.platform.clone(),
+                };
+                let (image, digest) =
+                    self.resolve_image_for(reference, &base_platform, from.span)?;
                 let key = KeyBuilder::new("FROM")
                     .field(&digest)
                     .field(&platform)
