@@ -220,34 +220,14 @@ fn drive(
             }
         }
     }
-    let mut tail = Tail::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match out.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(SandboxError::Io {
-                    context: "read the step output".into(),
-                    source: e,
-                })
-            }
-        };
-        let chunk = buf.get(..n).unwrap_or_default();
-        tail.push(chunk);
-        output
-            .write_all(chunk)
-            .ctx(|| "write the step output".into())?;
-    }
-    let _ = output.flush();
+    let tail = stream_output(&mut out, output)?;
     for line in reader.lines() {
         let line = line.ctx(|| "read from the sandbox init".into())?;
         if let Some(e) = line.strip_prefix("error ") {
             errors.push(e.to_string());
         }
     }
-    Ok((tail.lines(), errors))
+    Ok((tail, errors))
 }
 
 fn validate(spec: &RunSpec) -> Result<()> {
@@ -364,6 +344,34 @@ impl Tail {
         let start = lines.len().saturating_sub(TAIL_LINES);
         lines.get(start..).unwrap_or_default().join("\n")
     }
+}
+
+/// Copies a step's output to `output` until end-of-file and returns its
+/// last lines ([`TAIL_LINES`]); shared by the namespace sandbox and
+/// in-place runs.
+pub(crate) fn stream_output(from: &mut dyn Read, output: &mut dyn Write) -> Result<String> {
+    let mut tail = Tail::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(SandboxError::Io {
+                    context: "read the step output".into(),
+                    source: e,
+                })
+            }
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        tail.push(chunk);
+        output
+            .write_all(chunk)
+            .ctx(|| "write the step output".into())?;
+    }
+    let _ = output.flush();
+    Ok(tail.lines())
 }
 
 #[cfg(test)]

@@ -2,14 +2,13 @@
 //! no namespaces, no mounts, only a fresh environment, the working
 //! directory and the step's user.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 
 use nix::unistd::{Gid, Uid};
 
 use crate::error::{IoContext, Result, SandboxError};
-use crate::run::Tail;
 
 /// One command to run in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +101,8 @@ pub fn run_direct(spec: &DirectSpec, output: &mut dyn Write) -> Result<DirectRes
     // output never reaches end-of-file.
     drop(cmd);
 
-    let streamed = stream(reader, output);
+    let mut reader = reader;
+    let streamed = crate::run::stream_output(&mut reader, output);
     if streamed.is_err() {
         let _ = child.kill();
     }
@@ -114,33 +114,6 @@ pub fn run_direct(spec: &DirectSpec, output: &mut dyn Write) -> Result<DirectRes
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(128);
     Ok(DirectResult { exit_code, tail })
-}
-
-/// Copies the command's output to `output` until end-of-file and returns
-/// its tail.
-fn stream(mut from: std::io::PipeReader, output: &mut dyn Write) -> Result<String> {
-    let mut tail = Tail::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(SandboxError::Io {
-                    context: "read the step output".into(),
-                    source: e,
-                })
-            }
-        };
-        let chunk = buf.get(..n).unwrap_or_default();
-        tail.push(chunk);
-        output
-            .write_all(chunk)
-            .ctx(|| "write the step output".into())?;
-    }
-    let _ = output.flush();
-    Ok(tail.lines())
 }
 
 /// Whether the step's user, group or supplementary groups differ from
