@@ -570,7 +570,11 @@ fn layers_upload_while_the_build_runs() {
     let digest = stdout(&o).trim().to_string();
     let inspect = run_tool(
         "skopeo",
-        &["inspect", "--tls-verify=false", &format!("docker://{image}")],
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ],
     );
     assert!(inspect.contains(&digest), "{inspect}");
 }
