@@ -395,13 +395,13 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
                 kiln_build::build(&request)
             },
         );
-        let mut out = built_one.with_context(|| {
-            if multi {
-                format!("building for {}", platform_name(platform))
-            } else {
-                String::new()
-            }
-        })?;
+        // Only a multi-platform build says which platform failed; an empty
+        // context would print as a stray ": " before the error.
+        let mut out = if multi {
+            built_one.with_context(|| format!("building for {}", platform_name(platform)))?
+        } else {
+            built_one?
+        };
         if i == 0 {
             for arg in &out.unused_args {
                 eprintln!("warning: build arg {arg} was given but no ARG instruction declares it");

@@ -15,8 +15,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -249,89 +247,6 @@ fn push_base(sb: &Sandbox, image: &str, extra: &[&str], env: &[(&str, &str)]) {
     args.push(&ctx);
     let out = sb.kiln_env(&args, env);
     assert_success(&out);
-}
-
-/// One entry of an unpacked image, everything a user of the image sees
-/// except timestamps.
-#[derive(Debug, PartialEq, Eq)]
-struct Entry {
-    kind: &'static str,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    /// A hash of the contents: equality of two test trees, not security.
-    content: Option<u64>,
-    link_target: Option<PathBuf>,
-    /// For a file with several links: the first path (in sorted order) of
-    /// those that share its inode.
-    hardlink_group: Option<String>,
-}
-
-/// Every entry below `root` by relative path.
-fn entries(root: &Path) -> BTreeMap<String, Entry> {
-    fn walk(
-        root: &Path,
-        dir: &Path,
-        out: &mut BTreeMap<String, Entry>,
-        inodes: &mut BTreeMap<u64, String>,
-    ) {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.expect("dir entry").path())
-            .collect();
-        names.sort();
-        for p in names {
-            let rel = p
-                .strip_prefix(root)
-                .expect("under root")
-                .to_string_lossy()
-                .to_string();
-            let m = std::fs::symlink_metadata(&p).expect("lstat");
-            let ft = m.file_type();
-            let kind = if ft.is_dir() {
-                "dir"
-            } else if ft.is_symlink() {
-                "symlink"
-            } else if ft.is_file() {
-                "file"
-            } else {
-                "special"
-            };
-            let content = ft.is_file().then(|| {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                std::fs::read(&p).expect("read").hash(&mut h);
-                h.finish()
-            });
-            let hardlink_group = (ft.is_file() && m.nlink() > 1)
-                .then(|| inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone());
-            out.insert(
-                rel.clone(),
-                Entry {
-                    kind,
-                    mode: if ft.is_symlink() {
-                        0
-                    } else {
-                        m.mode() & 0o7777
-                    },
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    size: if ft.is_dir() { 0 } else { m.len() },
-                    content,
-                    link_target: ft
-                        .is_symlink()
-                        .then(|| std::fs::read_link(&p).expect("readlink")),
-                    hardlink_group,
-                },
-            );
-            if ft.is_dir() {
-                walk(root, &p, out, inodes);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out, &mut BTreeMap::new());
-    out
 }
 
 /// Asserts two unpacked images hold the same entries, listing every difference.

@@ -67,6 +67,9 @@ impl Sandbox {
         let out = Command::new(&self.init)
             .args([INIT_MARKER, "probe"])
             .env_clear()
+            // The probe's scratch dir goes where kiln's does (kiln's image
+            // has no /tmp; its TMPDIR is /kiln/tmp).
+            .env("TMPDIR", std::env::temp_dir())
             .stdin(Stdio::null())
             .output()
             .ctx(|| format!("spawn sandbox init {}", self.init.display()))?;

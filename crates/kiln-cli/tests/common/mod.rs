@@ -245,3 +245,87 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// One entry of an unpacked image, everything a user of the image sees
+/// except timestamps.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: &'static str,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// A hash of the contents: equality of two test trees, not security.
+    pub content: Option<u64>,
+    pub link_target: Option<PathBuf>,
+    /// For a file with several links: the first path (in sorted order) of
+    /// those that share its inode.
+    pub hardlink_group: Option<String>,
+}
+
+/// Every entry below `root` by relative path.
+pub fn entries(root: &Path) -> std::collections::BTreeMap<String, Entry> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut std::collections::BTreeMap<String, Entry>,
+        inodes: &mut std::collections::BTreeMap<u64, String>,
+    ) {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("dir entry").path())
+            .collect();
+        names.sort();
+        for p in names {
+            let rel = p
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .to_string();
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            let ft = m.file_type();
+            let kind = if ft.is_dir() {
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_file() {
+                "file"
+            } else {
+                "special"
+            };
+            let content = ft.is_file().then(|| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::hash::Hash::hash(&std::fs::read(&p).expect("read"), &mut h);
+                std::hash::Hasher::finish(&h)
+            });
+            let hardlink_group = (ft.is_file() && m.nlink() > 1)
+                .then(|| inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone());
+            out.insert(
+                rel.clone(),
+                Entry {
+                    kind,
+                    mode: if ft.is_symlink() {
+                        0
+                    } else {
+                        m.mode() & 0o7777
+                    },
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    size: if ft.is_dir() { 0 } else { m.len() },
+                    content,
+                    link_target: ft
+                        .is_symlink()
+                        .then(|| std::fs::read_link(&p).expect("readlink")),
+                    hardlink_group,
+                },
+            );
+            if ft.is_dir() {
+                walk(root, &p, out, inodes);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out, &mut std::collections::BTreeMap::new());
+    out
+}
