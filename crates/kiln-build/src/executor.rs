@@ -913,6 +913,14 @@ impl Executor<'_> {
         } else {
             self.stage_dir("stage-")?
         };
+        // A parent stage that only this stage reads hands over its files
+        // (one rename) instead of having its layers applied again.
+        let mut applied = 0;
+        if let (Base::Stage(i), None) = (&node.base, &self.shared.in_place) {
+            if let Some(parent) = results.get(i) {
+                applied = self.take_over(*i, parent, &rootfs);
+            }
+        }
         self.req
             .progress
             .step_finished(id, StepOutcome::Done, t.elapsed());
@@ -926,7 +934,7 @@ impl Executor<'_> {
         let triggers = std::mem::take(&mut config.config.on_build);
         let mut state = StageState {
             index,
-            applied: 0,
+            applied,
             key: base_key,
             rootfs,
             config,
@@ -1144,6 +1152,37 @@ impl Executor<'_> {
             state.applied += 1;
         }
         Ok(())
+    }
+
+    /// Moves finished stage `index`'s root filesystem to `into` when no
+    /// other stage reads that stage; returns how many of its layers are
+    /// thereby on disk (0 when it could not be taken). The parent is marked
+    /// unmaterialized, so should anything still read it, its layers are
+    /// applied again.
+    fn take_over(&self, index: usize, parent: &StageResult, into: &Path) -> usize {
+        let readers = self
+            .graph
+            .stages
+            .iter()
+            .filter(|n| n.deps.contains(&index))
+            .count();
+        if readers != 1 {
+            return 0;
+        }
+        let Ok(mut applied) = parent.applied.lock() else {
+            return 0;
+        };
+        if *applied == 0 {
+            return 0;
+        }
+        // `into` is a fresh empty directory: replace it with the parent's.
+        if std::fs::remove_dir(into).is_err() || std::fs::rename(&parent.rootfs, into).is_err() {
+            let _ = std::fs::create_dir_all(into);
+            return 0;
+        }
+        let n = *applied;
+        *applied = 0;
+        n
     }
 
     /// A finished stage's root filesystem, with all its layers applied.
