@@ -37,8 +37,8 @@ pub(crate) fn is_opaque(path: &Path) -> bool {
     })
 }
 
-/// All xattrs of `path` except overlay's own, sorted by name.
-fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+/// All xattrs of `path` (not followed) except overlay's own, sorted by name.
+pub(crate) fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let names = list_xattrs(path)?;
     let mut out = Vec::new();
     for name in names {
@@ -84,7 +84,9 @@ fn list_xattrs(path: &Path) -> Result<Vec<String>> {
                     .collect());
             }
             Err(rustix::io::Errno::RANGE) if size < 1 << 20 => size *= 4,
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            // No xattr support, or the entry vanished meanwhile (a live
+            // root walked in place).
+            Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::NOENT) => return Ok(Vec::new()),
             Err(e) => {
                 return Err(SandboxError::Io {
                     context: format!("list xattrs of {}", path.display()),

@@ -40,7 +40,6 @@ use crate::error::{IoContext, Result, SandboxError};
 pub const RACY_WINDOW_NS: i128 = 50_000_000;
 
 const NS: i128 = 1_000_000_000;
-const OVERLAY_XATTR_PREFIXES: [&str; 2] = ["trusted.overlay.", "user.overlay."];
 
 /// What kind of filesystem object a [`Record`] is. Sockets are not
 /// recorded: a layer cannot hold them.
@@ -648,7 +647,7 @@ impl Differ<'_> {
             uid: u64::from(r.uid),
             gid: u64::from(r.gid),
             mtime: r.mtime_ns.div_euclid(NS) as i64,
-            xattrs: xattrs(&abs)?,
+            xattrs: crate::snapshot::xattrs(&abs)?,
         })
     }
 }
@@ -677,55 +676,6 @@ fn layer_path_str(p: &Path, at: &Path) -> Result<String> {
             context: format!("{} cannot go into a layer", at.display()),
             source: std::io::Error::new(ErrorKind::InvalidData, "the path is not valid UTF-8"),
         })
-}
-
-/// All xattrs of `path` (not followed) except overlay's own, sorted.
-fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let io_err = |what: String, e: rustix::io::Errno| SandboxError::Io {
-        context: what,
-        source: e.into(),
-    };
-    let mut size = 1024;
-    let names = loop {
-        let mut buf = vec![0u8; size];
-        match rustix::fs::llistxattr(path, &mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                break buf;
-            }
-            Err(rustix::io::Errno::RANGE) if size < 1 << 20 => size *= 4,
-            Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::NOENT) => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(format!("list xattrs of {}", path.display()), e)),
-        }
-    };
-    let mut out = Vec::new();
-    for name in names.split(|b| *b == 0).filter(|s| !s.is_empty()) {
-        let name = String::from_utf8_lossy(name).into_owned();
-        if OVERLAY_XATTR_PREFIXES.iter().any(|p| name.starts_with(p)) {
-            continue;
-        }
-        let mut size = 256;
-        loop {
-            let mut buf = vec![0u8; size];
-            match rustix::fs::lgetxattr(path, name.as_str(), &mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    out.push((name, buf));
-                    break;
-                }
-                Err(rustix::io::Errno::RANGE) if size < 1 << 20 => size *= 4,
-                Err(rustix::io::Errno::NODATA) => break,
-                Err(e) => {
-                    return Err(io_err(
-                        format!("read xattr {name} of {}", path.display()),
-                        e,
-                    ))
-                }
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 #[cfg(test)]
