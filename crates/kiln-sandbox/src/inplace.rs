@@ -23,5 +23,5 @@ mod wipe;
 pub use direct::{run_direct, DirectResult, DirectSpec};
 pub use evidence::{container_evidence, IN_PLACE_MARKER};
 pub use ignore::{parse_mountinfo, IgnoreSet, MountInfoEntry};
-pub use walk::{changes, scan, Baseline, FileKind, Record, RACY_WINDOW_NS};
+pub use walk::{changes, racy_window_ns, scan, Baseline, FileKind, Record, RACY_WINDOW_NS};
 pub use wipe::wipe_root;

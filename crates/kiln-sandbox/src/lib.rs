@@ -49,9 +49,9 @@ pub use error::{Result, SandboxError};
 pub use idmap::{IdMap, IdRange, OVERFLOW_ID};
 pub use init::INIT_MARKER;
 pub use inplace::{
-    changes, container_evidence, parse_mountinfo, run_direct, scan, wipe_root, Baseline,
-    DirectResult, DirectSpec, FileKind, IgnoreSet, MountInfoEntry, Record, IN_PLACE_MARKER,
-    RACY_WINDOW_NS,
+    changes, container_evidence, parse_mountinfo, racy_window_ns, run_direct, scan, wipe_root,
+    Baseline, DirectResult, DirectSpec, FileKind, IgnoreSet, MountInfoEntry, Record,
+    IN_PLACE_MARKER, RACY_WINDOW_NS,
 };
 pub use run::{Sandbox, TAIL_LINES};
 pub use snapshot::{merge_upper, merge_upper_discarding, upper_changes, upper_changes_since};

@@ -427,7 +427,7 @@ fn racy_rewrite_with_same_size_and_mtime_is_found() {
     let b = scan(r, &ign).unwrap();
     let racy = b.get(Path::new("etc/racy")).unwrap();
     // (Unless this machine stalled between the write and the scan.)
-    let in_window = racy.ctime_ns >= b.started_ns() - kiln_sandbox::RACY_WINDOW_NS;
+    let in_window = racy.ctime_ns >= b.started_ns() - kiln_sandbox::racy_window_ns();
     assert_eq!(racy.content_hash.is_some(), in_window);
     // Files written long before the scan are not read.
     assert_eq!(b.get(Path::new("etc/passwd")).unwrap().content_hash, None);

@@ -11,7 +11,7 @@
 //! comes with a link count change is `ln`/`rm` of another name, which does
 //! not change the file, as Docker's builder also judges). Content is read
 //! only where stat cannot decide: a file whose ctime falls within the
-//! timestamp granularity ([`RACY_WINDOW_NS`]) of a walk's start could be
+//! timestamp granularity ([`racy_window_ns`]) of a walk's start could be
 //! rewritten later without any timestamp moving, so that walk hashes it,
 //! and the next walk hashes it again and compares.
 
@@ -31,13 +31,29 @@ use sha2::{Digest, Sha256};
 use super::ignore::IgnoreSet;
 use crate::error::{IoContext, Result, SandboxError};
 
+/// The most (in nanoseconds) a walk's racy window can be: see
+/// [`racy_window_ns`]. Files whose ctime has no sub-second part (a
+/// filesystem with whole-second timestamps) are racy for a whole second
+/// before the walk's start second.
+pub const RACY_WINDOW_NS: i128 = 50_000_000;
+
 /// How close (in nanoseconds) to a walk's start a file's ctime must be for
 /// the walk to hash its content. File timestamps come from the kernel's
-/// coarse clock, which lags the real time by at most one tick (1–10 ms);
-/// 50 ms leaves a wide margin. Files whose ctime has no sub-second part
-/// (a filesystem with whole-second timestamps) are racy for a whole
-/// second before the walk's start second.
-pub const RACY_WINDOW_NS: i128 = 50_000_000;
+/// coarse clock, which lags the real time by at most one tick: the window
+/// is two ticks of that clock plus a millisecond (measured once with
+/// `clock_getres`), at least 2 ms and at most [`RACY_WINDOW_NS`] (also
+/// what it is when the clock cannot be asked).
+pub fn racy_window_ns() -> i128 {
+    static WINDOW: std::sync::OnceLock<i128> = std::sync::OnceLock::new();
+    *WINDOW.get_or_init(|| {
+        let res = rustix::time::clock_getres(rustix::time::ClockId::RealtimeCoarse);
+        let tick = i128::from(res.tv_sec) * NS + i128::from(res.tv_nsec);
+        if tick <= 0 {
+            return RACY_WINDOW_NS;
+        }
+        (2 * tick + 1_000_000).clamp(2_000_000, RACY_WINDOW_NS)
+    })
+}
 
 const NS: i128 = 1_000_000_000;
 
@@ -196,7 +212,7 @@ pub fn changes(
 /// Whether a file with this ctime could change later without its ctime
 /// moving, as seen from a walk that started at `started_ns`.
 fn is_racy(ctime_ns: i128, started_ns: i128) -> bool {
-    if ctime_ns >= started_ns - RACY_WINDOW_NS {
+    if ctime_ns >= started_ns - racy_window_ns() {
         return true;
     }
     ctime_ns.rem_euclid(NS) == 0 && ctime_ns >= (started_ns.div_euclid(NS) - 1) * NS
@@ -736,8 +752,9 @@ mod tests {
     fn racy_window() {
         let start = 1_700_000_000 * NS + 500_000_000;
         assert!(is_racy(start, start));
-        assert!(is_racy(start - RACY_WINDOW_NS, start));
-        assert!(!is_racy(start - RACY_WINDOW_NS - 1, start));
+        assert!(is_racy(start - racy_window_ns(), start));
+        assert!(!is_racy(start - racy_window_ns() - 1, start));
+        assert!(racy_window_ns() >= 2_000_000 && racy_window_ns() <= RACY_WINDOW_NS);
         assert!(is_racy(start + NS, start));
         // Whole-second stamps: racy for the whole previous second.
         assert!(is_racy(1_699_999_999 * NS, start));
