@@ -8,7 +8,8 @@ need=()
 for pair in skopeo:skopeo umoci:umoci podman:podman buildah:buildah runc:runc \
             busybox:busybox-static pigz:pigz zstd:zstd xz:xz-utils bzip2:bzip2 \
             newuidmap:uidmap git:git python3:python3 curl:curl openssl:openssl \
-            docker-registry:docker-registry patchelf:patchelf strip:binutils; do
+            docker-registry:docker-registry patchelf:patchelf strip:binutils \
+            debootstrap:debootstrap; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ "${#need[@]}" -gt 0 ]; then
