@@ -144,17 +144,7 @@ fn docker_archive_loads_and_runs_in_podman() {
 
     let load = podman(&["load", "-i", &sb.path("image.tar").to_string_lossy()]);
     assert_success(&load);
-    let run = podman(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        &tag,
-    ]);
+    let run = podman_run(&["--network", "none", &tag]);
     let _ = podman(&["rmi", "-f", &tag]);
     assert_success(&run);
     assert_eq!(stdout(&run), "hello from a heredoc\n");

@@ -97,17 +97,7 @@ fn apt_get_install_in_run_on_a_debootstrapped_debian() {
 
     let load = podman(&["load", "-i", &archive.to_string_lossy()]);
     assert_success(&load);
-    let run = podman(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "localhost/kiln-e2e-debian:1",
-    ]);
+    let run = podman_run(&["--network", "none", "localhost/kiln-e2e-debian:1"]);
     let _ = podman(&["rmi", "-f", "localhost/kiln-e2e-debian:1"]);
     assert_success(&run);
     assert_eq!(stdout(&run), "Hello, world!\nbuilder\n");

@@ -114,19 +114,6 @@ fn unpack_archive(sb: &Sandbox, archive: &Path, tag: &str, name: &str) -> PathBu
     umoci_unpack(&layout, tag, &sb.path(&format!("{name}-bundle")))
 }
 
-fn podman_run(args: &[&str]) -> Output {
-    let mut full = vec![
-        "run",
-        "--rm",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-    ];
-    full.extend_from_slice(args);
-    podman(&full)
-}
-
 /// A podman image loaded from a docker archive, removed on drop.
 struct Loaded(String);
 

@@ -144,20 +144,9 @@ fn no_userns_profile(sb: &Sandbox) -> PathBuf {
 /// moto listen there).
 fn podman_locked_down(profile: &Path, args: &[&str]) -> Output {
     let seccomp = format!("seccomp={}", profile.display());
-    let mut full = vec![
-        "run",
-        "--rm",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "--network",
-        "host",
-        "--security-opt",
-        &seccomp,
-    ];
+    let mut full = vec!["--network", "host", "--security-opt", &seccomp];
     full.extend_from_slice(args);
-    podman(&full)
+    podman_run(&full)
 }
 
 /// In the locked-down container: no CAP_SYS_ADMIN, and no user namespace
@@ -851,17 +840,7 @@ fn executor_image_builds_from_s3_and_pushes_with_ecr_style_auth_in_place() {
     let pull = podman(&["pull", "--tls-verify=false", "--creds", &creds, &dest]);
     assert_success(&pull);
     let _pulled = Loaded(dest.clone());
-    let ran = podman(&[
-        "run",
-        "--rm",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "--network",
-        "none",
-        &dest,
-    ]);
+    let ran = podman_run(&["--network", "none", &dest]);
     assert_success(&ran);
     assert_eq!(stdout(&ran), "hello from s3\nbuilt in place\n");
 }

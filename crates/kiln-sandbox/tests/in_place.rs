@@ -6,31 +6,13 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use kiln_image::{EntryKind, LayerEntry};
+mod common;
+
+use common::describe;
+use kiln_image::EntryKind;
 use kiln_sandbox::{
     changes, run_direct, scan, wipe_root, Baseline, DirectSpec, IgnoreSet, SandboxError,
 };
-
-fn describe(entries: &[LayerEntry]) -> Vec<String> {
-    entries
-        .iter()
-        .map(|e| {
-            let kind = match &e.kind {
-                EntryKind::File { size, .. } => format!("file({size})"),
-                EntryKind::Bytes(b) => format!("bytes({})", b.len()),
-                EntryKind::Dir => "dir".into(),
-                EntryKind::Symlink { target } => format!("symlink->{target}"),
-                EntryKind::Hardlink { target } => format!("hardlink->{target}"),
-                EntryKind::CharDevice { major, minor } => format!("char({major},{minor})"),
-                EntryKind::BlockDevice { major, minor } => format!("block({major},{minor})"),
-                EntryKind::Fifo => "fifo".into(),
-                EntryKind::Whiteout => "whiteout".into(),
-                EntryKind::OpaqueDir => "opaque".into(),
-            };
-            format!("{} {kind} {:o} {}:{}", e.path, e.mode, e.uid, e.gid)
-        })
-        .collect()
-}
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()

@@ -180,6 +180,21 @@ pub fn podman(args: &[&str]) -> Output {
         .expect("podman could not start (scripts/setup.sh installs it)")
 }
 
+/// `podman run --rm` with the ulimits this machine's podman needs, then
+/// `args` (more run options, the image, the command).
+pub fn podman_run(args: &[&str]) -> Output {
+    let mut full = vec![
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+    full.extend_from_slice(args);
+    podman(&full)
+}
+
 pub fn mode_of(p: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(p)
