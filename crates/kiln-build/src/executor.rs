@@ -15,6 +15,11 @@
 //! so a build whose every step hits never unpacks anything. Metadata
 //! instructions take the time of the latest step before them, so a rebuild
 //! that changes nothing produces the same image digest.
+//!
+//! Overlap: a step's layer is compressed and hashed by a background thread
+//! while the next step runs ([`PendingLayer`]); it is settled (added to the
+//! stage, uploaded, recorded in the caches) before anything changes the
+//! root filesystem it reads.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -231,6 +236,26 @@ pub(crate) struct StageState {
     pub(crate) layers: Vec<Layer>,
     pub(crate) args: BTreeMap<String, String>,
     pub(crate) cmd_set: bool,
+    /// The last step's layer while it is still being written (compressed
+    /// and hashed) by a background thread; see [`Executor::settle`].
+    pub(crate) pending: Option<PendingLayer>,
+    /// The running step's layer, settled before the step was remembered.
+    pub(crate) unrecorded: Option<Layer>,
+}
+
+/// A layer whose writer runs while the next step does. Its files are on
+/// the stage's root filesystem, which nothing changes until the layer is
+/// settled: a RUN reads that root only as its overlay's lower directory
+/// and merges its own changes after settling; COPY, WORKDIR and a cache
+/// hit settle first.
+pub(crate) struct PendingLayer {
+    writer: std::thread::JoinHandle<kiln_image::Result<Layer>>,
+    /// The progress id of the step that made it.
+    step: usize,
+    /// That step's cache key, once [`Executor::remember`] has it.
+    key: Option<String>,
+    /// That step's history entry.
+    history: Option<History>,
 }
 
 /// `os/arch[/variant]` (as `FROM --platform=` gives it).
@@ -941,6 +966,8 @@ impl Executor<'_> {
             layers: image.layers,
             args: inherited_args,
             cmd_set: false,
+            pending: None,
+            unrecorded: None,
         };
 
         // ONBUILD triggers of the base image run first, as if written
@@ -965,8 +992,16 @@ impl Executor<'_> {
 
         for (n, ins) in instructions.iter().enumerate() {
             let label = format!("{name} {}/{total}", n + 2);
-            self.run_step(&mut state, ins, &label, results)?;
+            if let Err(e) = self.run_step(&mut state, ins, &label, results) {
+                // The step failed: the layer still being written is
+                // waited for (so nothing outlives the build) and dropped.
+                if let Some(p) = state.pending.take() {
+                    let _ = p.writer.join();
+                }
+                return Err(e);
+            }
         }
+        self.settle(&mut state)?;
 
         state.config.created = Some(self.clock(&state));
         state.config.rootfs.diff_ids = state.layers.iter().map(|l| l.diff_id.clone()).collect();
@@ -1070,11 +1105,18 @@ impl Executor<'_> {
 
     /// Looks `key` up in the caches; on a hit, adds the recorded layer and
     /// history entry to the stage and returns true.
-    pub(crate) fn reuse(&mut self, state: &mut StageState, key: &str, id: usize) -> bool {
+    pub(crate) fn reuse(
+        &mut self,
+        state: &mut StageState,
+        key: &str,
+        id: usize,
+    ) -> Result<bool, BuildError> {
         for (n, backend) in self.req.cache.iter().enumerate() {
             let Some(record) = backend.get(key, self.req.store) else {
                 continue;
             };
+            // The hit's layer goes on top of the one still being written.
+            self.settle(state)?;
             if n > 0 {
                 // A remote hit: keep it locally too.
                 if let Some(local) = self.req.cache.first() {
@@ -1094,9 +1136,9 @@ impl Executor<'_> {
             state.key = key.to_string();
             self.hits += 1;
             self.entries.push((state.index, key.to_string(), record));
-            return true;
+            return Ok(true);
         }
-        false
+        Ok(false)
     }
 
     /// Hands a new layer of the target image to `on_layer`.
@@ -1108,24 +1150,36 @@ impl Executor<'_> {
         }
     }
 
-    /// Records what a step that ran produced (its layer, if it made one
-    /// since `layers_before`, and its history entry) under `key`.
-    pub(crate) fn remember(&mut self, state: &mut StageState, key: String, layers_before: usize) {
+    /// Records what a step that ran produced (its layer, if it made one,
+    /// and its history entry) under `key`. A layer still being written is
+    /// recorded when it is settled.
+    pub(crate) fn remember(
+        &mut self,
+        state: &mut StageState,
+        key: String,
+    ) -> Result<(), BuildError> {
         self.misses += 1;
+        state.key = key.clone();
+        if let Some(p) = state.pending.as_mut().filter(|p| p.key.is_none()) {
+            p.key = Some(key);
+            return Ok(());
+        }
+        self.settle(state)?;
         // The step ran on the materialized root: its layer is on disk.
         state.applied = state.layers.len();
         if let Some(root) = &self.shared.in_place {
             root.holds(&state.layers);
         }
         let Some(history) = state.config.history.last().cloned() else {
-            return;
+            return Ok(());
         };
-        let layer = if state.layers.len() > layers_before {
-            state.layers.last().cloned()
-        } else {
-            None
-        };
-        let record = StepRecord { layer, history };
+        let layer = state.unrecorded.take();
+        self.store_record(state, key, StepRecord { layer, history });
+        Ok(())
+    }
+
+    /// Puts a step that ran into every cache and the build's cache entries.
+    fn store_record(&mut self, state: &StageState, key: String, record: StepRecord) {
         for backend in &self.req.cache {
             if let Err(e) = backend.put(&key, &record, self.req.store) {
                 self.req.progress.info(&format!(
@@ -1134,12 +1188,15 @@ impl Executor<'_> {
                 ));
             }
         }
-        state.key = key.clone();
         self.entries.push((state.index, key, record));
     }
 
     /// Applies the stage's layers that are not yet on disk.
-    pub(crate) fn ensure_rootfs(&self, state: &mut StageState) -> Result<(), BuildError> {
+    pub(crate) fn ensure_rootfs(&mut self, state: &mut StageState) -> Result<(), BuildError> {
+        if state.applied < state.layers.len() {
+            // Applying layers changes the root a pending writer reads.
+            self.settle(state)?;
+        }
         if let Some(root) = &self.shared.in_place {
             return root.prepare(self.req.store, &state.layers, &mut state.applied);
         }
@@ -1370,11 +1427,11 @@ impl Executor<'_> {
                     .field(&resolved)
                     .field(&state.config.config.user)
                     .finish();
-                if self.reuse(state, &key, id) {
+                if self.reuse(state, &key, id)? {
                     return Ok(StepOutcome::Cached);
                 }
+                self.settle(state)?;
                 self.ensure_rootfs(state)?;
-                let layers_before = state.layers.len();
                 let owner = if state.config.config.user.is_empty() {
                     (0, 0)
                 } else {
@@ -1386,7 +1443,7 @@ impl Executor<'_> {
                 } else {
                     self.commit_layer(state, &changed, format!("WORKDIR {resolved}"), id)?;
                 }
-                self.remember(state, key, layers_before);
+                self.remember(state, key)?;
             }
             InstructionKind::Copy(c) => {
                 return self.copy_add(state, c, false, ins, id, results);
@@ -1540,9 +1597,11 @@ impl Executor<'_> {
         }
         let cacheable = !remote || checksum.is_some();
         let key = key.finish();
-        if cacheable && self.reuse(state, &key, id) {
+        if cacheable && self.reuse(state, &key, id)? {
             return Ok(StepOutcome::Cached);
         }
+        // COPY writes into the root the last layer's writer reads.
+        self.settle(state)?;
         self.ensure_rootfs(state)?;
 
         let (src_root, filter) = match &from {
@@ -1586,14 +1645,14 @@ impl Executor<'_> {
             preserve_owner: c.from.is_some(),
         };
         let changed = crate::copy::copy(&request)?;
-        let layers_before = state.layers.len();
         self.commit_layer(state, &changed, format!("{} # buildkit", ins.original), id)?;
         let key = if cacheable {
             key
         } else {
+            self.settle(state)?;
             // Later steps chain from what was fetched, so they still hit
             // when the URL's content has not changed.
-            let produced = match state.layers.get(layers_before) {
+            let produced = match &state.unrecorded {
                 Some(l) => l.diff_id.to_string(),
                 None => String::new(),
             };
@@ -1602,7 +1661,7 @@ impl Executor<'_> {
                 .field(&produced)
                 .finish()
         };
-        self.remember(state, key, layers_before);
+        self.remember(state, key)?;
         Ok(StepOutcome::Done)
     }
 
@@ -1652,14 +1711,58 @@ impl Executor<'_> {
         created_by: String,
         id: usize,
     ) -> Result<(), BuildError> {
-        let layer = kiln_image::write_layer(self.req.store, entries, &self.layer_options())?;
+        self.settle(state)?;
+        self.history(state, created_by, false);
+        let store = self.req.store.clone();
+        let options = self.layer_options();
+        let writer = std::thread::Builder::new()
+            .name("kiln-layer".into())
+            .spawn(move || kiln_image::write_layer(&store, entries, &options))
+            .map_err(|e| BuildError::Message(format!("cannot start a layer writer: {e}")))?;
+        state.pending = Some(PendingLayer {
+            writer,
+            step: id,
+            key: None,
+            history: state.config.history.last().cloned(),
+        });
+        // In place, the next step changes the root the writer reads.
+        if self.shared.in_place.is_some() {
+            self.settle(state)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the layer still being written, adds it to the stage, hands
+    /// it to the uploader and records its step in the caches.
+    pub(crate) fn settle(&mut self, state: &mut StageState) -> Result<(), BuildError> {
+        let Some(p) = state.pending.take() else {
+            return Ok(());
+        };
+        let layer = p
+            .writer
+            .join()
+            .map_err(|_| BuildError::Message("the layer writer panicked".into()))??;
         self.req.progress.step_info(
-            id,
+            p.step,
             &format!("layer {} ({} bytes)", layer.digest, layer.size),
         );
         self.announce(state, &layer);
-        state.layers.push(layer);
-        self.history(state, created_by, false);
+        // Its files are on disk when every layer before it is.
+        let on_disk = state.applied == state.layers.len();
+        state.layers.push(layer.clone());
+        if on_disk {
+            state.applied = state.layers.len();
+        }
+        if let (Some(key), Some(history)) = (p.key, p.history) {
+            self.store_record(
+                state,
+                key,
+                StepRecord {
+                    layer: Some(layer),
+                    history,
+                },
+            );
+        }
         Ok(())
     }
 }

@@ -276,13 +276,12 @@ impl Executor<'_> {
             }
         }
         let key = key.finish();
-        if self.reuse(state, &key, id) {
+        if self.reuse(state, &key, id)? {
             return Ok(StepOutcome::Cached);
         }
 
         let isolation = self.isolation()?;
         self.ensure_rootfs(state)?;
-        let layers_before = state.layers.len();
         let scratch = tempfile::Builder::new()
             .prefix("run-")
             .tempdir_in(&self.req.work_dir)
@@ -348,7 +347,7 @@ impl Executor<'_> {
             isolation,
         };
         if isolation == Isolation::InPlace {
-            let outcome = self.run_in_place(state, &spec, key, layers_before, id, span);
+            let outcome = self.run_in_place(state, &spec, key, id, span);
             drop(locks);
             return outcome;
         }
@@ -368,24 +367,36 @@ impl Executor<'_> {
             }
             return Err(self.loc.at(span, message));
         }
-        let entries = kiln_sandbox::upper_changes_since(&upper, &state.rootfs, &result.id_map)?;
+        let mut entries = kiln_sandbox::upper_changes_since(&upper, &state.rootfs, &result.id_map)?;
+        // The previous step's layer writer reads the root: it must be done
+        // before the merge changes it.
+        self.settle(state)?;
+        // What the step deleted or replaced, and the spent upper dir, are
+        // moved aside (renames are cheap) and deleted after the build.
+        let discard = self.req.work_dir.join("discarded");
+        kiln_sandbox::merge_upper_discarding(&upper, &state.rootfs, &discard)?;
+        // The merge moved the step's files into the root: the layer reads
+        // them there, while the next step runs.
+        for e in &mut entries {
+            if let kiln_image::EntryKind::File { source, .. } = &mut e.kind {
+                if let Ok(rel) = source.strip_prefix(&upper) {
+                    *source = state.rootfs.join(rel);
+                }
+            }
+        }
         let created_by = format!("RUN {} # buildkit", spec.argv.join(" "));
         if entries.is_empty() {
             self.history(state, created_by, true);
         } else {
             self.push_layer(state, entries, created_by, id)?;
         }
-        // What the step deleted or replaced, and the spent upper dir, are
-        // moved aside (renames are cheap) and deleted after the build.
-        let discard = self.req.work_dir.join("discarded");
-        kiln_sandbox::merge_upper_discarding(&upper, &state.rootfs, &discard)?;
         let spent = scratch.keep();
         if let Some(name) = spent.file_name() {
             if std::fs::rename(&spent, discard.join(name)).is_err() {
                 let _ = std::fs::remove_dir_all(&spent);
             }
         }
-        self.remember(state, key, layers_before);
+        self.remember(state, key)?;
         Ok(StepOutcome::Done)
     }
 
@@ -397,7 +408,6 @@ impl Executor<'_> {
         state: &mut StageState,
         spec: &RunSpec,
         key: String,
-        layers_before: usize,
         id: usize,
         span: kiln_dockerfile::ast::Span,
     ) -> Result<StepOutcome, BuildError> {
@@ -454,7 +464,7 @@ impl Executor<'_> {
         } else {
             self.push_layer(state, entries, created_by, id)?;
         }
-        self.remember(state, key, layers_before);
+        self.remember(state, key)?;
         Ok(StepOutcome::Done)
     }
 

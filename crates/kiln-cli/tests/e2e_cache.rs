@@ -578,3 +578,132 @@ fn layers_upload_while_the_build_runs() {
     );
     assert!(inspect.contains(&digest), "{inspect}");
 }
+
+/// The manifest of the single image in the OCI layout at `layout`.
+fn layout_manifest(layout: &std::path::Path) -> serde_json::Value {
+    let read = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&p).expect("read layout file")).expect("json")
+    };
+    let index = read(layout.join("index.json"));
+    let digest = index["manifests"][0]["digest"].as_str().expect("digest");
+    read(
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+}
+
+#[test]
+fn a_layer_is_written_while_the_next_step_runs() {
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let sb = Sandbox::new();
+    sb.busybox();
+    // 48 MiB that does not compress: its layer takes a while to write.
+    let mut data = Vec::with_capacity(48 << 20);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while data.len() < 48 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(sb.context().join("big.bin"), &data).expect("write big.bin");
+    sb.dockerfile(&format!(
+        "{BASE}COPY big.bin /big.bin\nRUN cp /big.bin /copy.bin && echo EXEC\"\"UTED-copy\nRUN sleep 4 && echo EXEC\"\"UTED-slept\n"
+    ));
+    let out = sb.path("out");
+    let blobs = sb.path("cache").join("blobs").join("sha256");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--progress", "plain", "--output"])
+        .arg(format!("type=oci,dest={}", out.display()))
+        .arg(sb.context())
+        .env("KILN_CACHE_DIR", sb.path("cache"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start kiln");
+    let t0 = Instant::now();
+    // When each blob first appeared in the store, seen by polling.
+    let seen: Arc<Mutex<Vec<(String, Duration)>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (seen, done) = (seen.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                for e in std::fs::read_dir(&blobs).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    let mut s = seen.lock().expect("lock");
+                    if name.len() == 64 && !s.iter().any(|(n, _)| *n == name) {
+                        s.push((name, t0.elapsed()));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    // Each log line with when it arrived.
+    let mut lines = Vec::new();
+    let reader = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    for line in reader.lines() {
+        lines.push((line.expect("log line"), t0.elapsed()));
+    }
+    let status = child.wait().expect("wait for kiln");
+    done.store(true, Ordering::Relaxed);
+    poller.join().expect("poller");
+    let log: Vec<&str> = lines.iter().map(|(l, _)| l.as_str()).collect();
+    assert!(status.success(), "{}", log.join("\n"));
+
+    // The RUN's layer is the image's last; it holds the copied file.
+    let manifest = layout_manifest(&out);
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 4, "busybox, install, COPY, RUN cp");
+    let run_layer = layers[3]["digest"].as_str().expect("digest");
+    let tar = run_tool_bytes(
+        "tar",
+        &[
+            "-xzOf",
+            &out.join("blobs/sha256")
+                .join(run_layer.trim_start_matches("sha256:"))
+                .to_string_lossy(),
+            "copy.bin",
+        ],
+    );
+    assert!(
+        tar == data,
+        "the RUN layer's copy.bin is the context's big.bin"
+    );
+
+    // It appeared in the store well after the RUN that made it had
+    // finished, and before the next one, 4 s of sleep, was over.
+    let when = |pred: &dyn Fn(&str) -> bool| {
+        lines
+            .iter()
+            .find(|(l, _)| pred(l))
+            .map(|(_, t)| *t)
+            .unwrap_or_else(|| panic!("log lacks a line:\n{}", log.join("\n")))
+    };
+    let cp_id = lines
+        .iter()
+        .find(|(l, _)| l.contains("RUN cp /big.bin"))
+        .and_then(|(l, _)| l.split_whitespace().next().map(str::to_string))
+        .expect("the cp step's id");
+    let cp_done = when(&|l| l.starts_with(&format!("{cp_id} DONE")));
+    let slept = when(&|l| l.contains("EXECUTED-slept"));
+    let written = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|(n, _)| run_layer.ends_with(n.as_str()))
+        .map(|(_, t)| *t)
+        .expect("the RUN layer's blob was seen in the store");
+    // (Written in the step, it would be in the store a few ms before the
+    // step's DONE line; 48 MiB takes well over 100 ms to compress and hash.)
+    assert!(
+        cp_done + Duration::from_millis(100) <= written && written < slept,
+        "layer written at {written:?}, its step done at {cp_done:?}, next step's output at {slept:?}"
+    );
+}
