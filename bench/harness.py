@@ -4,10 +4,13 @@
 Run through bench/run.sh (see bench/README.md). Python 3 standard library only.
 
 For every workload and round, each builder (order alternating per round) does a
-cold build (kiln: a fresh --cache-dir; buildah: a wiped private storage root)
-and then a warm build (the same command again, nothing changed). Every build
-pushes to the registry. Per build we record wall time, the peak memory of the
-whole process tree (sampled; see TreeMeter) and the pushed image's size.
+cold build (kiln: a fresh --cache-dir; buildah: a wiped private storage root),
+then a warm build (the same command again, nothing changed), then an edit build
+(one context file named by the workload's `edit` file changed, restored after;
+see ContextEdit). Every build pushes to the registry. Per build we record wall
+time, the peak memory of the whole process tree (sampled; see TreeMeter) and the
+pushed image's size; for kiln also the steps that ran, from its plain progress
+log, and the overhead (wall time minus the time of the RUN/COPY/ADD steps that ran).
 """
 
 import argparse
@@ -16,6 +19,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -44,6 +48,9 @@ BUILDKIT_RATIO = {
     "seed-travel-agent": (0.56, 0.03),
 }
 BUILDAH_PEAK_MB_REF = 87  # buildah's median peak on the reference machine
+# Issue requirement: a rebuild after one source change costs the re-run steps' time plus
+# under this much (kiln's overhead in the edit mode).
+EDIT_OVERHEAD_TARGET_S = 0.3
 PROJECT_WORKLOADS = ["copy-many-small", "copy-big", "multistage-c", "run-heavy-fs",
                      "apt-python", "noop-rebuild"]
 SEEDS = {  # name: (Dockerfile, context) relative to <shared>/seed-weather/agents
@@ -317,12 +324,16 @@ def has_image_catalog(reg):
 # ---------------------------------------------------------------- workloads
 
 class Workload:
-    def __init__(self, name, dockerfile, ctx, gen=None, rounds=None, build_args=(), shared=False):
+    def __init__(self, name, dockerfile, ctx, gen=None, rounds=None, build_args=(), shared=False,
+                 edit=None):
         self.name, self.dockerfile, self.ctx, self.gen = name, Path(dockerfile), Path(ctx), gen
         self.rounds, self.build_args, self.shared = rounds, list(build_args), shared
+        self.edit = ContextEdit(self.ctx, edit) if edit else None  # None: no edit mode
 
     def prepare(self):
         """Generates the context once; regenerated only when gen.sh changes."""
+        if self.edit:
+            self.edit.recover()
         if not self.gen:
             return
         stamp = self.ctx.parent / f"{self.ctx.name}.stamp"
@@ -334,13 +345,60 @@ class Workload:
         stamp.write_text(digest)
 
 
+class ContextEdit:
+    """The edit mode's change to one context file, and its exact undoing.
+
+    `apply(token)` saves the file (bytes, mode, atime/mtime: shutil.copy2) beside
+    the context, then appends one line holding `token`, as a comment in the
+    file's language, rewriting it in place (no rename: the directory is left
+    as it was). `restore()` copies the saved bytes and times back, so later
+    rounds see the generated context again. A backup left by an interrupted run
+    is restored by `recover()` before the context is used.
+    """
+
+    COMMENT = {".c": "/* {} */", ".h": "/* {} */", ".py": "# {}", ".sh": "# {}"}
+
+    def __init__(self, ctx, rel):
+        self.rel = rel
+        self.path = Path(ctx) / rel
+        self.backup = Path(ctx).parent / f"{Path(ctx).name}.edit-orig"
+
+    def apply(self, token):
+        if not self.path.is_file():
+            raise RuntimeError(f"edit file {self.path} does not exist")
+        shutil.copy2(self.path, self.backup)
+        line = self.COMMENT.get(self.path.suffix, "{}").format(f"kiln bench edit {token}")
+        with open(self.path, "ab") as f:
+            f.write(f"\n{line}\n".encode())
+
+    def restore(self):
+        if self.backup.exists():
+            shutil.copy2(self.backup, self.path)
+            self.backup.unlink()
+
+    def recover(self):
+        if self.backup.exists() and self.path.parent.is_dir():
+            log(f"restoring {self.path} from an interrupted edit")
+            self.restore()
+
+
+def workload_edit(d):
+    """The context-relative path named by d/edit (first line not starting with #), or None."""
+    try:
+        lines = (d / "edit").read_text().splitlines()
+    except OSError:
+        return None
+    paths = [l.strip() for l in lines if l.strip() and not l.lstrip().startswith("#")]
+    return paths[0] if paths else None
+
+
 def project_workloads(names, work, reg):
     out = []
     for n in names:
         d = BENCH / "workloads" / n
         out.append(Workload(n, d / "Dockerfile", work / "ctx" / n, d / "gen.sh",
                             rounds=1 if n == "copy-big" else None,
-                            build_args=[f"REGISTRY={reg}"]))
+                            build_args=[f"REGISTRY={reg}"], edit=workload_edit(d)))
     return out
 
 
@@ -381,6 +439,48 @@ def first_lines(path, n=6, tail=False):
     return "\n".join(lines[:n])
 
 
+STEP_START = re.compile(r"#(\d+) \[([^\]]*)\] (\S+)")
+STEP_END = re.compile(r"#(\d+) (DONE|CACHED|ERROR) ([0-9.]+)s\s*$")
+# The steps kiln caches (it prints CACHED for them on a hit), hence the ones a source
+# change can make re-run; FROM and metadata steps (ENV, LABEL, ...) run every time.
+LAYER_STEPS = {"RUN", "COPY", "ADD", "WORKDIR"}
+
+
+def kiln_steps(text):
+    """Steps from kiln's `--progress plain` log: [(id, "[stage i/n] INSTR", status, seconds)].
+
+    A step starts with `#N [stage i/n] INSTRUCTION ...` and ends with `#N DONE 1.23s`,
+    `#N CACHED 0.00s` or `#N ERROR ...s`; the harness's `[  12.34s] ` stamps are skipped.
+    """
+    names, out = {}, []
+    for line in text.splitlines():
+        if line.startswith("[") and "s] " in line:
+            line = line.split("s] ", 1)[1]
+        m = STEP_END.match(line)
+        if m:
+            sid = int(m.group(1))
+            out.append((sid, names.get(sid, "?"), m.group(2), float(m.group(3))))
+            continue
+        m = STEP_START.match(line)
+        if m:
+            names[int(m.group(1))] = f"[{m.group(2)}] {m.group(3).upper()}"
+    return out
+
+
+def step_figures(steps, wall):
+    """steps_ran: cacheable steps (LAYER_STEPS) that ran, i.e. ended DONE, not CACHED;
+    steps_ran_s: their summed seconds; overhead_s = wall - steps_ran_s (start-up, FROM
+    resolution, metadata steps, context hashing, cache lookups, final commit, push).
+    steps_done_s sums every DONE step (FROM and metadata too)."""
+    ran = [s for s in steps if s[2] == "DONE" and s[1].rsplit(" ", 1)[-1] in LAYER_STEPS]
+    ran_s = sum(s[3] for s in ran)
+    return {"steps_total": len(steps), "steps_cached": sum(1 for s in steps if s[2] == "CACHED"),
+            "steps_done_s": round(sum(s[3] for s in steps if s[2] == "DONE"), 3),
+            "steps_ran": len(ran), "steps_ran_s": round(ran_s, 3),
+            "steps_ran_list": [f"{s[1]} {s[3]:.2f}s" for s in ran],
+            "overhead_s": round(wall - ran_s, 3)}
+
+
 class Kiln:
     name = "kiln"
 
@@ -414,6 +514,8 @@ class Kiln:
             iso = [l.strip() for l in text.splitlines()
                    if "isolation" in l.lower() or "user namespaces" in l.lower()]
             res["isolation_log"] = iso[0][:300] if iso else None
+            if res["rc"] == 0:
+                res.update(step_figures(kiln_steps(text), res["wall_s"]))
         except OSError:
             pass
         return res
@@ -514,7 +616,8 @@ def run_suite(args):
         if args.shared:
             if reg not in ("127.0.0.1:5000", "localhost:5000"):
                 log("note: shared workloads pull FROM localhost:5000, whatever --registry says")
-            sh_names = args.shared_workloads.split(",") if args.shared_workloads else PROJECT_WORKLOADS
+            sh_names = [n for n in args.shared_workloads.split(",") if n] \
+                if args.shared_workloads is not None else PROJECT_WORKLOADS
             wls += shared_workloads(Path(args.shared), sh_names, work, args.seeds)
         if args.only_shared:
             wls = [w for w in wls if w.shared]
@@ -556,8 +659,9 @@ def run_suite(args):
                 for b in order:
                     tag = f"{reg}/bench/{w.name.replace('shared/', 'shared-')}:{b.name}"
                     cold_ok = True
-                    for mode in ("cold", "warm"):
-                        if mode == "warm" and not cold_ok:
+                    modes = ("cold", "warm", "edit") if args.edit and w.edit else ("cold", "warm")
+                    for mode in modes:
+                        if mode != "cold" and not cold_ok:
                             runs.append({"workload": w.name, "builder": b.name, "mode": mode,
                                          "round": r + 1, "rc": None, "skipped": "cold build failed"})
                             continue
@@ -565,9 +669,19 @@ def run_suite(args):
                             b.cold_reset()
                         label = f"{w.name.replace('/', '_')}.{b.name}.{mode}{r + 1}"
                         l1 = load1()
-                        res = b.build(w, tag, logdir, label)
+                        extra = {}
+                        if mode == "edit":
+                            # the same change for both builders of a round; undone right after
+                            w.edit.apply(f"{ts} round {r + 1}")
+                            extra["edit_file"] = w.edit.rel
+                            try:
+                                res = b.build(w, tag, logdir, label)
+                            finally:
+                                w.edit.restore()
+                        else:
+                            res = b.build(w, tag, logdir, label)
                         rec = {"workload": w.name, "builder": b.name, "mode": mode, "round": r + 1,
-                               "load1": l1, **res}
+                               "load1": l1, **extra, **res}
                         if res["rc"] == 0:
                             try:
                                 rec["image_mb"], rec["layers"] = image_size(tag)
@@ -578,7 +692,9 @@ def run_suite(args):
                             cold_ok = cold_ok and mode != "cold"
                         runs.append(rec)
                         status = "ok" if res["rc"] == 0 else f"FAILED rc={res['rc']}"
-                        log(f"{w.name} {b.name} {mode} r{r + 1}: {status} {res['wall_s']:.2f}s "
+                        steps = (f" ({res['steps_ran']} step(s) ran in {res['steps_ran_s']:.2f}s, "
+                                 f"overhead {res['overhead_s']:.2f}s)") if "overhead_s" in res else ""
+                        log(f"{w.name} {b.name} {mode} r{r + 1}: {status} {res['wall_s']:.2f}s{steps} "
                             f"peak {res['peak_rss_mb']} MB (load {l1})")
                         save()
         save()
@@ -599,9 +715,11 @@ def summarize(runs, wls, builders):
     for w in wls:
         e = s[w.name] = {}
         for b in builders:
-            for mode in ("cold", "warm"):
+            for mode in ("cold", "warm", "edit"):
                 rs = [r for r in runs if r["workload"] == w.name and r["builder"] == b.name
                       and r["mode"] == mode]
+                if mode == "edit" and not rs:
+                    continue
                 ok = [r for r in rs if r.get("rc") == 0]
                 e[f"{b.name}_{mode}"] = {
                     "runs": len(rs), "ok": len(ok),
@@ -612,6 +730,13 @@ def summarize(runs, wls, builders):
                     "image_mb": median([r["image_mb"] for r in ok if "image_mb" in r]),
                     "errors": sorted({r["error"] for r in rs if r.get("error")}),
                 }
+                if any("overhead_s" in r for r in ok):
+                    e[f"{b.name}_{mode}"].update({
+                        "median_steps_ran": median([r["steps_ran"] for r in ok if "steps_ran" in r]),
+                        "median_steps_ran_s": median([r["steps_ran_s"] for r in ok if "steps_ran_s" in r]),
+                        "median_overhead_s": median([r["overhead_s"] for r in ok if "overhead_s" in r]),
+                        "max_overhead_s": max([r["overhead_s"] for r in ok if "overhead_s" in r]),
+                    })
         for mode, i in (("cold", 0), ("warm", 1)):
             k, bh = e.get(f"kiln_{mode}", {}), e.get(f"buildah_{mode}", {})
             if k.get("median_s") and bh.get("median_s"):
@@ -679,18 +804,47 @@ def render(meta, runs, wls, builders):
         row += [" / ".join(peaks), " / ".join(sizes)]
         lines.append("| " + " | ".join(row) + " |")
         for bn in ("kiln", "buildah"):
-            for mode in ("cold", "warm"):
+            for mode in ("cold", "warm", "edit"):
                 for err in e.get(f"{bn}_{mode}", {}).get("errors", []):
                     notes.append(f"- **{w.name}**, {bn} {mode}:\n\n```\n{err}\n```")
     iso = sorted({r["isolation_log"].split("] ", 1)[-1] if r["isolation_log"].startswith("[")
                   else r["isolation_log"] for r in runs if r.get("isolation_log")})
     lines += ["", "Peak RSS column: the highest per-build peak (cold or warm) of each builder.",
               f"buildah's reference peak: ~{BUILDAH_PEAK_MB_REF} MB (largest single process)."]
+    lines += render_edit(s, runs, wls)
     if iso:
         lines += ["", "kiln isolation (from its log): " + "; ".join(f"`{i}`" for i in iso)]
     if notes:
         lines += ["", "## Failures (first error lines; full logs under " + meta["logs"] + ")", ""] + notes
     return "\n".join(lines) + "\n"
+
+
+def render_edit(s, runs, wls):
+    """The edit table: rebuild after one context file changed (target: the re-run
+    steps' time plus under EDIT_OVERHEAD_TARGET_S of kiln overhead)."""
+    rows = [w.name for w in wls if any(r["workload"] == w.name and r["mode"] == "edit" for r in runs)]
+    if not rows:
+        return []
+    out = ["", "## Rebuild after one source change (edit)", "",
+           "One context file changed (appended one line), rebuilt warm; medians. steps re-run = kiln's "
+           "RUN/COPY/ADD/WORKDIR steps not CACHED (from `--progress plain`); overhead = kiln wall − their "
+           f"summed time (target < {EDIT_OVERHEAD_TARGET_S} s: ✓ / ✗ on the worst round).", "",
+           "| workload | file changed | kiln edit | steps re-run (n, s) | kiln overhead | buildah edit |",
+           "|---|---|---|---|---|---|"]
+    for n in rows:
+        e = s[n]
+        k, b = e.get("kiln_edit", {}), e.get("buildah_edit", {})
+        files = sorted({r["edit_file"] for r in runs if r["workload"] == n and r.get("edit_file")})
+        kt = fmt(k.get("median_s")) if k.get("ok") else ("FAILED" if k.get("runs") else "—")
+        bt = fmt(b.get("median_s")) if b.get("ok") else ("FAILED" if b.get("runs") else "—")
+        if k.get("median_overhead_s") is not None:
+            steps = f"{fmt(k['median_steps_ran'], 0)}, {fmt(k['median_steps_ran_s'])}"
+            mark = " ✓" if k["max_overhead_s"] < EDIT_OVERHEAD_TARGET_S else " ✗"
+            ov = fmt(k["median_overhead_s"]) + mark
+        else:
+            steps = ov = "—"
+        out.append(f"| {n} | `{', '.join(files)}` | {kt} | {steps} | {ov} | {bt} |")
+    return out
 
 
 class _W:  # a workload name, for rendering saved results
@@ -738,6 +892,8 @@ def main():
     ap.add_argument("--work", default=os.environ.get("KILN_BENCH_WORK", "/var/tmp/kiln-bench-suite"))
     ap.add_argument("--results", default=str(BENCH / "results"))
     ap.add_argument("--no-latest", action="store_true", help="do not overwrite results/latest.md")
+    ap.add_argument("--no-edit", dest="edit", action="store_false",
+                    help="skip the edit mode (rebuild after changing the workload's one `edit` file)")
     ap.add_argument("--round-offset", type=int, default=0,
                     help="number rounds from N+1 (to extend an earlier run; order keeps alternating)")
     ap.add_argument("--render", nargs="+", metavar="JSON",
@@ -745,7 +901,8 @@ def main():
     ap.add_argument("--timeout", type=int, default=1800, help="seconds before a build is killed")
     ap.add_argument("--buildah-jobs", type=int, help="buildah --jobs (default: buildah's default)")
     ap.add_argument("--shared", help="also run the workloads of this folder (e.g. /work/shared/workloads)")
-    ap.add_argument("--shared-workloads", help="comma list of shared synthetic workloads (default all six)")
+    ap.add_argument("--shared-workloads", help="comma list of shared synthetic workloads (default all six); "
+                                                "empty string = none (e.g. only the seeds)")
     ap.add_argument("--seeds", action="store_true", help="with --shared: also the three seed-weather images")
     ap.add_argument("--only-shared", action="store_true", help="with --shared: skip the project's workloads")
     args = ap.parse_args()
