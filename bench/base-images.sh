@@ -2,10 +2,16 @@
 # Pushes the two base images the workloads build FROM to a registry on a fresh machine:
 #   REGISTRY/library/busybox:latest   Debian's static busybox, applets as symlinks
 #   REGISTRY/library/debian:bookworm  debootstrap --variant=minbase bookworm
-#   sudo bench/base-images.sh [REGISTRY]     (default 127.0.0.1:5000)
+#   sudo bench/base-images.sh [--seeds] [REGISTRY]     (default 127.0.0.1:5000)
 # Starts a CNCF distribution registry there first if none answers (data under
 # $KILN_BENCH_WORK/base-registry). Installs the Debian packages it needs. Idempotent.
+# --seeds (opt-in; needs the Debian mirror and PyPI): also the seed-weather images' bases,
+#   localhost:5000/library/python:3.13-slim and localhost:5000/astral-sh/uv:latest, made by
+#   $KILN_SHARED/base-images/build-base-images.sh (default /work/shared/workloads). The seeds'
+#   Dockerfiles name localhost:5000 literally, so REGISTRY must be that port on loopback.
 set -euo pipefail
+SEEDS=0
+if [ "${1:-}" = --seeds ]; then SEEDS=1; shift; fi
 REG=${1:-127.0.0.1:5000}
 W=${KILN_BENCH_WORK:-/var/tmp/kiln-bench-suite}/base-images
 mkdir -p "$W"
@@ -49,3 +55,22 @@ if ! present library/debian:bookworm; then
   push_dir "$r" library/debian:bookworm bash; echo "pushed $REG/library/debian:bookworm"
 fi
 echo "$REG has library/busybox:latest and library/debian:bookworm"
+
+[ "$SEEDS" = 1 ] || exit 0
+case $REG in 127.0.0.1:5000|localhost:5000) ;;
+  *) echo "--seeds: the seed Dockerfiles pull FROM localhost:5000, not $REG" >&2; exit 1 ;; esac
+if present library/python:3.13-slim && present astral-sh/uv:latest; then
+  echo "$REG has library/python:3.13-slim and astral-sh/uv:latest"; exit 0
+fi
+SHARED=${KILN_SHARED:-/work/shared/workloads}
+S=$SHARED/base-images/build-base-images.sh
+[ -f "$S" ] || { echo "--seeds: $S not found (set KILN_SHARED)" >&2; exit 1; }
+command -v pip >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip; }
+SW=$W/seeds   # the shared script's scratch: rootfs, tarballs, a private buildah store
+echo "building the seed bases with $S (log: $SW.log)"
+WORK=$SW bash "$S" >"$SW.log" 2>&1 || { tail -n 20 "$SW.log" >&2; exit 1; }
+buildah --root "$SW/cstore-base/root" --runroot /run/bench-base rmi -a -f >/dev/null 2>&1 || true
+grep -o " $SW/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+rm -rf "$SW" /run/bench-base
+present library/python:3.13-slim && present astral-sh/uv:latest
+echo "$REG has library/python:3.13-slim and astral-sh/uv:latest"
