@@ -310,6 +310,7 @@ pub fn prune_cache(cache_dir: &Path, opts: &PruneOptions) -> std::io::Result<Cac
             let old_enough = opts.all || opts.keep_duration.is_none_or(|keep| age > keep);
             if old_enough {
                 std::fs::remove_file(e.path())?;
+                let _ = std::fs::remove_file(cache_dir.join("verified").join("sha256").join(&name));
                 report.blobs += 1;
                 report.bytes += meta.len();
             }

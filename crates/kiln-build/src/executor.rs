@@ -1115,6 +1115,26 @@ impl Executor<'_> {
             let Some(record) = backend.get(key, self.req.store) else {
                 continue;
             };
+            // A damaged layer blob is never used: it is dropped (so it is
+            // fetched or made again) and the lookup goes on.
+            if let Some(layer) = &record.layer {
+                if let kiln_image::Integrity::Corrupt(why) =
+                    self.req.store.check(&layer.digest, layer.size)
+                {
+                    self.req.progress.step_info(
+                        id,
+                        &format!(
+                            "warning: the {} cache's layer {} is damaged ({why}); not used",
+                            backend.describe(),
+                            layer.digest
+                        ),
+                    );
+                    if let Err(e) = self.req.store.remove(&layer.digest) {
+                        self.req.progress.step_info(id, &format!("warning: {e}"));
+                    }
+                    continue;
+                }
+            }
             // The hit's layer goes on top of the one still being written.
             self.settle(state)?;
             if n > 0 {

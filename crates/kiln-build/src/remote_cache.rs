@@ -354,8 +354,12 @@ impl CacheBackend for RepoCache<'_> {
             &report,
         )) {
             Ok(s) => s,
+            // Not there: an ordinary miss. Anything else (a damaged blob,
+            // an unreachable registry) is worth a warning; the step runs.
+            Err(kiln_registry::Error::Status { status: 404, .. }) => return None,
             Err(e) => {
-                tracing::debug!(cache = %reference, error = %e, "no cached step");
+                self.progress
+                    .info(&format!("warning: cached step {reference} not used: {e}"));
                 return None;
             }
         };

@@ -16,6 +16,12 @@ const BASE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox
 /// Builds the sandbox's context into the OCI layout `out`; returns the
 /// image digest and the names of the RUN markers that printed.
 fn build(sb: &Sandbox, out: &str, extra: &[&str]) -> (String, Vec<String>) {
+    let (digest, log) = build_log(sb, out, extra);
+    (digest, markers(&log))
+}
+
+/// [`build`], returning the digest and the whole log.
+fn build_log(sb: &Sandbox, out: &str, extra: &[&str]) -> (String, String) {
     let dest = format!("type=oci,dest={}", sb.path(out).display());
     let ctx = sb.context().to_string_lossy().to_string();
     let mut args = vec!["build", "--progress", "plain", "--output", &dest];
@@ -23,7 +29,7 @@ fn build(sb: &Sandbox, out: &str, extra: &[&str]) -> (String, Vec<String>) {
     args.push(&ctx);
     let o = sb.kiln(&args);
     assert_success(&o);
-    (stdout(&o).trim().to_string(), markers(&stderr(&o)))
+    (stdout(&o).trim().to_string(), stderr(&o))
 }
 
 fn markers(log: &str) -> Vec<String> {
@@ -706,4 +712,136 @@ fn a_layer_is_written_while_the_next_step_runs() {
         cp_done + Duration::from_millis(100) <= written && written < slept,
         "layer written at {written:?}, its step done at {cp_done:?}, next step's output at {slept:?}"
     );
+}
+
+/// The hex digest `sha256sum` computes for `path`.
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = run_tool("sha256sum", &[&path.to_string_lossy()]);
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn damaged_cache_entries_are_detected_and_rebuilt() {
+    let sb = Sandbox::new();
+    cached_app(&sb);
+    let (_, ran) = build(&sb, "o1", &[]);
+    assert_eq!(ran, names(&["build", "test"]));
+    // The layers: busybox, its install, COPY app.txt, RUN build.
+    let layer_of = |out: &str| {
+        let m = layout_manifest(&sb.path(out));
+        let d = m["layers"][3]["digest"]
+            .as_str()
+            .expect("digest")
+            .to_string();
+        d.trim_start_matches("sha256:").to_string()
+    };
+    let blob = |hex: &str| sb.path("cache").join("blobs/sha256").join(hex);
+
+    // A truncated layer blob: caught by its size, the step runs again and
+    // its layer is whole once more.
+    let hex = layer_of("o1");
+    let bytes = std::fs::read(blob(&hex)).expect("read blob");
+    std::fs::write(blob(&hex), &bytes[..bytes.len() / 2]).expect("truncate");
+    let (_, log) = build_log(&sb, "o2", &[]);
+    assert_eq!(markers(&log), names(&["build"]), "{log}");
+    assert!(log.contains("is damaged") && log.contains("holds"), "{log}");
+    let hex2 = layer_of("o2");
+    assert_eq!(sha256_of(&blob(&hex2)), hex2);
+    assert_eq!(
+        sha256_of(&sb.path("o2").join("blobs/sha256").join(&hex2)),
+        hex2
+    );
+    // And the rebuilt step is cached again.
+    let (_, ran) = build(&sb, "o3", &[]);
+    assert!(ran.is_empty(), "{ran:?}");
+
+    // Same size, different bytes: caught by the digest.
+    let mut bytes = std::fs::read(blob(&hex2)).expect("read blob");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(blob(&hex2), &bytes).expect("overwrite");
+    let (_, log) = build_log(&sb, "o4", &[]);
+    assert_eq!(markers(&log), names(&["build"]), "{log}");
+    assert!(
+        log.contains("is damaged") && log.contains("hashes to"),
+        "{log}"
+    );
+    let hex4 = layer_of("o4");
+    assert_eq!(sha256_of(&blob(&hex4)), hex4);
+}
+
+#[test]
+fn a_damaged_or_deleted_registry_cache_is_a_warning_and_the_steps_run() {
+    let reg = Registry::start();
+    let sb = Sandbox::new();
+    cached_app(&sb);
+    let cache_ref = format!("{}/app/cache:damaged", reg.addr);
+    let (_, ran) = build(
+        &sb,
+        "o1",
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={cache_ref},mode=max"),
+        ],
+    );
+    assert_eq!(ran, names(&["build", "test"]));
+
+    // Damage one of the cache's layer blobs where the registry keeps it
+    // (same size): the registry serves bytes that do not match the digest.
+    let manifest = skopeo_manifest(&format!("docker://{cache_ref}"));
+    let layer = manifest["layers"][3]["digest"]
+        .as_str()
+        .expect("digest")
+        .trim_start_matches("sha256:")
+        .to_string();
+    let data = reg
+        .data_dir()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&layer[..2])
+        .join(&layer)
+        .join("data");
+    let mut bytes = std::fs::read(&data).expect("registry blob");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, &bytes).expect("damage registry blob");
+    wipe_local_cache(&sb);
+    let (_, log) = build_log(
+        &sb,
+        "o2",
+        &["--cache-from", &format!("type=registry,ref={cache_ref}")],
+    );
+    assert!(log.contains("warning: cache import skipped"), "{log}");
+    assert!(log.contains(&layer), "the damaged blob is named: {log}");
+    assert_eq!(markers(&log), names(&["build", "test"]));
+
+    // A deleted cache manifest: a warning, and the steps run.
+    let digest = run_tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            &format!("docker://{cache_ref}"),
+        ],
+    );
+    run_tool(
+        "skopeo",
+        &[
+            "delete",
+            "--tls-verify=false",
+            &format!("docker://{}/app/cache@{}", reg.addr, digest.trim()),
+        ],
+    );
+    wipe_local_cache(&sb);
+    let (_, log) = build_log(
+        &sb,
+        "o3",
+        &["--cache-from", &format!("type=registry,ref={cache_ref}")],
+    );
+    assert!(log.contains("warning: cache import skipped"), "{log}");
+    assert_eq!(markers(&log), names(&["build", "test"]));
 }

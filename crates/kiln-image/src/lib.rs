@@ -35,4 +35,4 @@ pub use media::*;
 pub use output::{
     write_docker_archive, write_oci_archive, write_oci_layout, write_rootfs_dir, write_rootfs_tar,
 };
-pub use store::{BlobStore, BlobWriter};
+pub use store::{BlobStore, BlobWriter, Integrity};

@@ -1,6 +1,12 @@
 //! The content-addressed blob store: `<root>/blobs/sha256/<hex>`, written atomically
 //! (temp file in the same directory + fsync + rename) and verified by digest, so a
 //! killed build never leaves a partial blob and several builds may share one store.
+//!
+//! Integrity on reuse ([`BlobStore::check`]): a blob written or verified here gets
+//! a marker `<root>/verified/sha256/<hex>` made after it. A blob whose size is right
+//! and whose inode has not changed since its marker (ctime not after the marker's
+//! mtime) is trusted without reading it; any other is hashed again. So a truncated
+//! or overwritten blob is caught by its digest, and an untouched one costs a stat.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -45,6 +51,67 @@ impl BlobStore {
         self.path(d).is_file()
     }
 
+    fn marker(&self, d: &Digest) -> PathBuf {
+        self.root.join("verified").join("sha256").join(d.hex())
+    }
+
+    /// Whether blob `d` is present and whole: `size` bytes that hash to `d`
+    /// (hashed only when the blob changed since it was last found intact).
+    pub fn check(&self, d: &Digest, size: u64) -> Integrity {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.path(d);
+        let md = match fs::metadata(&path) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Integrity::Missing,
+            Err(e) => return Integrity::Corrupt(format!("cannot stat {}: {e}", path.display())),
+        };
+        if md.len() != size {
+            return Integrity::Corrupt(format!(
+                "{} holds {} bytes, its descriptor says {size}",
+                path.display(),
+                md.len()
+            ));
+        }
+        let marked = fs::metadata(self.marker(d))
+            .ok()
+            .is_some_and(|m| (m.mtime(), m.mtime_nsec()) >= (md.ctime(), md.ctime_nsec()));
+        if marked {
+            return Integrity::Intact;
+        }
+        let mut hasher = Sha256::new();
+        let hashed = File::open(&path).and_then(|mut f| io::copy(&mut f, &mut hasher));
+        if let Err(e) = hashed {
+            return Integrity::Corrupt(format!("cannot read {}: {e}", path.display()));
+        }
+        let got = Digest::from_hasher(hasher);
+        if &got != d {
+            return Integrity::Corrupt(format!("{} hashes to {got}", path.display()));
+        }
+        self.mark(d);
+        Integrity::Intact
+    }
+
+    /// Notes that blob `d` was found whole now (best effort: without a
+    /// marker the blob is just hashed again next time).
+    fn mark(&self, d: &Digest) {
+        let marker = self.marker(d);
+        if let Some(dir) = marker.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        let _ = File::create(&marker).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    }
+
+    /// Removes blob `d` (and its marker); a missing blob is not an error.
+    pub fn remove(&self, d: &Digest) -> Result<()> {
+        let _ = fs::remove_file(self.marker(d));
+        match fs::remove_file(self.path(d)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(e).ctx(|| format!("remove blob {d}"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Stores `bytes`, returning their digest.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let d = Digest::sha256(bytes);
@@ -68,6 +135,7 @@ impl BlobStore {
             hasher: Sha256::new(),
             size: 0,
             blobs: self.blobs.clone(),
+            store: self.clone(),
         })
     }
 
@@ -120,12 +188,22 @@ impl BlobStore {
     }
 }
 
+/// What [`BlobStore::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integrity {
+    Intact,
+    Missing,
+    /// Present but not the blob: why, in words (path and what is wrong).
+    Corrupt(String),
+}
+
 /// An in-progress blob. Implements [`Write`]; [`BlobWriter::commit`] makes it visible.
 pub struct BlobWriter {
     file: BufWriter<tempfile::NamedTempFile>,
     hasher: Sha256,
     size: u64,
     blobs: PathBuf,
+    store: BlobStore,
 }
 
 impl Write for BlobWriter {
@@ -189,6 +267,8 @@ impl BlobWriter {
             // Best effort: make the rename itself durable.
             let _ = dir.sync_all();
         }
+        // Hashed as written: whole until its inode changes.
+        self.store.mark(&digest);
         Ok((digest, self.size))
     }
 }

@@ -254,6 +254,13 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Where the registry keeps its repositories and blobs.
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
