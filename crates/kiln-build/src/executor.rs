@@ -44,6 +44,11 @@ use crate::graph::{self, Base, Graph};
 use crate::progress::{Progress, StepOutcome};
 use crate::BuildError;
 
+/// How layers of stages outside the image are compressed: they stay on
+/// this machine (or in a cache), so speed matters more than size. zstd at
+/// level 1 writes a large RUN layer several times faster than gzip.
+const INTERMEDIATE_COMPRESSION: Compression = Compression::Zstd { level: 1 };
+
 /// The PATH BuildKit gives a Linux image that has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -818,9 +823,18 @@ impl Executor<'_> {
         rfc3339(self.req.source_date_epoch.unwrap_or_else(now_epoch))
     }
 
-    pub(crate) fn layer_options(&self) -> LayerOptions {
+    /// How the layers of stage `index` are written: as asked for the
+    /// image's own stages; a fast zstd for stages whose layers only ever
+    /// live in the cache (a reuse by an image re-encodes them, see
+    /// [`Self::reuse`]).
+    pub(crate) fn layer_options(&self, index: usize) -> LayerOptions {
+        let compression = if self.shared.target_chain.contains(&index) {
+            self.req.compression
+        } else {
+            INTERMEDIATE_COMPRESSION
+        };
         LayerOptions {
-            compression: self.req.compression,
+            compression,
             format: self.req.format,
             mtime_clamp: self.req.source_date_epoch,
         }
@@ -1141,6 +1155,43 @@ impl Executor<'_> {
                 // A remote hit: keep it locally too.
                 if let Some(local) = self.req.cache.first() {
                     let _ = local.put(key, &record, self.req.store);
+                }
+            }
+            // A layer cached compressed another way (a stage that was not
+            // part of the image then, or another --compression) is
+            // re-encoded for the image; its diffID, and so the image
+            // config, stays the same.
+            let mut record = record;
+            let opts = self.layer_options(state.index);
+            if let Some(layer) = record
+                .layer
+                .clone()
+                .filter(|_| self.shared.target_chain.contains(&state.index))
+            {
+                if !opts.compression.matches_media_type(&layer.media_type) {
+                    match kiln_image::recompress_layer(self.req.store, &layer, &opts) {
+                        Ok(l) => {
+                            self.req.progress.step_info(
+                                id,
+                                &format!(
+                                    "re-encoded cached layer {} as {}",
+                                    layer.digest, l.media_type
+                                ),
+                            );
+                            record.layer = Some(l);
+                            // So the next build finds it ready.
+                            if let Some(local) = self.req.cache.first() {
+                                let _ = local.put(key, &record, self.req.store);
+                            }
+                        }
+                        Err(e) => {
+                            self.req.progress.step_info(
+                                id,
+                                &format!("warning: cached layer {} not used: {e}", layer.digest),
+                            );
+                            continue;
+                        }
+                    }
                 }
             }
             let what = match &record.layer {
@@ -1734,7 +1785,7 @@ impl Executor<'_> {
         self.settle(state)?;
         self.history(state, created_by, false);
         let store = self.req.store.clone();
-        let options = self.layer_options();
+        let options = self.layer_options(state.index);
         let writer = std::thread::Builder::new()
             .name("kiln-layer".into())
             .spawn(move || kiln_image::write_layer(&store, entries, &options))

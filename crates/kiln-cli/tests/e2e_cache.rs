@@ -845,3 +845,73 @@ fn a_damaged_or_deleted_registry_cache_is_a_warning_and_the_steps_run() {
     assert!(log.contains("warning: cache import skipped"), "{log}");
     assert_eq!(markers(&log), names(&["build", "test"]));
 }
+
+#[test]
+fn stages_outside_the_image_keep_fast_layers_that_an_image_reencodes() {
+    let sb = Sandbox::new();
+    sb.busybox();
+    sb.dockerfile(&format!(
+        "{}RUN echo EXEC\"\"UTED-tool && seq 1 20000 > /numbers\n\nFROM scratch\nCOPY --from=tool /numbers /numbers\n",
+        BASE.replacen("FROM scratch", "FROM scratch AS tool", 1)
+    ));
+    let media = |out: &str| -> Vec<String> {
+        layout_manifest(&sb.path(out))["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l["mediaType"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (_, ran) = build(&sb, "o1", &[]);
+    assert_eq!(ran, names(&["tool"]));
+    assert_eq!(media("o1"), ["application/vnd.oci.image.layer.v1.tar+gzip"]);
+    // The first stage's layers only live in the cache: zstd.
+    let records: Vec<serde_json::Value> = std::fs::read_dir(sb.path("cache/steps"))
+        .expect("steps")
+        .flatten()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).expect("record")).expect("json"))
+        .collect();
+    let tool = records
+        .iter()
+        .find(|r| {
+            r["history"]["created_by"]
+                .as_str()
+                .is_some_and(|c| c.contains("seq 1 20000"))
+        })
+        .expect("the RUN's record");
+    assert_eq!(
+        tool["layer"]["media_type"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+
+    // That stage as the image: nothing runs again, its layers become gzip
+    // with the same diffIDs.
+    let (_, log) = build_log(&sb, "o2", &["--target", "tool"]);
+    assert!(markers(&log).is_empty(), "{log}");
+    assert!(log.contains("re-encoded cached layer"), "{log}");
+    assert!(media("o2")
+        .iter()
+        .all(|m| m == "application/vnd.oci.image.layer.v1.tar+gzip"));
+    let config = |out: &str| -> serde_json::Value {
+        let m = layout_manifest(&sb.path(out));
+        let d = m["config"]["digest"].as_str().expect("config digest");
+        let p = sb
+            .path(out)
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"));
+        serde_json::from_slice(&std::fs::read(p).expect("config")).expect("json")
+    };
+    let diff_ids = config("o2")["rootfs"]["diff_ids"].clone();
+    assert_eq!(diff_ids.as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        diff_ids[2], tool["layer"]["diff_id"],
+        "the re-encoded layer has the cached one's diffID"
+    );
+    // Asked for zstd, the image gets zstd from the same cache.
+    let (_, log) = build_log(&sb, "o3", &["--target", "tool", "--compression", "zstd"]);
+    assert!(markers(&log).is_empty(), "{log}");
+    assert!(media("o3")
+        .iter()
+        .all(|m| m == "application/vnd.oci.image.layer.v1.tar+zstd"));
+    assert_eq!(config("o3")["rootfs"]["diff_ids"], diff_ids);
+}

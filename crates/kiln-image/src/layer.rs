@@ -107,6 +107,36 @@ pub fn write_layer_threads(
     threads: usize,
 ) -> Result<Layer> {
     let entries = prepare_entries(entries, opts.mtime_clamp)?;
+    write_compressed(store, opts, threads, |tar| write_tar_stream(tar, &entries))
+}
+
+/// Re-encodes stored layer `layer` with `opts`' compression (and media
+/// type): the uncompressed tar, and so the diffID, stays the same, which is
+/// checked. Used when a cached layer was stored compressed another way.
+pub fn recompress_layer(store: &BlobStore, layer: &Layer, opts: &LayerOptions) -> Result<Layer> {
+    let out = write_compressed(store, opts, default_threads(), |w| {
+        let mut r = crate::apply::open_layer(store, &layer.digest)?;
+        io::copy(&mut r, w).ctx(|| format!("recompress layer {}", layer.digest))?;
+        Ok(())
+    })?;
+    if out.diff_id != layer.diff_id {
+        return Err(Error::DigestMismatch {
+            what: format!("layer {} uncompressed", layer.digest),
+            expected: layer.diff_id.to_string(),
+            actual: out.diff_id.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Compresses what `produce` writes (an uncompressed layer tar) into a new
+/// blob, hashing both sides.
+fn write_compressed(
+    store: &BlobStore,
+    opts: &LayerOptions,
+    threads: usize,
+    produce: impl FnOnce(&mut HashingWriter<Compressor<ChannelWriter>>) -> Result<()>,
+) -> Result<Layer> {
     // The compressed bytes are hashed and written on their own thread (like pigz's
     // writer thread), so the tar producer only frames, reads files and hashes the diffID.
     let (tx, rx) = mpsc::sync_channel::<Sink>(16);
@@ -131,7 +161,7 @@ pub fn write_layer_threads(
         };
         let comp = Compressor::new(out, &opts.compression, threads).ctx(|| "start compressor")?;
         let mut tar = HashingWriter::new(comp);
-        write_tar_stream(&mut tar, &entries)?;
+        produce(&mut tar)?;
         let (comp, diff_id, _) = tar.finish();
         let mut out = comp.finish().ctx(|| "finish compression")?;
         out.flush().ctx(|| "write layer blob")?;

@@ -30,7 +30,9 @@ pub use digest::Digest;
 pub use error::{Error, Result};
 pub use image::{load_image, store_image, Image, StoredImage};
 pub use import::{import_oci_archive, import_oci_layout};
-pub use layer::{write_layer, write_layer_threads, EntryKind, Layer, LayerEntry, LayerOptions};
+pub use layer::{
+    recompress_layer, write_layer, write_layer_threads, EntryKind, Layer, LayerEntry, LayerOptions,
+};
 pub use media::*;
 pub use output::{
     write_docker_archive, write_oci_archive, write_oci_layout, write_rootfs_dir, write_rootfs_tar,

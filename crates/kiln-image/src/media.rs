@@ -88,6 +88,20 @@ pub enum Compression {
     },
 }
 
+impl Compression {
+    /// Whether a layer of `media_type` is compressed this way (at any
+    /// level). A media type that names no known layer encoding matches:
+    /// there is nothing to re-encode it from.
+    pub fn matches_media_type(&self, media_type: &str) -> bool {
+        match media_type {
+            MT_OCI_LAYER | MT_DOCKER_LAYER => *self == Compression::None,
+            MT_OCI_LAYER_GZIP | MT_DOCKER_LAYER_GZIP => matches!(self, Compression::Gzip { .. }),
+            MT_OCI_LAYER_ZSTD => matches!(self, Compression::Zstd { .. }),
+            _ => true,
+        }
+    }
+}
+
 impl Default for Compression {
     /// gzip level 6: the default of `gzip`, `pigz` and Docker.
     fn default() -> Self {
