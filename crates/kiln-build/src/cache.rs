@@ -272,7 +272,7 @@ pub fn prune_cache(cache_dir: &Path, opts: &PruneOptions) -> std::io::Result<Cac
     if opts.all {
         let r = steps.prune(Some(std::time::Duration::ZERO), Some(0))?;
         report.records = r.removed;
-        for sub in ["mounts", "stat", "work", "trash"] {
+        for sub in ["mounts", "stat", "work", "trash", "snapshots"] {
             let p = cache_dir.join(sub);
             if p.exists() {
                 std::fs::remove_dir_all(&p)?;
@@ -281,6 +281,23 @@ pub fn prune_cache(cache_dir: &Path, opts: &PruneOptions) -> std::io::Result<Cac
     } else {
         let r = steps.prune(opts.keep_duration, opts.keep_bytes)?;
         report.records = r.removed;
+        // Kept stage roots: by age; a size budget drops them all (their
+        // files are mostly hard links, so their size cannot be told apart).
+        if let Ok(rd) = std::fs::read_dir(cache_dir.join("snapshots")) {
+            use std::os::unix::fs::MetadataExt;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            for e in rd.flatten() {
+                // Kept (renamed in) at its ctime; its mtime is the image's.
+                let kept = e.metadata().map_or(0, |m| m.ctime());
+                let age = std::time::Duration::from_secs(now.saturating_sub(kept).max(0) as u64);
+                let old = opts.keep_duration.is_some_and(|keep| age > keep);
+                if old || opts.keep_bytes.is_some() {
+                    std::fs::remove_dir_all(e.path())?;
+                }
+            }
+        }
     }
     // Blobs still referenced by a record.
     let mut referenced = std::collections::HashSet::new();

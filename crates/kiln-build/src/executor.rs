@@ -159,6 +159,11 @@ pub struct BuildRequest<'a> {
     /// store (written or taken from a cache), so uploads can overlap the
     /// steps that follow.
     pub on_layer: Option<&'a (dyn Fn(&Layer) + Sync)>,
+    /// Where stage root filesystems are kept between builds
+    /// ([`crate::snapshots`]); `None` keeps none.
+    pub snapshot_dir: Option<PathBuf>,
+    /// Use kept snapshots (`false` with `--no-cache`: they are still made).
+    pub reuse_snapshots: bool,
 }
 
 /// A step result the build used or produced, for exporting a cache.
@@ -246,6 +251,9 @@ pub(crate) struct StageState {
     pub(crate) pending: Option<PendingLayer>,
     /// The running step's layer, settled before the step was remembered.
     pub(crate) unrecorded: Option<Layer>,
+    /// (number of layers, cache key) of each filesystem state the stage
+    /// went through: the names its snapshots would have.
+    pub(crate) states: Vec<(usize, String)>,
 }
 
 /// A layer whose writer runs while the next step does. Its files are on
@@ -446,9 +454,17 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         image_roots: Mutex::new(HashMap::new()),
         image_digests: Mutex::new(HashMap::new()),
         isolation: Mutex::new(isolation),
-        in_place,
         resolved: Mutex::new(HashMap::new()),
         target_chain: graph.base_chain(graph.target),
+        snapshots: match (&req.snapshot_dir, &in_place) {
+            (Some(dir), None) => Some(crate::snapshots::Snapshots::new(
+                dir.clone(),
+                req.work_dir.join("discarded"),
+                req.reuse_snapshots,
+            )),
+            _ => None,
+        },
+        in_place,
     };
     // Every image the needed stages name (for the platform each is pulled
     // for), pulled in the background while the first stages run.
@@ -616,6 +632,18 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
     if let Err(e) = req.stat_cache.save() {
         tracing::warn!("could not save the context stat cache: {e}");
     }
+    // Each stage's finished root, whole, is kept for the next build.
+    if let Some(snaps) = &shared.snapshots {
+        for r in schedule.done.values().chain(std::iter::once(&target)) {
+            let whole = r
+                .applied
+                .lock()
+                .is_ok_and(|n| *n > 0 && *n == r.image.layers.len());
+            if whole {
+                snaps.keep_moved(&r.key, &r.rootfs);
+            }
+        }
+    }
     let mut image = target.image.clone();
     for (k, v) in &req.labels {
         image.config.config.labels.insert(k.clone(), v.clone());
@@ -670,6 +698,8 @@ struct Shared {
     resolved: Mutex<HashMap<String, ResolvedSlot>>,
     /// The stages whose layers make up the target image.
     target_chain: BTreeSet<usize>,
+    /// Stage roots kept between builds (not in place).
+    snapshots: Option<crate::snapshots::Snapshots>,
 }
 
 type ResolvedSlot = Arc<Mutex<Option<(Image, String)>>>;
@@ -982,7 +1012,9 @@ impl Executor<'_> {
             cmd_set: false,
             pending: None,
             unrecorded: None,
+            states: Vec::new(),
         };
+        state.states.push((state.layers.len(), state.key.clone()));
 
         // ONBUILD triggers of the base image run first, as if written
         // right after FROM.
@@ -1205,6 +1237,7 @@ impl Executor<'_> {
             }
             state.config.history.push(record.history.clone());
             state.key = key.to_string();
+            state.states.push((state.layers.len(), state.key.clone()));
             self.hits += 1;
             self.entries.push((state.index, key.to_string(), record));
             return Ok(true);
@@ -1232,10 +1265,18 @@ impl Executor<'_> {
         self.misses += 1;
         state.key = key.clone();
         if let Some(p) = state.pending.as_mut().filter(|p| p.key.is_none()) {
-            p.key = Some(key);
+            p.key = Some(key.clone());
+            if let Some(snaps) = &self.shared.snapshots {
+                snaps.invalidate(&key);
+            }
+            state.states.push((state.layers.len() + 1, key));
             return Ok(());
         }
         self.settle(state)?;
+        state.states.push((state.layers.len(), key.clone()));
+        if let Some(snaps) = &self.shared.snapshots {
+            snaps.invalidate(&key);
+        }
         // The step ran on the materialized root: its layer is on disk.
         state.applied = state.layers.len();
         if let Some(root) = &self.shared.in_place {
@@ -1271,6 +1312,21 @@ impl Executor<'_> {
         if let Some(root) = &self.shared.in_place {
             return root.prepare(self.req.store, &state.layers, &mut state.applied);
         }
+        if let (0, Some(snaps)) = (state.applied, &self.shared.snapshots) {
+            // The latest state a previous build kept, instead of unpacking
+            // the layers below it.
+            let found = state.states.iter().rev().find(|(n, key)| {
+                *n > 0 && *n <= state.layers.len() && snaps.take(key, &state.rootfs)
+            });
+            if let Some((n, _)) = found {
+                self.req.progress.info(&format!(
+                    "files of {} of the stage's {} layer(s) restored from a kept snapshot",
+                    n,
+                    state.layers.len()
+                ));
+                state.applied = *n;
+            }
+        }
         let opts = kiln_image::ApplyOptions {
             same_owner: Self::same_owner(),
             protected: Vec::new(),
@@ -1280,6 +1336,20 @@ impl Executor<'_> {
             state.applied += 1;
         }
         Ok(())
+    }
+
+    /// Keeps a hard-link copy of the stage's root as it is before a step
+    /// that reads the build context: where a rebuild after an edit starts.
+    fn snapshot_before_context_step(&self, state: &StageState) {
+        let Some(snaps) = &self.shared.snapshots else {
+            return;
+        };
+        if state.applied != state.layers.len() || state.pending.is_some() {
+            return;
+        }
+        if let Err(e) = snaps.keep_linked(&state.key, &state.rootfs) {
+            tracing::debug!("no snapshot of the stage root: {e}");
+        }
     }
 
     /// Moves finished stage `index`'s root filesystem to `into` when no
@@ -1674,6 +1744,9 @@ impl Executor<'_> {
         // COPY writes into the root the last layer's writer reads.
         self.settle(state)?;
         self.ensure_rootfs(state)?;
+        if from.is_none() {
+            self.snapshot_before_context_step(state);
+        }
 
         let (src_root, filter) = match &from {
             None => (

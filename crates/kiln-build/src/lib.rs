@@ -10,6 +10,7 @@
 //!   (passwd/group lookup), [`chmod`], [`unpack`] (ADD's archive
 //!   extraction) and [`fetch`] (ADD from URLs).
 //! - [`snapshot`] turns the paths a step changed into layer entries.
+//! - [`snapshots`] keeps stage root filesystems between builds.
 
 pub mod cache;
 pub mod chmod;
@@ -24,6 +25,7 @@ pub mod registry;
 pub mod remote_cache;
 pub mod run;
 pub mod snapshot;
+pub mod snapshots;
 pub mod unpack;
 pub mod users;
 

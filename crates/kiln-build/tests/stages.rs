@@ -52,6 +52,8 @@ fn run(dockerfile: &str, args: &[(&str, &str)]) -> Result<BuildOutput, BuildErro
         ignore_paths: Vec::new(),
         force_in_place: false,
         on_layer: None,
+        snapshot_dir: None,
+        reuse_snapshots: false,
     };
     build(&req)
 }

@@ -391,6 +391,8 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
                     ignore_paths: job.ignore_paths.clone(),
                     force_in_place: job.force_in_place,
                     on_layer,
+                    snapshot_dir: job.cache.local.then(|| job.cache_dir.join("snapshots")),
+                    reuse_snapshots: job.cache.lookup,
                 };
                 kiln_build::build(&request)
             },

@@ -915,3 +915,60 @@ fn stages_outside_the_image_keep_fast_layers_that_an_image_reencodes() {
         .all(|m| m == "application/vnd.oci.image.layer.v1.tar+zstd"));
     assert_eq!(config("o3")["rootfs"]["diff_ids"], diff_ids);
 }
+
+#[test]
+fn a_rebuild_after_an_edit_starts_from_the_kept_stage_root() {
+    let sb = Sandbox::new();
+    sb.busybox();
+    sb.write("app.txt", "one\n");
+    // A step whose output differs on every run, then the edit point, then a
+    // step that reads both: its copy must always match the image's /stamp.
+    sb.dockerfile(&format!(
+        "{BASE}RUN echo EXEC\"\"UTED-deps && head -c 16 /dev/urandom | od -An -tx1 > /stamp && seq 1 30000 > /deps.txt\nCOPY app.txt /app.txt\nRUN echo EXEC\"\"UTED-build && cat /stamp /app.txt > /built.txt\n"
+    ));
+    let tag = ["-t", "snap:latest"];
+    let (_, ran) = build(&sb, "o1", &tag);
+    assert_eq!(ran, names(&["build", "deps"]));
+
+    let check = |out: &str, app: &str| {
+        let rootfs = umoci_unpack(&sb.path(out), "latest", &sb.path(&format!("{out}-bundle")));
+        let stamp = std::fs::read_to_string(rootfs.join("stamp")).expect("stamp");
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("built.txt")).expect("built"),
+            format!("{stamp}{app}")
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("deps.txt"))
+                .expect("deps")
+                .lines()
+                .count(),
+            30000
+        );
+        stamp
+    };
+    check("o1", "one\n");
+
+    // Edit: the layers below the COPY are not unpacked again.
+    sb.write("app.txt", "two\n");
+    let (_, log) = build_log(&sb, "o2", &tag);
+    assert_eq!(markers(&log), names(&["build"]), "{log}");
+    assert!(log.contains("restored from a kept snapshot"), "{log}");
+    let first = check("o2", "two\n");
+
+    // --no-cache runs everything again (a new /stamp); the next edit must
+    // start from that run's files, not the first run's.
+    let (_, ran) = build(&sb, "o3", &["-t", "snap:latest", "--no-cache"]);
+    assert_eq!(ran, names(&["build", "deps"]));
+    let second = check("o3", "two\n");
+    assert_ne!(first, second);
+    sb.write("app.txt", "three\n");
+    let (_, log) = build_log(&sb, "o4", &tag);
+    assert_eq!(markers(&log), names(&["build"]), "{log}");
+    assert!(log.contains("restored from a kept snapshot"), "{log}");
+    assert_eq!(check("o4", "three\n"), second);
+
+    let kept = std::fs::read_dir(sb.path("cache/snapshots"))
+        .expect("snapshots")
+        .count();
+    assert!((1..=9).contains(&kept), "{kept} snapshots kept");
+}

@@ -1,0 +1,240 @@
+//! Stage root filesystems kept between builds, so that a rebuild whose first
+//! changed step sits deep in a stage starts from the files the stage had
+//! before that step instead of unpacking every layer below it again.
+//!
+//! A snapshot is a directory under `<cache>/snapshots/`, named after the
+//! cache key of the filesystem state it holds (and the user that made it:
+//! a root build and a rootless build record owners differently). Two kinds
+//! are kept:
+//! - a stage's final root at the end of the build (moved: free);
+//! - the root just before a step that reads the build context runs, the
+//!   usual place a rebuild starts from. It is a hard-link copy: directories
+//!   are made, everything else is linked, so no file data is written.
+//!
+//! Linking is safe because kiln never changes a file of a stage root in
+//! place: a RUN's changes land in an overlay upper directory and are renamed
+//! in, COPY writes a new file and renames it over the old one, and layer
+//! extraction removes a path before creating it. (In-place builds, whose
+//! root is the container's, keep no snapshots.)
+//!
+//! A build uses a snapshot by renaming it into its stage directory, so one
+//! build owns it; at most [`KEEP`] are kept, the least recently made going
+//! to the build's discard directory (deleted after the build).
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::copy::fsops::{atime_of, copy_xattrs, mtime_of, set_times};
+
+/// How many snapshots a cache directory keeps.
+pub const KEEP: usize = 8;
+
+/// The snapshot directory of one cache, for one build.
+pub struct Snapshots {
+    dir: PathBuf,
+    /// `false` (`--no-cache`): snapshots are made but never used.
+    reuse: bool,
+    /// Where evicted snapshots go (deleted after the build).
+    discard: PathBuf,
+    owner: u32,
+}
+
+impl Snapshots {
+    pub fn new(dir: PathBuf, discard: PathBuf, reuse: bool) -> Self {
+        Snapshots {
+            dir,
+            reuse,
+            discard,
+            owner: rustix::process::geteuid().as_raw(),
+        }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{}-{key}", self.owner))
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.path(key).is_dir()
+    }
+
+    /// Moves the snapshot of `key` to `into` (an empty directory, replaced);
+    /// false when there is none (or another build took it first).
+    pub fn take(&self, key: &str, into: &Path) -> bool {
+        let from = self.path(key);
+        if !self.reuse || !from.is_dir() || fs::remove_dir(into).is_err() {
+            return false;
+        }
+        if fs::rename(&from, into).is_ok() {
+            return true;
+        }
+        let _ = fs::create_dir_all(into);
+        false
+    }
+
+    /// Keeps `root` (moved away: the caller no longer has it) as the
+    /// snapshot of `key`.
+    pub fn keep_moved(&self, key: &str, root: &Path) {
+        if self.has(key) || fs::create_dir_all(&self.dir).is_err() {
+            return;
+        }
+        if fs::rename(root, self.path(key)).is_ok() {
+            self.evict();
+        }
+    }
+
+    /// Keeps a hard-link copy of `root` as the snapshot of `key`.
+    pub fn keep_linked(&self, key: &str, root: &Path) -> io::Result<()> {
+        if self.has(key) {
+            return Ok(());
+        }
+        fs::create_dir_all(&self.dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(&self.dir)?;
+        let made = tmp.path().join("root");
+        link_tree(root, &made)?;
+        if fs::rename(&made, self.path(key)).is_ok() {
+            self.evict();
+        }
+        // The temp dir (and whatever is left in it) goes with `tmp`.
+        Ok(())
+    }
+
+    /// Drops the snapshot of `key`: the step that leads to that state ran
+    /// again, and its new cache record must not meet the old files.
+    pub fn invalidate(&self, key: &str) {
+        let p = self.path(key);
+        if !p.is_dir() {
+            return;
+        }
+        let _ = fs::create_dir_all(&self.discard);
+        let gone = p
+            .file_name()
+            .is_some_and(|n| fs::rename(&p, self.discard.join(n)).is_ok());
+        if !gone {
+            let _ = fs::remove_dir_all(&p);
+        }
+    }
+
+    /// Moves the oldest snapshots beyond [`KEEP`] to the discard directory.
+    fn evict(&self) {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut snaps: Vec<(i64, PathBuf)> = rd
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| {
+                let md = e.metadata().ok()?;
+                Some((md.ctime(), e.path()))
+            })
+            .collect();
+        if snaps.len() <= KEEP {
+            return;
+        }
+        snaps.sort();
+        let _ = fs::create_dir_all(&self.discard);
+        for (_, p) in snaps.iter().take(snaps.len() - KEEP) {
+            if let Some(name) = p.file_name() {
+                if fs::rename(p, self.discard.join(name)).is_err() {
+                    let _ = fs::remove_dir_all(p);
+                }
+            }
+        }
+    }
+}
+
+/// Makes `to` a copy of the tree at `from` in which every non-directory is
+/// a hard link to the original: directories are created with the
+/// original's mode, owner, times and extended attributes.
+pub fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
+    let md = fs::symlink_metadata(from)?;
+    fs::DirBuilder::new().mode(0o700).create(to)?;
+    let mut names: Vec<_> = fs::read_dir(from)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for name in names {
+        let (src, dst) = (from.join(&name), to.join(&name));
+        if fs::symlink_metadata(&src)?.is_dir() {
+            link_tree(&src, &dst)?;
+        } else {
+            // link(2) does not follow a symlink: the link is linked.
+            fs::hard_link(&src, &dst)?;
+        }
+    }
+    copy_xattrs(from, to);
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid()))?;
+    }
+    fs::set_permissions(to, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    set_times(to, Some(atime_of(&md)), Some(mtime_of(&md)))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn linked_copy_shares_files_and_keeps_directory_metadata() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join("a/b")).expect("mkdir");
+        fs::write(root.join("a/b/f"), "x").expect("write");
+        symlink("b/f", root.join("a/l")).expect("symlink");
+        fs::set_permissions(root.join("a"), fs::Permissions::from_mode(0o750)).expect("chmod");
+        let copy = t.path().join("copy");
+        link_tree(&root, &copy).expect("link tree");
+        let (f1, f2) = (
+            fs::metadata(root.join("a/b/f")).expect("stat"),
+            fs::metadata(copy.join("a/b/f")).expect("stat"),
+        );
+        assert_eq!((f1.dev(), f1.ino()), (f2.dev(), f2.ino()));
+        assert_eq!(
+            fs::read_link(copy.join("a/l")).expect("readlink"),
+            Path::new("b/f")
+        );
+        let d = fs::metadata(copy.join("a")).expect("stat");
+        assert_eq!(d.mode() & 0o7777, 0o750);
+        assert_eq!(
+            d.mtime(),
+            fs::metadata(root.join("a")).expect("stat").mtime()
+        );
+    }
+
+    #[test]
+    fn a_snapshot_is_taken_once_and_old_ones_are_evicted() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let snaps = Snapshots::new(t.path().join("snaps"), t.path().join("discard"), true);
+        for i in 0..KEEP + 2 {
+            let root = t.path().join(format!("r{i}"));
+            fs::create_dir_all(root.join("etc")).expect("mkdir");
+            snaps.keep_moved(&format!("k{i}"), &root);
+            assert!(!root.exists(), "moved");
+            // ctime has coarse ticks: keep the order unambiguous.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!snaps.has("k0") && !snaps.has("k1"), "the oldest went");
+        assert!(
+            t.path()
+                .join("discard")
+                .read_dir()
+                .expect("discard")
+                .count()
+                == 2
+        );
+        let into = t.path().join("stage");
+        fs::create_dir(&into).expect("mkdir");
+        assert!(snaps.take(&format!("k{}", KEEP + 1), &into));
+        assert!(into.join("etc").is_dir());
+        assert!(!snaps.has(&format!("k{}", KEEP + 1)));
+        let again = t.path().join("stage2");
+        fs::create_dir(&again).expect("mkdir");
+        assert!(!snaps.take(&format!("k{}", KEEP + 1), &again));
+        assert!(again.is_dir(), "left as it was");
+    }
+}
