@@ -1331,9 +1331,22 @@ impl Executor<'_> {
             same_owner: Self::same_owner(),
             protected: Vec::new(),
         };
+        // Unpacked from nothing: the base image's files are kept too, for
+        // the next stage or build on the same base.
+        let base = match (state.applied, state.states.first()) {
+            (0, Some((n, key))) if *n > 0 => Some((*n, key.clone())),
+            _ => None,
+        };
         while let Some(layer) = state.layers.get(state.applied) {
             kiln_image::apply_layer(self.req.store, &layer.digest, &state.rootfs, &opts)?;
             state.applied += 1;
+            if let (Some((n, key)), Some(snaps)) = (&base, &self.shared.snapshots) {
+                if *n == state.applied {
+                    if let Err(e) = snaps.keep_linked(key, &state.rootfs) {
+                        tracing::debug!("no snapshot of the base image's files: {e}");
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -1393,6 +1406,16 @@ impl Executor<'_> {
             .applied
             .lock()
             .map_err(|_| BuildError::Message("stage root lock poisoned".into()))?;
+        if let (0, Some(snaps)) = (*applied, &self.shared.snapshots) {
+            // The stage's finished root, kept by a previous build.
+            if !r.image.layers.is_empty() && snaps.take(&r.key, &r.rootfs) {
+                *applied = r.image.layers.len();
+                self.req.progress.info(&format!(
+                    "files of a finished stage ({} layer(s)) restored from a kept snapshot",
+                    r.image.layers.len()
+                ));
+            }
+        }
         while let Some(layer) = r.image.layers.get(*applied) {
             kiln_image::apply_layer(self.req.store, &layer.digest, &r.rootfs, &opts)?;
             *applied += 1;

@@ -972,3 +972,44 @@ fn a_rebuild_after_an_edit_starts_from_the_kept_stage_root() {
         .count();
     assert!((1..=9).contains(&kept), "{kept} snapshots kept");
 }
+
+#[test]
+fn kept_roots_serve_a_second_stage_on_the_same_base_and_a_copy_from_a_cached_stage() {
+    let base = Sandbox::new();
+    base.busybox();
+    base.dockerfile(BASE);
+    build(&base, "base", &[]);
+    let sb = Sandbox::new();
+    sb.write("app.txt", "one\n");
+    sb.dockerfile(&format!(
+        "FROM oci-layout://{base} AS a\nRUN echo EXEC\"\"UTED-a && echo a > /a\n\nFROM oci-layout://{base} AS b\nRUN echo EXEC\"\"UTED-b && echo b > /b\n\nFROM scratch\nCOPY app.txt /app.txt\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+        base = base.path("base").display()
+    ));
+    // One stage at a time: the second stage finds the base image's files
+    // the first one unpacked.
+    let (_, log) = build_log(&sb, "o1", &["-t", "kept:latest", "--jobs", "1"]);
+    assert_eq!(markers(&log), names(&["a", "b"]));
+    assert!(
+        log.contains("files of 2 of the stage's 2 layer(s) restored from a kept snapshot"),
+        "{log}"
+    );
+    // Only the last stage's context file changes: the other stages are all
+    // cache hits, and their files, which COPY --from reads, come back from
+    // the roots the last build kept rather than from their layers.
+    sb.write("app.txt", "two\n");
+    let (_, log) = build_log(&sb, "o2", &["-t", "kept:latest"]);
+    assert!(markers(&log).is_empty(), "{log}");
+    assert_eq!(
+        log.matches("files of a finished stage (3 layer(s)) restored from a kept snapshot")
+            .count(),
+        2,
+        "{log}"
+    );
+    let rootfs = umoci_unpack(&sb.path("o2"), "latest", &sb.path("bundle"));
+    for (file, text) in [("a", "a\n"), ("b", "b\n"), ("app.txt", "two\n")] {
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join(file)).expect("file"),
+            text
+        );
+    }
+}
