@@ -254,6 +254,10 @@ pub(crate) struct StageState {
     /// (number of layers, cache key) of each filesystem state the stage
     /// went through: the names its snapshots would have.
     pub(crate) states: Vec<(usize, String)>,
+    /// Nothing after the running step needs the stage's files (it is the
+    /// image's stage and its last step that changes files), so a COPY may
+    /// make its layer straight from the context ([`crate::copy::plan`]).
+    pub(crate) last_files_step: bool,
 }
 
 /// A layer whose writer runs while the next step does. Its files are on
@@ -269,6 +273,8 @@ pub(crate) struct PendingLayer {
     key: Option<String>,
     /// That step's history entry.
     history: Option<History>,
+    /// Whether its files are in the stage root.
+    on_disk: bool,
 }
 
 /// `os/arch[/variant]` (as `FROM --platform=` gives it).
@@ -1013,6 +1019,7 @@ impl Executor<'_> {
             pending: None,
             unrecorded: None,
             states: Vec::new(),
+            last_files_step: false,
         };
         state.states.push((state.layers.len(), state.key.clone()));
 
@@ -1036,8 +1043,20 @@ impl Executor<'_> {
             }
         }
 
+        let last_files_step = instructions.iter().rposition(|i| {
+            matches!(
+                i.kind,
+                InstructionKind::Run(_)
+                    | InstructionKind::Copy(_)
+                    | InstructionKind::Add(_)
+                    | InstructionKind::Workdir(_)
+            )
+        });
         for (n, ins) in instructions.iter().enumerate() {
             let label = format!("{name} {}/{total}", n + 2);
+            state.last_files_step = last_files_step == Some(n)
+                && index == self.graph.target
+                && self.shared.in_place.is_none();
             if let Err(e) = self.run_step(&mut state, ins, &label, results) {
                 // The step failed: the layer still being written is
                 // waited for (so nothing outlives the build) and dropped.
@@ -1811,8 +1830,26 @@ impl Executor<'_> {
             add,
             preserve_owner: c.from.is_some(),
         };
+        let created_by = format!("{} # buildkit", ins.original);
+        if state.last_files_step && from.is_none() && !is_add {
+            if let Some(planned) = crate::copy::plan(&request)? {
+                // The files are not written to the stage (nothing reads
+                // them there): the layer is made from the context.
+                let entries = crate::snapshot::layer_entries_from(
+                    &state.rootfs,
+                    &planned.changed,
+                    &planned.sources,
+                )?;
+                self.req
+                    .progress
+                    .step_info(id, "layer made straight from the context");
+                self.write_layer(state, entries, created_by, id, false)?;
+                self.remember(state, key)?;
+                return Ok(StepOutcome::Done);
+            }
+        }
         let changed = crate::copy::copy(&request)?;
-        self.commit_layer(state, &changed, format!("{} # buildkit", ins.original), id)?;
+        self.commit_layer(state, &changed, created_by, id)?;
         let key = if cacheable {
             key
         } else {
@@ -1878,6 +1915,19 @@ impl Executor<'_> {
         created_by: String,
         id: usize,
     ) -> Result<(), BuildError> {
+        self.write_layer(state, entries, created_by, id, true)
+    }
+
+    /// [`Self::push_layer`]; `on_disk`: whether the entries' files are in
+    /// the stage root (false for a layer made from the context).
+    fn write_layer(
+        &mut self,
+        state: &mut StageState,
+        entries: Vec<kiln_image::LayerEntry>,
+        created_by: String,
+        id: usize,
+        on_disk: bool,
+    ) -> Result<(), BuildError> {
         self.settle(state)?;
         self.history(state, created_by, false);
         let store = self.req.store.clone();
@@ -1891,6 +1941,7 @@ impl Executor<'_> {
             step: id,
             key: None,
             history: state.config.history.last().cloned(),
+            on_disk,
         });
         // In place, the next step changes the root the writer reads.
         if self.shared.in_place.is_some() {
@@ -1915,7 +1966,7 @@ impl Executor<'_> {
         );
         self.announce(state, &layer);
         // Its files are on disk when every layer before it is.
-        let on_disk = state.applied == state.layers.len();
+        let on_disk = p.on_disk && state.applied == state.layers.len();
         state.layers.push(layer.clone());
         if on_disk {
             state.applied = state.layers.len();

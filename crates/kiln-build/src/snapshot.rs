@@ -28,6 +28,16 @@ pub enum SnapshotError {
 /// one file and hard links to the first path in sorted order. Sockets are
 /// left out (a layer cannot hold them).
 pub fn layer_entries(rootfs: &Path, changed: &[Changed]) -> Result<Vec<LayerEntry>, SnapshotError> {
+    layer_entries_from(rootfs, changed, &HashMap::new())
+}
+
+/// [`layer_entries`] where the paths in `sources` are read from the host
+/// path given there (a planned COPY's sources) instead of from `rootfs`.
+pub fn layer_entries_from(
+    rootfs: &Path,
+    changed: &[Changed],
+    sources: &HashMap<String, PathBuf>,
+) -> Result<Vec<LayerEntry>, SnapshotError> {
     let mut paths: BTreeMap<String, Option<(u32, u32)>> = BTreeMap::new();
     for ch in changed {
         let clean: Vec<&str> = ch
@@ -48,7 +58,10 @@ pub fn layer_entries(rootfs: &Path, changed: &[Changed]) -> Result<Vec<LayerEntr
     let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
     let mut out = Vec::with_capacity(paths.len());
     for (path, owner) in paths {
-        let host = rootfs.join(&path);
+        let host = match sources.get(&path) {
+            Some(src) => src.clone(),
+            None => rootfs.join(&path),
+        };
         let io = |source| SnapshotError::Io {
             path: host.clone(),
             source,

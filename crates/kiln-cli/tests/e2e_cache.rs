@@ -1013,3 +1013,99 @@ fn kept_roots_serve_a_second_stage_on_the_same_base_and_a_copy_from_a_cached_sta
         );
     }
 }
+
+#[test]
+fn a_last_copy_from_the_context_makes_the_same_layer_without_writing_the_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    sb.busybox();
+    sb.write("tree/a.txt", "a\n");
+    sb.write_mode("tree/bin/run.sh", "#!/bin/sh\n", 0o755);
+    sb.write_mode("tree/secret/key", "k\n", 0o600);
+    sb.write("tree/skip/me.skip", "excluded\n");
+    sb.write("tree/ignored.log", "dockerignored\n");
+    std::os::unix::fs::symlink("a.txt", sb.context().join("tree/link")).expect("symlink");
+    std::fs::hard_link(
+        sb.context().join("tree/a.txt"),
+        sb.context().join("tree/bin/a-again"),
+    )
+    .expect("hardlink");
+    std::fs::set_permissions(
+        sb.context().join("tree/secret"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .expect("chmod");
+    sb.write(".dockerignore", "tree/*.log\n");
+    let copy = "COPY --exclude=**/*.skip --chown=7:8 tree /opt/app/tree\n";
+    let build = |out: &str, dockerfile: String, extra: &[&str]| {
+        sb.dockerfile(&dockerfile);
+        let dest = format!("type=oci,dest={}", sb.path(out).display());
+        let ctx = sb.context().to_string_lossy().to_string();
+        let mut args = vec!["build", "--progress", "plain", "--output", &dest];
+        args.extend_from_slice(extra);
+        args.push(&ctx);
+        let o = sb.kiln_env(&args, &[("SOURCE_DATE_EPOCH", "1700000000")]);
+        assert_success(&o);
+        let m = layout_manifest(&sb.path(out));
+        (
+            m["layers"][1]["digest"]
+                .as_str()
+                .expect("digest")
+                .to_string(),
+            stderr(&o),
+        )
+    };
+    // The COPY is the last step that changes files: planned.
+    let (direct, log) = build(
+        "o1",
+        format!("FROM scratch\nCOPY busybox /bin/busybox\n{copy}CMD [\"x\"]\n"),
+        &[],
+    );
+    assert!(
+        log.contains("layer made straight from the context"),
+        "{log}"
+    );
+    // A step after it: the files are copied into the stage, as always.
+    let (copied, log) = build(
+        "o2",
+        format!("FROM scratch\nCOPY busybox /bin/busybox\n{copy}WORKDIR /\n"),
+        &["--no-cache"],
+    );
+    assert!(
+        !log.contains("layer made straight from the context"),
+        "{log}"
+    );
+    assert_eq!(direct, copied, "both ways make the very same layer");
+
+    // And it holds what it should.
+    let tar = sb
+        .path("o1/blobs/sha256")
+        .join(direct.trim_start_matches("sha256:"));
+    let listing = run_tool("tar", &["-tvzf", &tar.to_string_lossy()]);
+    let lines: Vec<String> = listing
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {}", f[0], f[1], f[5..].join(" "))
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            // Missing parents take the --chown owner.
+            "drwxr-xr-x 7/8 opt/",
+            "drwxr-xr-x 7/8 opt/app/",
+            "drwxr-xr-x 7/8 opt/app/tree/",
+            "-rw-r--r-- 7/8 opt/app/tree/a.txt",
+            "drwxr-xr-x 7/8 opt/app/tree/bin/",
+            "hrw-r--r-- 7/8 opt/app/tree/bin/a-again link to opt/app/tree/a.txt",
+            "-rwxr-xr-x 7/8 opt/app/tree/bin/run.sh",
+            "lrwxrwxrwx 7/8 opt/app/tree/link -> a.txt",
+            "drwx------ 7/8 opt/app/tree/secret/",
+            "-rw------- 7/8 opt/app/tree/secret/key",
+            // Its only file is excluded; the directory itself is not.
+            "drwxr-xr-x 7/8 opt/app/tree/skip/",
+        ],
+        "{listing}"
+    );
+}

@@ -178,20 +178,7 @@ pub fn copy(req: &CopyRequest) -> Result<Vec<Changed>, CopyError> {
         }
     }
     let (dest, dest_is_dir) = dest_path(&req.dest, &req.workdir);
-    let mut c = Copier {
-        req,
-        chown,
-        chmod,
-        excludes: {
-            let pats: Vec<&str> = req.exclude.iter().map(String::as_str).collect();
-            PatternSet::new(&pats).map_err(|e| CopyError::BadExclude {
-                message: e.to_string(),
-            })?
-        },
-        changed: Vec::new(),
-        links: HashMap::new(),
-        deferred: Vec::new(),
-    };
+    let mut c = Copier::new(req, chown, chmod, false)?;
     for src in &req.sources {
         if is_git(src) {
             if req.add.is_some() {
@@ -215,6 +202,66 @@ pub fn copy(req: &CopyRequest) -> Result<Vec<Changed>, CopyError> {
         c.write_heredoc(name, body, &dest, dest_is_dir)?;
     }
     Ok(dedupe(c.changed))
+}
+
+/// What [`plan`] found: every path the COPY writes (with its owner), and
+/// for each copied entry the source path its content and metadata come
+/// from (paths not listed are directories the plan created in the stage).
+pub struct Planned {
+    pub changed: Vec<Changed>,
+    pub sources: HashMap<String, PathBuf>,
+}
+
+/// Plans a COPY of one directory into a destination that does not exist
+/// yet, without copying: only the destination and its missing parents are
+/// created in the stage root, and the layer is then made straight from the
+/// sources ([`crate::snapshot::layer_entries_from`]). For a COPY of
+/// thousands of files this skips creating them all in the stage, which on
+/// slow disks is most of the step. `None` when the request is not of that
+/// form (ADD, a URL, wildcards, several sources, a file, `--chmod`,
+/// `--parents`, heredocs, `--from`, or a destination that exists): the
+/// caller copies. Otherwise the result is exactly what [`copy`] would write.
+pub fn plan(req: &CopyRequest) -> Result<Option<Planned>, CopyError> {
+    let [src] = req.sources.as_slice() else {
+        return Ok(None);
+    };
+    if req.add.is_some()
+        || req.parents
+        || req.preserve_owner
+        || req.chmod.is_some()
+        || !req.heredocs.is_empty()
+        || is_http(src)
+        || is_git(src)
+        || src.split('/').any(has_wildcards)
+    {
+        return Ok(None);
+    }
+    let chown = match &req.chown {
+        Some(spec) => Some(resolve_chown(req.dest_root, spec)?),
+        None => None,
+    };
+    let (dest, _) = dest_path(&req.dest, &req.workdir);
+    let mut c = Copier::new(req, chown, None, true)?;
+    let sources = c.resolve_sources(src)?;
+    let [s] = sources.as_slice() else {
+        return Ok(None);
+    };
+    let md = std::fs::symlink_metadata(&s.host).map_err(io_err(&s.host))?;
+    if !md.is_dir() {
+        return Ok(None);
+    }
+    let dest_host = c.resolve_dest(&dest)?;
+    if std::fs::symlink_metadata(&dest_host).is_ok() {
+        return Ok(None);
+    }
+    let perm = c.copied_root_perm();
+    let target = c.mkdir_all_leaf(&dest, perm)?;
+    c.copy_children(&s.host, &s.rel, "", &target)?;
+    let sources = c.planned.take().unwrap_or_default();
+    Ok(Some(Planned {
+        changed: dedupe(c.changed),
+        sources,
+    }))
 }
 
 /// Keeps the last record of each path, sorted by path.
@@ -306,9 +353,34 @@ struct Copier<'r, 'a> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Directories whose metadata is applied after their contents are written.
     deferred: Vec<(PathBuf, Meta, Option<PathBuf>)>,
+    /// Planning ([`plan`]): entries are not written, only noted here
+    /// (stage path → the source they would be copied from).
+    planned: Option<HashMap<String, PathBuf>>,
 }
 
 impl<'r, 'a> Copier<'r, 'a> {
+    fn new(
+        req: &'r CopyRequest<'a>,
+        chown: Option<(u32, u32)>,
+        chmod: Option<Chmod>,
+        planning: bool,
+    ) -> Result<Self, CopyError> {
+        let pats: Vec<&str> = req.exclude.iter().map(String::as_str).collect();
+        let excludes = PatternSet::new(&pats).map_err(|e| CopyError::BadExclude {
+            message: e.to_string(),
+        })?;
+        Ok(Copier {
+            req,
+            chown,
+            chmod,
+            excludes,
+            changed: Vec::new(),
+            links: HashMap::new(),
+            deferred: Vec::new(),
+            planned: planning.then(HashMap::new),
+        })
+    }
+
     fn root(&self) -> &Path {
         self.req.dest_root
     }
@@ -560,6 +632,9 @@ impl<'r, 'a> Copier<'r, 'a> {
             mtime: Some(mtime_of(&md)),
             atime: Some(atime_of(&md)),
         };
+        if self.planned.is_some() {
+            return self.plan_entry(src, src_rel, rel, target, excluded, &md, (uid, gid));
+        }
         if ft.is_dir() {
             let created = match std::fs::symlink_metadata(target) {
                 Ok(t) if t.is_dir() => false,
@@ -662,6 +737,40 @@ impl<'r, 'a> Copier<'r, 'a> {
             self.links.insert(key, target.to_path_buf());
         }
         self.record(target, uid, gid);
+        Ok(())
+    }
+
+    /// [`Self::copy_entry`] when planning: notes the entry (a directory
+    /// only if something in it is copied when it is excluded) without
+    /// writing anything; the destination is known not to exist.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_entry(
+        &mut self,
+        src: &Path,
+        src_rel: &str,
+        rel: &str,
+        target: &Path,
+        excluded: bool,
+        md: &std::fs::Metadata,
+        (uid, gid): (u32, u32),
+    ) -> Result<(), CopyError> {
+        let ft = md.file_type();
+        if ft.is_socket() {
+            return Err(CopyError::Unsupported {
+                path: src.display().to_string(),
+            });
+        }
+        let before = self.changed.len();
+        if ft.is_dir() {
+            self.copy_children(src, src_rel, rel, target)?;
+            if excluded && self.changed.len() == before {
+                return Ok(());
+            }
+        }
+        self.record(target, uid, gid);
+        if let (Some(planned), Some(ch)) = (self.planned.as_mut(), self.changed.last()) {
+            planned.insert(ch.path.clone(), src.to_path_buf());
+        }
         Ok(())
     }
 
