@@ -454,21 +454,39 @@ def kiln_steps(text):
     """Steps from kiln's `--progress plain` log: [(id, "[stage i/n] INSTR", status, seconds)].
 
     A step starts with `#N [stage i/n] INSTRUCTION ...` and ends with `#N DONE 1.23s`,
-    `#N CACHED 0.00s` or `#N ERROR ...s`; the harness's `[  12.34s] ` stamps are skipped.
+    `#N CACHED 0.00s` or `#N ERROR ...s`. kiln writes a step's layer while the next step
+    runs and logs `#N layer sha256:...` when it is done: a step's time runs to that line
+    when it comes later (measured with the harness's `[  12.34s] ` stamps).
     """
-    names, out = {}, []
+    names, out, started, layer_at = {}, [], {}, {}
     for line in text.splitlines():
+        stamp = None
         if line.startswith("[") and "s] " in line:
-            line = line.split("s] ", 1)[1]
+            head, line = line.split("s] ", 1)
+            try:
+                stamp = float(head.strip("[ "))
+            except ValueError:
+                stamp = None
         m = STEP_END.match(line)
         if m:
             sid = int(m.group(1))
-            out.append((sid, names.get(sid, "?"), m.group(2), float(m.group(3))))
+            out.append([sid, names.get(sid, "?"), m.group(2), float(m.group(3))])
             continue
         m = STEP_START.match(line)
         if m:
-            names[int(m.group(1))] = f"[{m.group(2)}] {m.group(3).upper()}"
-    return out
+            sid = int(m.group(1))
+            names[sid] = f"[{m.group(2)}] {m.group(3).upper()}"
+            if stamp is not None:
+                started[sid] = stamp
+            continue
+        m = re.match(r"#(\d+) layer sha256:", line)
+        if m and stamp is not None:
+            layer_at[int(m.group(1))] = stamp
+    for s in out:
+        sid = s[0]
+        if sid in started and sid in layer_at:
+            s[3] = max(s[3], round(layer_at[sid] - started[sid], 3))
+    return [tuple(s) for s in out]
 
 
 def step_figures(steps, wall):
