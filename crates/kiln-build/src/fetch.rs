@@ -53,7 +53,9 @@ pub struct Fetched {
 /// An HTTP(S) client bound to a tokio runtime.
 #[derive(Clone)]
 pub struct HttpFetcher {
-    client: reqwest::Client,
+    /// Made at the first download: building a client loads the system's CA
+    /// certificates, which most builds never need.
+    client: std::sync::OnceLock<reqwest::Client>,
     handle: tokio::runtime::Handle,
 }
 
@@ -65,12 +67,22 @@ impl std::fmt::Debug for HttpFetcher {
 
 impl HttpFetcher {
     pub fn new(handle: tokio::runtime::Handle) -> Result<Self, FetchError> {
-        let client = reqwest::Client::builder()
+        Ok(HttpFetcher {
+            client: std::sync::OnceLock::new(),
+            handle,
+        })
+    }
+
+    fn client(&self) -> Result<reqwest::Client, FetchError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c.clone());
+        }
+        let made = reqwest::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(FetchError::Client)?;
-        Ok(HttpFetcher { client, handle })
+        Ok(self.client.get_or_init(|| made).clone())
     }
 
     /// Downloads `url` into `dest_file` (created or truncated).
@@ -79,13 +91,13 @@ impl HttpFetcher {
             url: url.to_string(),
         })?;
         let file_name = file_name_of(&parsed);
+        let client = self.client()?;
         self.handle.block_on(async {
             let request_err = |source| FetchError::Request {
                 url: url.to_string(),
                 source,
             };
-            let resp = self
-                .client
+            let resp = client
                 .get(parsed.clone())
                 .send()
                 .await

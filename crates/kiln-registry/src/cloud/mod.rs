@@ -156,7 +156,9 @@ pub(crate) struct Issued {
 
 /// Gets and caches cloud registry credentials (one entry per registry).
 pub(crate) struct CloudAuth {
-    http: reqwest::Client,
+    /// Made at the first cloud registry: building a client loads the
+    /// system's CA certificates, which a build that meets none should not pay.
+    http: std::sync::OnceLock<std::result::Result<reqwest::Client, String>>,
     ecr: ecr::Ecr,
     cache: tokio::sync::Mutex<HashMap<String, Issued>>,
     /// Why no credentials could be had for a registry, and when to try again.
@@ -165,23 +167,31 @@ pub(crate) struct CloudAuth {
 
 impl CloudAuth {
     pub(crate) fn new() -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| {
-                Error::Config(format!(
-                    "cannot set up the cloud credentials HTTP client: {}",
-                    crate::transport::describe(&e)
-                ))
-            })?;
         Ok(CloudAuth {
-            http,
+            http: std::sync::OnceLock::new(),
             ecr: ecr::Ecr::default(),
             cache: Default::default(),
             failures: Default::default(),
         })
+    }
+
+    fn http(&self) -> std::result::Result<&reqwest::Client, String> {
+        self.http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+                    .connect_timeout(Duration::from_secs(10))
+                    .timeout(Duration::from_secs(60))
+                    .build()
+                    .map_err(|e| {
+                        format!(
+                            "cannot set up the cloud credentials HTTP client: {}",
+                            crate::transport::describe(&e)
+                        )
+                    })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Credentials for `registry`, which is a `kind` cloud registry; `registry_http` and
@@ -213,10 +223,14 @@ impl CloudAuth {
                 region,
                 fips,
             } => self.ecr.credential(account, region, *fips).await,
-            CloudRegistry::Gcr => gcr::credential(&self.http).await,
-            CloudRegistry::Acr => {
-                acr::credential(&self.http, registry, registry_http, registry_base).await
-            }
+            CloudRegistry::Gcr => match self.http() {
+                Ok(http) => gcr::credential(http).await,
+                Err(e) => Err(e),
+            },
+            CloudRegistry::Acr => match self.http() {
+                Ok(http) => acr::credential(http, registry, registry_http, registry_base).await,
+                Err(e) => Err(e),
+            },
         };
         match issued {
             Ok(issued) => {
