@@ -1,6 +1,8 @@
 //! COPY and ADD: copies sources from the build context or another stage's
 //! root filesystem into the stage's root filesystem, and reports every path
-//! it wrote with the owner the layer must record.
+//! it wrote with the owner the layer must record. [`plan`] does the same
+//! for a COPY of one directory into a new path without writing the files:
+//! the layer is then made from the sources.
 //!
 //! The rules are Docker's builder's (BuildKit):
 //! - sources are relative to the source root (a leading `/` is that root);
