@@ -1283,19 +1283,18 @@ impl Executor<'_> {
     ) -> Result<(), BuildError> {
         self.misses += 1;
         state.key = key.clone();
+        // The step ran again: files kept from an earlier run of it must
+        // not meet its new cache record.
+        if let Some(snaps) = &self.shared.snapshots {
+            snaps.invalidate(&key);
+        }
         if let Some(p) = state.pending.as_mut().filter(|p| p.key.is_none()) {
             p.key = Some(key.clone());
-            if let Some(snaps) = &self.shared.snapshots {
-                snaps.invalidate(&key);
-            }
             state.states.push((state.layers.len() + 1, key));
             return Ok(());
         }
         self.settle(state)?;
         state.states.push((state.layers.len(), key.clone()));
-        if let Some(snaps) = &self.shared.snapshots {
-            snaps.invalidate(&key);
-        }
         // The step ran on the materialized root: its layer is on disk.
         state.applied = state.layers.len();
         if let Some(root) = &self.shared.in_place {
