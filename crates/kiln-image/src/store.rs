@@ -4,9 +4,12 @@
 //!
 //! Integrity on reuse ([`BlobStore::check`]): a blob written or verified here gets
 //! a marker `<root>/verified/sha256/<hex>` made after it. A blob whose size is right
-//! and whose inode has not changed since its marker (ctime not after the marker's
-//! mtime) is trusted without reading it; any other is hashed again. So a truncated
-//! or overwritten blob is caught by its digest, and an untouched one costs a stat.
+//! and whose inode has not changed since its marker (ctime strictly before the
+//! marker's mtime) is trusted without reading it; any other is hashed again. So a
+//! truncated or overwritten blob is caught by its digest, and an untouched one costs
+//! a stat. The marker is stamped by the kernel (`UTIME_NOW`), with the same coarse
+//! clock that stamps ctime: a user-space `now()` can run a tick ahead of it, which
+//! would let an overwrite right after the marking look older than the marker.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -74,7 +77,7 @@ impl BlobStore {
         }
         let marked = fs::metadata(self.marker(d))
             .ok()
-            .is_some_and(|m| (m.mtime(), m.mtime_nsec()) >= (md.ctime(), md.ctime_nsec()));
+            .is_some_and(|m| (m.mtime(), m.mtime_nsec()) > (md.ctime(), md.ctime_nsec()));
         if marked {
             return Integrity::Intact;
         }
@@ -93,12 +96,43 @@ impl BlobStore {
 
     /// Notes that blob `d` was found whole now (best effort: without a
     /// marker the blob is just hashed again next time).
+    ///
+    /// The marker must end up strictly after the blob's ctime. Right after
+    /// the blob was written both can fall in one clock tick, so the stamp is
+    /// retried: with multigrain timestamps (Linux 6.13+) the retry after a
+    /// stat gets a fine-grained stamp at once; elsewhere it waits for the next
+    /// tick (4 ms on a 250 Hz kernel).
     fn mark(&self, d: &Digest) {
+        use std::os::unix::fs::MetadataExt;
         let marker = self.marker(d);
         if let Some(dir) = marker.parent() {
             let _ = fs::create_dir_all(dir);
         }
-        let _ = File::create(&marker).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        let Ok(file) = File::create(&marker) else {
+            return;
+        };
+        let now = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        };
+        let now = rustix::fs::Timestamps {
+            last_access: now,
+            last_modification: now,
+        };
+        for attempt in 0..20 {
+            if attempt > 1 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if rustix::fs::futimens(&file, &now).is_err() {
+                return;
+            }
+            let (Ok(m), Ok(b)) = (file.metadata(), fs::metadata(self.path(d))) else {
+                return;
+            };
+            if (m.mtime(), m.mtime_nsec()) > (b.ctime(), b.ctime_nsec()) {
+                return;
+            }
+        }
     }
 
     /// Removes blob `d` (and its marker); a missing blob is not an error.

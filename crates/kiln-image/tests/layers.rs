@@ -320,3 +320,28 @@ fn store_put_read_and_verify() {
         .unwrap();
     assert_eq!(buf, "HELLO");
 }
+
+/// A blob overwritten in place (same size) right after it was found whole
+/// must be hashed again and reported, however close in time the two are:
+/// the verified-marker must never look newer than a later change.
+#[test]
+fn a_blob_overwritten_right_after_its_check_is_caught() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&tmp.path().join("store")).unwrap();
+    for round in 0..100u32 {
+        let data: Vec<u8> = (0..65_536u32).map(|i| (i ^ round) as u8).collect();
+        let mut w = store.writer().unwrap();
+        w.write_all(&data).unwrap();
+        let (d, size) = w.commit().unwrap();
+        assert_eq!(store.check(&d, size), Integrity::Intact);
+        let mut bad = data.clone();
+        bad[1000] ^= 0xff;
+        std::fs::write(store.path(&d), &bad).unwrap();
+        match store.check(&d, size) {
+            Integrity::Corrupt(why) => assert!(why.contains("hashes to"), "{why}"),
+            other => panic!("round {round}: overwritten blob found {other:?}"),
+        }
+        store.remove(&d).unwrap();
+    }
+}
