@@ -1828,12 +1828,14 @@ impl Executor<'_> {
             heredocs,
             add,
             preserve_owner: c.from.is_some(),
+            link_unchanged: from.is_some() && self.shared.in_place.is_none(),
         };
         let created_by = format!("{} # buildkit", ins.original);
-        if state.last_files_step && from.is_none() && !is_add {
+        if state.last_files_step && !is_add {
             if let Some(planned) = crate::copy::plan(&request)? {
                 // The files are not written to the stage (nothing reads
-                // them there): the layer is made from the context.
+                // them there): the layer is made from the context or the
+                // source stage, which stay as they are until it is written.
                 let entries = crate::snapshot::layer_entries_from(
                     &state.rootfs,
                     &planned.changed,
@@ -1841,13 +1843,19 @@ impl Executor<'_> {
                 )?;
                 self.req
                     .progress
-                    .step_info(id, "layer made straight from the context");
+                    .step_info(id, "layer made straight from the source files");
                 self.write_layer(state, entries, created_by, id, false)?;
                 self.remember(state, key)?;
                 return Ok(StepOutcome::Done);
             }
         }
-        let changed = crate::copy::copy(&request)?;
+        let (changed, linked) = crate::copy::copy_counting(&request)?;
+        if linked > 0 {
+            self.req.progress.step_info(
+                id,
+                &format!("{linked} file(s) hard-linked from the source, which stays as it is"),
+            );
+        }
         self.commit_layer(state, &changed, created_by, id)?;
         let key = if cacheable {
             key

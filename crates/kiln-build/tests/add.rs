@@ -107,6 +107,7 @@ fn add_req<'a>(e: &'a Env, sources: &[&str], dest: &str) -> CopyRequest<'a> {
             http: &e.http,
         }),
         preserve_owner: false,
+        link_unchanged: false,
     }
 }
 

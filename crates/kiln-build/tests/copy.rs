@@ -46,6 +46,7 @@ fn req<'a>(src: &'a Path, dst: &'a Path, sources: &[&str], dest: &str) -> CopyRe
         heredocs: Vec::new(),
         add: None,
         preserve_owner: false,
+        link_unchanged: false,
     }
 }
 
@@ -408,6 +409,85 @@ fn copy_from_stage_preserves_owners_and_special_files() {
     let r2 = tempfile::tempdir().unwrap();
     copy(&req(c, r2.path(), &["/app"], "/copied")).unwrap();
     assert_eq!(owner(r2.path(), "copied/bin"), (0, 0));
+}
+
+/// From a source that stays as it is (another stage), a file whose copy
+/// would be the same inode metadata is a hard link to it; one that takes
+/// another owner or mode is a copy; the layer entries are the same either way.
+#[test]
+fn copy_from_a_stage_links_unchanged_files_and_copies_changed_ones() {
+    use kiln_build::copy::copy_counting;
+    let d = dirs();
+    let (c, r) = (d.ctx.path(), d.root.path());
+    write(c, "app/lib/a.py", "a", 0o644);
+    write(c, "app/bin/tool", "#!", 0o4755);
+    // (chown clears setuid: mode after owner)
+    std::os::unix::fs::lchown(c.join("app/bin/tool"), Some(33), Some(44)).unwrap();
+    fs::set_permissions(c.join("app/bin/tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+    set_mtime(&c.join("app/bin/tool"), 1_600_000_000);
+    fs::hard_link(c.join("app/lib/a.py"), c.join("app/lib/b.py")).unwrap();
+    symlink("a.py", c.join("app/lib/link")).unwrap();
+
+    let mut q = req(c, r, &["/app"], "/venv");
+    q.preserve_owner = true;
+    q.link_unchanged = true;
+    let (changed, linked) = copy_counting(&q).unwrap();
+    assert_eq!(
+        linked, 2,
+        "a.py and tool linked; b.py links to the copy of a.py"
+    );
+    let ino = |root: &Path, rel: &str| md(root, rel).ino();
+    assert_eq!(ino(r, "venv/bin/tool"), ino(c, "app/bin/tool"));
+    assert_eq!(ino(r, "venv/lib/a.py"), ino(c, "app/lib/a.py"));
+    assert_eq!(ino(r, "venv/lib/b.py"), ino(r, "venv/lib/a.py"));
+    assert_eq!(owner(r, "venv/bin/tool"), (33, 44));
+    assert_eq!(perm(r, "venv/bin/tool"), 0o4755);
+    assert_eq!(md(r, "venv/bin/tool").mtime(), 1_600_000_000);
+    assert!(md(r, "venv/lib/link").file_type().is_symlink());
+    let linked_entries = kiln_build::snapshot::layer_entries(r, &changed).unwrap();
+
+    // The same copy without links makes the same layer entries.
+    let r2 = tempfile::tempdir().unwrap();
+    let mut q2 = req(c, r2.path(), &["/app"], "/venv");
+    q2.preserve_owner = true;
+    let (changed2, linked2) = copy_counting(&q2).unwrap();
+    assert_eq!(linked2, 0);
+    assert_ne!(ino(r2.path(), "venv/lib/a.py"), ino(c, "app/lib/a.py"));
+    let copied_entries = kiln_build::snapshot::layer_entries(r2.path(), &changed2).unwrap();
+    let strip = |v: Vec<kiln_image::LayerEntry>| -> Vec<String> {
+        v.into_iter()
+            .map(|e| {
+                let kind = match e.kind {
+                    kiln_image::EntryKind::File { size, .. } => format!("file {size}"),
+                    other => format!("{other:?}"),
+                };
+                format!(
+                    "{} {kind} {:o} {}:{} {} {:?}",
+                    e.path, e.mode, e.uid, e.gid, e.mtime, e.xattrs
+                )
+            })
+            .collect()
+    };
+    assert_eq!(strip(linked_entries), strip(copied_entries));
+
+    // Another owner or mode: copied, never linked (the source keeps its own).
+    let r3 = tempfile::tempdir().unwrap();
+    let mut q3 = req(c, r3.path(), &["/app"], "/venv");
+    q3.preserve_owner = true;
+    q3.link_unchanged = true;
+    q3.chmod = Some("0700".into());
+    let (_, linked3) = copy_counting(&q3).unwrap();
+    assert_eq!(linked3, 0);
+    assert_eq!(perm(r3.path(), "venv/lib/a.py"), 0o700);
+    assert_eq!(perm(c, "app/lib/a.py"), 0o644);
+    let r4 = tempfile::tempdir().unwrap();
+    let mut q4 = req(c, r4.path(), &["/app"], "/venv");
+    q4.link_unchanged = true;
+    q4.chown = Some("1:1".into());
+    let (_, linked4) = copy_counting(&q4).unwrap();
+    assert_eq!(linked4, 0);
+    assert_eq!(owner(r4.path(), "venv/bin/tool"), (1, 1));
+    assert_eq!(owner(c, "app/bin/tool"), (33, 44));
 }
 
 trait FifoLike {

@@ -43,6 +43,7 @@ fn req<'a>(
         heredocs: Vec::new(),
         add: None,
         preserve_owner: false,
+        link_unchanged: false,
     }
 }
 

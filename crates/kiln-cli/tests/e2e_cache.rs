@@ -1062,7 +1062,7 @@ fn a_last_copy_from_the_context_makes_the_same_layer_without_writing_the_files()
         &[],
     );
     assert!(
-        log.contains("layer made straight from the context"),
+        log.contains("layer made straight from the source files"),
         "{log}"
     );
     // A step after it: the files are copied into the stage, as always.
@@ -1072,7 +1072,7 @@ fn a_last_copy_from_the_context_makes_the_same_layer_without_writing_the_files()
         &["--no-cache"],
     );
     assert!(
-        !log.contains("layer made straight from the context"),
+        !log.contains("layer made straight from the source files"),
         "{log}"
     );
     assert_eq!(direct, copied, "both ways make the very same layer");
@@ -1108,4 +1108,96 @@ fn a_last_copy_from_the_context_makes_the_same_layer_without_writing_the_files()
         ],
         "{listing}"
     );
+}
+
+#[test]
+fn copy_from_a_stage_links_or_plans_the_same_layer_and_never_changes_the_source() {
+    let sb = Sandbox::new();
+    sb.busybox();
+    let src = "FROM scratch AS src\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox mkdir -p /tree/sub && echo a > /tree/a && echo s > /tree/sub/s && /bin/busybox ln /tree/a /tree/hard && /bin/busybox ln -s a /tree/sym && /bin/busybox chown 7:8 /tree/sub/s && /bin/busybox chmod 4750 /tree/sub/s\"]\n";
+    let build = |out: &str, rest: &str, extra: &[&str]| {
+        sb.dockerfile(&format!("{src}\n{rest}"));
+        let dest = format!("type=oci,dest={}", sb.path(out).display());
+        let ctx = sb.context().to_string_lossy().to_string();
+        let mut args = vec!["build", "--progress", "plain", "--output", &dest];
+        args.extend_from_slice(extra);
+        args.push(&ctx);
+        let o = sb.kiln_env(&args, &[("SOURCE_DATE_EPOCH", "1700000000")]);
+        assert_success(&o);
+        (layout_manifest(&sb.path(out)), stderr(&o))
+    };
+    let digest = |m: &serde_json::Value, i: usize| {
+        m["layers"][i]["digest"]
+            .as_str()
+            .expect("digest")
+            .to_string()
+    };
+    // Not the last step: the files are hard-linked into the stage.
+    let (m, log) = build(
+        "linked",
+        "FROM scratch\nCOPY --from=src /tree /opt/tree\nCOPY busybox /bin/busybox\n",
+        &[],
+    );
+    assert!(
+        log.contains("2 file(s) hard-linked from the source"),
+        "{log}"
+    );
+    let linked = digest(&m, 0);
+    // The last step: the layer is made from the source stage's files.
+    let (m, log) = build(
+        "planned",
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY --from=src /tree /opt/tree\n",
+        &[],
+    );
+    assert!(
+        log.contains("layer made straight from the source files"),
+        "{log}"
+    );
+    assert_eq!(digest(&m, 1), linked, "both ways make the very same layer");
+    let tar = sb
+        .path("linked/blobs/sha256")
+        .join(linked.trim_start_matches("sha256:"));
+    let listing = run_tool("tar", &["-tvzf", &tar.to_string_lossy()]);
+    let mut lines: Vec<String> = listing
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {}", f[0], f[1], f[5..].join(" "))
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "-rw-r--r-- 0/0 opt/tree/a",
+            "-rwsr-x--- 7/8 opt/tree/sub/s",
+            "drwxr-xr-x 0/0 opt/",
+            "drwxr-xr-x 0/0 opt/tree/",
+            "drwxr-xr-x 0/0 opt/tree/sub/",
+            "hrw-r--r-- 0/0 opt/tree/hard link to opt/tree/a",
+            "lrwxrwxrwx 0/0 opt/tree/sym -> a",
+        ],
+        "{listing}"
+    );
+
+    // A RUN that appends to a linked file changes the stage's copy only: a
+    // later stage copying the source again still reads the original.
+    let (_, log) = build(
+        "isolated",
+        "FROM scratch AS final\nCOPY --from=src /tree /opt/tree\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo more >> /opt/tree/a\"]\n\nFROM scratch\nCOPY --from=final /opt/tree/a /after\nCOPY --from=src /tree/a /before\nCOPY --from=src /tree/hard /before-hard\n",
+        &["--jobs", "1", "-t", "iso:latest"],
+    );
+    assert!(log.contains("hard-linked from the source"), "{log}");
+    let rootfs = umoci_unpack(&sb.path("isolated"), "latest", &sb.path("bundle"));
+    for (file, text) in [
+        ("after", "a\nmore\n"),
+        ("before", "a\n"),
+        ("before-hard", "a\n"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join(file)).expect("file"),
+            text,
+            "{file}"
+        );
+    }
 }
