@@ -246,9 +246,10 @@ pub(crate) struct StageState {
     pub(crate) layers: Vec<Layer>,
     pub(crate) args: BTreeMap<String, String>,
     pub(crate) cmd_set: bool,
-    /// The last step's layer while it is still being written (compressed
-    /// and hashed) by a background thread; see [`Executor::settle`].
-    pub(crate) pending: Option<PendingLayer>,
+    /// The last steps' layers while they are still being written
+    /// (compressed and hashed) by background threads, oldest first; see
+    /// [`Executor::settle`].
+    pub(crate) pending: std::collections::VecDeque<PendingLayer>,
     /// The running step's layer, settled before the step was remembered.
     pub(crate) unrecorded: Option<Layer>,
     /// (number of layers, cache key) of each filesystem state the stage
@@ -260,11 +261,12 @@ pub(crate) struct StageState {
     pub(crate) last_files_step: bool,
 }
 
-/// A layer whose writer runs while the next step does. Its files are on
-/// the stage's root filesystem, which nothing changes until the layer is
-/// settled: a RUN reads that root only as its overlay's lower directory
-/// and merges its own changes after settling; COPY, WORKDIR and a cache
-/// hit settle first.
+/// A layer whose writer runs while the next steps do. Its files are on
+/// the stage's root filesystem, and none of them changes until the layer
+/// is settled: a RUN reads that root only as its overlay's lower directory
+/// and merges its own changes after settling; WORKDIR and a cache hit
+/// settle first; a COPY settles first unless it writes none of the files
+/// (then its layer queues up behind: layers are settled in step order).
 pub(crate) struct PendingLayer {
     writer: std::thread::JoinHandle<kiln_image::Result<Layer>>,
     /// The progress id of the step that made it.
@@ -275,6 +277,8 @@ pub(crate) struct PendingLayer {
     history: Option<History>,
     /// Whether its files are in the stage root.
     on_disk: bool,
+    /// The stage-root files it reads (when `on_disk`).
+    files: Vec<PathBuf>,
 }
 
 /// `os/arch[/variant]` (as `FROM --platform=` gives it).
@@ -1016,7 +1020,7 @@ impl Executor<'_> {
             layers: image.layers,
             args: inherited_args,
             cmd_set: false,
-            pending: None,
+            pending: Default::default(),
             unrecorded: None,
             states: Vec::new(),
             last_files_step: false,
@@ -1058,9 +1062,9 @@ impl Executor<'_> {
                 && index == self.graph.target
                 && self.shared.in_place.is_none();
             if let Err(e) = self.run_step(&mut state, ins, &label, results) {
-                // The step failed: the layer still being written is
+                // The step failed: the layers still being written are
                 // waited for (so nothing outlives the build) and dropped.
-                if let Some(p) = state.pending.take() {
+                for p in state.pending.drain(..) {
                     let _ = p.writer.join();
                 }
                 return Err(e);
@@ -1288,9 +1292,10 @@ impl Executor<'_> {
         if let Some(snaps) = &self.shared.snapshots {
             snaps.invalidate(&key);
         }
-        if let Some(p) = state.pending.as_mut().filter(|p| p.key.is_none()) {
+        let queued = state.pending.len();
+        if let Some(p) = state.pending.back_mut().filter(|p| p.key.is_none()) {
             p.key = Some(key.clone());
-            state.states.push((state.layers.len() + 1, key));
+            state.states.push((state.layers.len() + queued, key));
             return Ok(());
         }
         self.settle(state)?;
@@ -1375,7 +1380,7 @@ impl Executor<'_> {
         let Some(snaps) = &self.shared.snapshots else {
             return;
         };
-        if state.applied != state.layers.len() || state.pending.is_some() {
+        if state.applied != state.layers.len() || state.pending.iter().any(|p| !p.on_disk) {
             return;
         }
         if let Err(e) = snaps.keep_linked(&state.key, &state.rootfs) {
@@ -1782,8 +1787,11 @@ impl Executor<'_> {
         if cacheable && self.reuse(state, &key, id)? {
             return Ok(StepOutcome::Cached);
         }
-        // COPY writes into the root the last layer's writer reads.
-        self.settle(state)?;
+        // COPY writes into the root the pending layers' writers read:
+        // they must be done unless it writes none of their files.
+        let scope =
+            crate::copy::write_scope(&state.rootfs, &dest, &state.config.config.working_dir);
+        self.settle_unless_apart(state, scope.as_deref())?;
         self.ensure_rootfs(state)?;
         if from.is_none() {
             self.snapshot_before_context_step(state);
@@ -1935,20 +1943,33 @@ impl Executor<'_> {
         id: usize,
         on_disk: bool,
     ) -> Result<(), BuildError> {
-        self.settle(state)?;
         self.history(state, created_by, false);
+        // The files the writer will read from the stage root: a later
+        // COPY that writes none of them need not wait for it.
+        let files = if on_disk {
+            entries
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    kiln_image::EntryKind::File { source, .. } => Some(source.clone()),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let store = self.req.store.clone();
         let options = self.layer_options(state.index);
         let writer = std::thread::Builder::new()
             .name("kiln-layer".into())
             .spawn(move || kiln_image::write_layer(&store, entries, &options))
             .map_err(|e| BuildError::Message(format!("cannot start a layer writer: {e}")))?;
-        state.pending = Some(PendingLayer {
+        state.pending.push_back(PendingLayer {
             writer,
             step: id,
             key: None,
             history: state.config.history.last().cloned(),
             on_disk,
+            files,
         });
         // In place, the next step changes the root the writer reads.
         if self.shared.in_place.is_some() {
@@ -1957,16 +1978,52 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Waits for the layer still being written, adds it to the stage, hands
-    /// it to the uploader and records its step in the caches.
+    /// Settles the pending layers unless a COPY that writes only at or
+    /// below `dest` (a host path in the stage root, symlinks resolved)
+    /// cannot change a file they read: then the COPY runs while they are
+    /// written, and its own layer queues up behind them.
+    fn settle_unless_apart(
+        &mut self,
+        state: &mut StageState,
+        dest: Option<&Path>,
+    ) -> Result<(), BuildError> {
+        let apart = dest.is_some_and(|dest| {
+            state.applied == state.layers.len()
+                && state
+                    .pending
+                    .iter()
+                    .all(|p| p.on_disk && !p.files.iter().any(|f| f.starts_with(dest)))
+        });
+        if apart {
+            Ok(())
+        } else {
+            self.settle(state)
+        }
+    }
+
+    /// Waits for the layers still being written, adds them to the stage in
+    /// order, hands them to the uploader and records their steps in the
+    /// caches.
     pub(crate) fn settle(&mut self, state: &mut StageState) -> Result<(), BuildError> {
-        let Some(p) = state.pending.take() else {
+        while !state.pending.is_empty() {
+            self.settle_one(state)?;
+        }
+        Ok(())
+    }
+
+    fn settle_one(&mut self, state: &mut StageState) -> Result<(), BuildError> {
+        let Some(p) = state.pending.pop_front() else {
             return Ok(());
         };
-        let layer = p
+        let joined = p
             .writer
             .join()
-            .map_err(|_| BuildError::Message("the layer writer panicked".into()))??;
+            .map_err(|_| BuildError::Message("the layer writer panicked".into()));
+        let layer = match joined {
+            Ok(Ok(layer)) => layer,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => return Err(e),
+        };
         self.req.progress.step_info(
             p.step,
             &format!("layer {} ({} bytes)", layer.digest, layer.size),
@@ -1978,15 +2035,19 @@ impl Executor<'_> {
         if on_disk {
             state.applied = state.layers.len();
         }
-        if let (Some(key), Some(history)) = (p.key, p.history) {
-            self.store_record(
+        match (p.key, p.history) {
+            (Some(key), Some(history)) => self.store_record(
                 state,
                 key,
                 StepRecord {
                     layer: Some(layer),
                     history,
                 },
-            );
+            ),
+            // Settled before its step was remembered (in place, or an ADD
+            // whose key depends on what it fetched): `remember` records it.
+            (None, _) => state.unrecorded = Some(layer),
+            (Some(_), None) => {}
         }
         Ok(())
     }

@@ -1201,3 +1201,94 @@ fn copy_from_a_stage_links_or_plans_the_same_layer_and_never_changes_the_source(
         );
     }
 }
+
+/// An ADD from a URL without `--checksum` always fetches; the steps after
+/// it hit the cache exactly when the fetched bytes are the same.
+#[test]
+fn steps_after_an_add_from_a_url_follow_what_it_fetched() {
+    let sb = Sandbox::new();
+    sb.busybox();
+    let served = sb.path("served");
+    std::fs::create_dir_all(&served).expect("mkdir");
+    std::fs::write(served.join("f.txt"), "one\n").expect("write");
+    let http = HttpServer::serve(&served);
+    sb.dockerfile(&format!(
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nADD http://127.0.0.1:{}/f.txt /f.txt\nRUN echo EXEC\"\"UTED-cp && cp /f.txt /g.txt\n",
+        http.port
+    ));
+    let g = |out: &str| {
+        let rootfs = umoci_unpack(&sb.path(out), "latest", &sb.path(&format!("{out}-b")));
+        std::fs::read_to_string(rootfs.join("g.txt")).expect("g.txt")
+    };
+    let (_, log) = build_log(&sb, "o1", &["-t", "u:latest"]);
+    assert_eq!(markers(&log), names(&["cp"]), "{log}");
+    assert_eq!(g("o1"), "one\n");
+    // Same bytes: fetched again, and the RUN after it is a hit.
+    let (_, log) = build_log(&sb, "o3", &["-t", "u:latest"]);
+    assert!(markers(&log).is_empty(), "{log}");
+    assert_eq!(g("o3"), "one\n");
+    // New bytes at the URL: the RUN runs again and sees them.
+    std::fs::write(served.join("f.txt"), "two\n").expect("write");
+    let (_, log) = build_log(&sb, "o4", &["-t", "u:latest"]);
+    assert_eq!(markers(&log), names(&["cp"]), "{log}");
+    assert_eq!(g("o4"), "two\n");
+}
+
+/// A COPY waits for the layers still being written only when it replaces
+/// a file they read: then the earlier layer keeps the earlier file; else it
+/// runs at once and its own layer queues up behind theirs.
+#[test]
+fn a_copy_waits_for_pending_layers_only_when_it_replaces_their_files() {
+    let sb = Sandbox::new();
+    sb.busybox();
+    sb.write("z-last", "copy\n");
+    sb.write("note.txt", "note\n");
+    // 48 MiB of random bytes: a layer that takes a while to write.
+    let big = "head -c 50331648 /dev/urandom";
+    sb.dockerfile(&format!(
+        "{BASE}RUN mkdir /data && {big} > /data/a-big && echo run > /data/z-last\nCOPY z-last /data/z-last\nRUN mkdir /other && {big} > /other/big\nCOPY note.txt /note.txt\n"
+    ));
+    let (_, log) = build_log(&sb, "o1", &[]);
+    let line_of = |pred: &dyn Fn(&str) -> bool| {
+        log.lines()
+            .position(pred)
+            .unwrap_or_else(|| panic!("no such line in\n{log}"))
+    };
+    let step = |text: &str| {
+        let l = log
+            .lines()
+            .find(|l| l.contains(text) && l.starts_with('#'))
+            .unwrap_or_else(|| panic!("no step {text} in\n{log}"));
+        l.split_whitespace().next().unwrap_or_default().to_string()
+    };
+    let (run1, copy1, run2, copy2) = (
+        step("RUN mkdir /data"),
+        step("COPY z-last"),
+        step("RUN mkdir /other"),
+        step("COPY note.txt"),
+    );
+    let layer_line = |id: &str| line_of(&|l: &str| l.starts_with(&format!("{id} layer sha256:")));
+    let done_line = |id: &str| line_of(&|l: &str| l.starts_with(&format!("{id} DONE")));
+    assert!(
+        layer_line(&run1) < done_line(&copy1),
+        "the COPY that replaces /data/z-last waited:\n{log}"
+    );
+    assert!(
+        done_line(&copy2) < layer_line(&run2),
+        "the COPY of /note.txt did not wait:\n{log}"
+    );
+    // The RUN's layer holds the file as the RUN left it.
+    let m = layout_manifest(&sb.path("o1"));
+    let blob = |i: usize| {
+        sb.path("o1/blobs/sha256").join(
+            m["layers"][i]["digest"]
+                .as_str()
+                .expect("digest")
+                .trim_start_matches("sha256:"),
+        )
+    };
+    let read = |i: usize| run_tool("tar", &["-xzOf", &blob(i).to_string_lossy(), "data/z-last"]);
+    assert_eq!(read(2), "run\n");
+    assert_eq!(read(3), "copy\n");
+    assert_eq!(m["layers"].as_array().map(Vec::len), Some(6));
+}

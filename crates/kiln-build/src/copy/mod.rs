@@ -281,6 +281,17 @@ pub fn plan(req: &CopyRequest) -> Result<Option<Planned>, CopyError> {
     }))
 }
 
+/// The host path at or below which a COPY to `dest` (WORKDIR `workdir`)
+/// into `root` writes files, symlinks resolved as the copy resolves them;
+/// `None` when it cannot be told. Outside it the copy only creates missing
+/// directories, never replacing or changing a file.
+pub fn write_scope(root: &Path, dest: &str, workdir: &str) -> Option<PathBuf> {
+    let (dest, _) = dest_path(dest, workdir);
+    resolve_in_root(root, &dest, true, Escape::Clamp)
+        .ok()
+        .map(|r| r.host(root))
+}
+
 /// Keeps the last record of each path, sorted by path.
 fn dedupe(changed: Vec<Changed>) -> Vec<Changed> {
     let mut map: HashMap<String, Changed> = HashMap::new();
