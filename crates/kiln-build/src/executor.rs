@@ -465,6 +465,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         image_digests: Mutex::new(HashMap::new()),
         isolation: Mutex::new(isolation),
         resolved: Mutex::new(HashMap::new()),
+        base_locks: Mutex::new(HashMap::new()),
         target_chain: graph.base_chain(graph.target),
         snapshots: match (&req.snapshot_dir, &in_place) {
             (Some(dir), None) => Some(crate::snapshots::Snapshots::new(
@@ -710,6 +711,9 @@ struct Shared {
     target_chain: BTreeSet<usize>,
     /// Stage roots kept between builds (not in place).
     snapshots: Option<crate::snapshots::Snapshots>,
+    /// One lock per base image state: stages on the same base that start
+    /// together unpack it once; the others take the kept copy.
+    base_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 type ResolvedSlot = Arc<Mutex<Option<(Image, String)>>>;
@@ -1335,6 +1339,25 @@ impl Executor<'_> {
         if let Some(root) = &self.shared.in_place {
             return root.prepare(self.req.store, &state.layers, &mut state.applied);
         }
+        // Unpacked from nothing: the base image's files are kept too, for
+        // the next stage or build on the same base.
+        let base = match (state.applied, state.states.first()) {
+            (0, Some((n, key))) if *n > 0 => Some((*n, key.clone())),
+            _ => None,
+        };
+        // Held until the base is unpacked and kept: a stage on the same
+        // base that started at the same time waits, then takes the copy
+        // (a rename) instead of unpacking it a second time beside it.
+        let base_lock = match (&base, &self.shared.snapshots) {
+            (Some((_, key)), Some(_)) => self
+                .shared
+                .base_locks
+                .lock()
+                .ok()
+                .map(|mut m| m.entry(key.clone()).or_default().clone()),
+            _ => None,
+        };
+        let mut base_guard = base_lock.as_ref().and_then(|l| l.lock().ok());
         if let (0, Some(snaps)) = (state.applied, &self.shared.snapshots) {
             // The latest state a previous build kept, instead of unpacking
             // the layers below it.
@@ -1354,12 +1377,10 @@ impl Executor<'_> {
             same_owner: Self::same_owner(),
             protected: Vec::new(),
         };
-        // Unpacked from nothing: the base image's files are kept too, for
-        // the next stage or build on the same base.
-        let base = match (state.applied, state.states.first()) {
-            (0, Some((n, key))) if *n > 0 => Some((*n, key.clone())),
-            _ => None,
-        };
+        let base = base.filter(|_| state.applied == 0);
+        if base.is_none() {
+            drop(base_guard.take());
+        }
         while let Some(layer) = state.layers.get(state.applied) {
             kiln_image::apply_layer(self.req.store, &layer.digest, &state.rootfs, &opts)?;
             state.applied += 1;
@@ -1368,6 +1389,7 @@ impl Executor<'_> {
                     if let Err(e) = snaps.keep_linked(key, &state.rootfs) {
                         tracing::debug!("no snapshot of the base image's files: {e}");
                     }
+                    drop(base_guard.take());
                 }
             }
         }

@@ -979,12 +979,27 @@ fn kept_roots_serve_a_second_stage_on_the_same_base_and_a_copy_from_a_cached_sta
     base.busybox();
     base.dockerfile(BASE);
     build(&base, "base", &[]);
-    let sb = Sandbox::new();
-    sb.write("app.txt", "one\n");
-    sb.dockerfile(&format!(
+    let dockerfile = format!(
         "FROM oci-layout://{base} AS a\nRUN echo EXEC\"\"UTED-a && echo a > /a\n\nFROM oci-layout://{base} AS b\nRUN echo EXEC\"\"UTED-b && echo b > /b\n\nFROM scratch\nCOPY app.txt /app.txt\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
         base = base.path("base").display()
-    ));
+    );
+    // Both stages at once: one unpacks the base, the other waits for it and
+    // takes the kept copy instead of unpacking it a second time.
+    let par = Sandbox::new();
+    par.write("app.txt", "one\n");
+    par.dockerfile(&dockerfile);
+    let (_, log) = build_log(&par, "o1", &["--jobs", "2"]);
+    assert_eq!(markers(&log), names(&["a", "b"]));
+    assert_eq!(
+        log.matches("files of 2 of the stage's 2 layer(s) restored from a kept snapshot")
+            .count(),
+        1,
+        "{log}"
+    );
+
+    let sb = Sandbox::new();
+    sb.write("app.txt", "one\n");
+    sb.dockerfile(&dockerfile);
     // One stage at a time: the second stage finds the base image's files
     // the first one unpacked.
     let (_, log) = build_log(&sb, "o1", &["-t", "kept:latest", "--jobs", "1"]);
