@@ -232,6 +232,11 @@ pub(crate) struct StageResult {
     /// starts with them, as in Docker's builder (where ARGs live in the
     /// build state's environment, which a derived stage inherits).
     pub(crate) args: BTreeMap<String, String>,
+    /// The stage's last layers, still being written, handed to the one
+    /// stage built `FROM` it ([`Executor::hands_over`]): it settles them,
+    /// so it can start while they are compressed. `image.layers` holds
+    /// only the settled ones.
+    pub(crate) handoff: Mutex<std::collections::VecDeque<PendingLayer>>,
 }
 
 /// The state of the stage being built.
@@ -279,6 +284,9 @@ pub(crate) struct PendingLayer {
     on_disk: bool,
     /// The stage-root files it reads (when `on_disk`).
     files: Vec<PathBuf>,
+    /// The stage whose step made it (a stage built `FROM` that one may
+    /// settle it).
+    stage: usize,
 }
 
 /// `os/arch[/variant]` (as `FROM --platform=` gives it).
@@ -619,6 +627,15 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
     let mut schedule = schedule
         .into_inner()
         .map_err(|_| BuildError::Message("a build worker panicked".into()))?;
+    // Layers a stage handed to one that never ran (the build failed) are
+    // waited for, so no writer outlives the build.
+    for r in schedule.done.values() {
+        if let Ok(mut q) = r.handoff.lock() {
+            for p in q.drain(..) {
+                let _ = p.writer.join();
+            }
+        }
+    }
     if let Some(e) = schedule.error.take() {
         return Err(e);
     }
@@ -946,6 +963,8 @@ impl Executor<'_> {
             .progress
             .step_started(id, &format!("{name} 1/{total}"), &from.original);
         let mut inherited_args = BTreeMap::new();
+        // Layers of the parent stage still being written (see `handoff`).
+        let mut handed = std::collections::VecDeque::new();
         let platform = platform_string(&self.req.platform);
         let (image, base_key) = match &node.base {
             Base::Scratch => {
@@ -968,6 +987,9 @@ impl Executor<'_> {
             Base::Stage(i) => {
                 let parent = results.get(i).ok_or(BuildError::NoStages)?;
                 inherited_args = parent.args.clone();
+                if let Ok(mut q) = parent.handoff.lock() {
+                    handed = std::mem::take(&mut *q);
+                }
                 (parent.image.clone(), parent.key.clone())
             }
             Base::Image(reference) => {
@@ -991,17 +1013,33 @@ impl Executor<'_> {
         };
         // Filled lazily: only a step that runs needs the files. In place,
         // the stage's root is kiln's own.
-        let rootfs = if self.shared.in_place.is_some() {
+        let mut rootfs = if self.shared.in_place.is_some() {
             PathBuf::from("/")
         } else {
-            self.stage_dir("stage-")?
+            match self.stage_dir("stage-") {
+                Ok(dir) => dir,
+                Err(e) => {
+                    for p in handed {
+                        let _ = p.writer.join();
+                    }
+                    return Err(e);
+                }
+            }
         };
         // A parent stage that only this stage reads hands over its files
-        // (one rename) instead of having its layers applied again.
+        // (one rename) instead of having its layers applied again. With
+        // layers still being written, which read the parent's root by
+        // path, the root is used where it is.
         let mut applied = 0;
         if let (Base::Stage(i), None) = (&node.base, &self.shared.in_place) {
             if let Some(parent) = results.get(i) {
-                applied = self.take_over(*i, parent, &rootfs);
+                if handed.is_empty() {
+                    applied = self.take_over(*i, parent, &rootfs);
+                } else if let Ok(mut a) = parent.applied.lock() {
+                    let _ = std::fs::remove_dir(&rootfs);
+                    rootfs = parent.rootfs.clone();
+                    applied = std::mem::take(&mut *a);
+                }
             }
         }
         self.req
@@ -1024,12 +1062,14 @@ impl Executor<'_> {
             layers: image.layers,
             args: inherited_args,
             cmd_set: false,
-            pending: Default::default(),
+            pending: handed,
             unrecorded: None,
             states: Vec::new(),
             last_files_step: false,
         };
-        state.states.push((state.layers.len(), state.key.clone()));
+        state
+            .states
+            .push((state.layers.len() + state.pending.len(), state.key.clone()));
 
         // ONBUILD triggers of the base image run first, as if written
         // right after FROM.
@@ -1047,7 +1087,10 @@ impl Executor<'_> {
                     original: ins.original.clone(),
                     kind: ins.kind.clone(),
                 };
-                self.run_step(&mut state, &relocated, "ONBUILD", results)?;
+                if let Err(e) = self.run_step(&mut state, &relocated, "ONBUILD", results) {
+                    self.abandon(&mut state);
+                    return Err(e);
+                }
             }
         }
 
@@ -1066,15 +1109,18 @@ impl Executor<'_> {
                 && index == self.graph.target
                 && self.shared.in_place.is_none();
             if let Err(e) = self.run_step(&mut state, ins, &label, results) {
-                // The step failed: the layers still being written are
-                // waited for (so nothing outlives the build) and dropped.
-                for p in state.pending.drain(..) {
-                    let _ = p.writer.join();
-                }
+                self.abandon(&mut state);
                 return Err(e);
             }
         }
-        self.settle(&mut state)?;
+        // (Not with ONBUILD triggers: run in the next stage, one could read
+        // this stage by a `--from` the stage graph cannot see.)
+        let hand_over = !state.pending.is_empty()
+            && state.config.config.on_build.is_empty()
+            && self.hands_over(index);
+        if !hand_over {
+            self.settle(&mut state)?;
+        }
 
         state.config.created = Some(self.clock(&state));
         state.config.rootfs.diff_ids = state.layers.iter().map(|l| l.diff_id.clone()).collect();
@@ -1094,6 +1140,7 @@ impl Executor<'_> {
             applied: std::sync::Mutex::new(applied),
             key: state.key,
             args: state.args,
+            handoff: Mutex::new(state.pending),
         })
     }
 
@@ -1260,7 +1307,7 @@ impl Executor<'_> {
             self.req.progress.step_info(id, &what);
             if let Some(layer) = &record.layer {
                 state.layers.push(layer.clone());
-                self.announce(state, layer);
+                self.announce(state.index, layer);
             }
             state.config.history.push(record.history.clone());
             state.key = key.to_string();
@@ -1273,9 +1320,9 @@ impl Executor<'_> {
     }
 
     /// Hands a new layer of the target image to `on_layer`.
-    fn announce(&self, state: &StageState, layer: &Layer) {
+    fn announce(&self, stage: usize, layer: &Layer) {
         if let Some(f) = self.req.on_layer {
-            if self.shared.target_chain.contains(&state.index) {
+            if self.shared.target_chain.contains(&stage) {
                 f(layer);
             }
         }
@@ -1302,6 +1349,24 @@ impl Executor<'_> {
             state.states.push((state.layers.len() + queued, key));
             return Ok(());
         }
+        if queued > 0 && state.unrecorded.is_none() && self.shared.in_place.is_none() {
+            // A step that made no layer, after layers still being written:
+            // recorded at once, without waiting for them.
+            state
+                .states
+                .push((state.layers.len() + queued, key.clone()));
+            if let Some(history) = state.config.history.last().cloned() {
+                self.store_record(
+                    state.index,
+                    key,
+                    StepRecord {
+                        layer: None,
+                        history,
+                    },
+                );
+            }
+            return Ok(());
+        }
         self.settle(state)?;
         state.states.push((state.layers.len(), key.clone()));
         // The step ran on the materialized root: its layer is on disk.
@@ -1313,12 +1378,12 @@ impl Executor<'_> {
             return Ok(());
         };
         let layer = state.unrecorded.take();
-        self.store_record(state, key, StepRecord { layer, history });
+        self.store_record(state.index, key, StepRecord { layer, history });
         Ok(())
     }
 
     /// Puts a step that ran into every cache and the build's cache entries.
-    fn store_record(&mut self, state: &StageState, key: String, record: StepRecord) {
+    fn store_record(&mut self, stage: usize, key: String, record: StepRecord) {
         for backend in &self.req.cache {
             if let Err(e) = backend.put(&key, &record, self.req.store) {
                 self.req.progress.info(&format!(
@@ -1327,7 +1392,7 @@ impl Executor<'_> {
                 ));
             }
         }
-        self.entries.push((state.index, key, record));
+        self.entries.push((stage, key, record));
     }
 
     /// Applies the stage's layers that are not yet on disk.
@@ -1345,11 +1410,29 @@ impl Executor<'_> {
             (0, Some((n, key))) if *n > 0 => Some((*n, key.clone())),
             _ => None,
         };
+        let restored = |state: &StageState, n: usize| {
+            self.req.progress.info(&format!(
+                "files of {} of the stage's {} layer(s) restored from a kept snapshot",
+                n,
+                state.layers.len()
+            ));
+        };
+        if let (0, Some(snaps)) = (state.applied, &self.shared.snapshots) {
+            // The latest state a previous build kept, instead of unpacking
+            // the layers below it.
+            let found = state.states.iter().rev().find(|(n, key)| {
+                *n > 0 && *n <= state.layers.len() && snaps.take(key, &state.rootfs)
+            });
+            if let Some((n, _)) = found {
+                restored(state, *n);
+                state.applied = *n;
+            }
+        }
         // Held until the base is unpacked and kept: a stage on the same
         // base that started at the same time waits, then takes the copy
         // (a rename) instead of unpacking it a second time beside it.
-        let base_lock = match (&base, &self.shared.snapshots) {
-            (Some((_, key)), Some(_)) => self
+        let base_lock = match (state.applied, &base, &self.shared.snapshots) {
+            (0, Some((_, key)), Some(snaps)) if snaps.reuses() => self
                 .shared
                 .base_locks
                 .lock()
@@ -1358,19 +1441,14 @@ impl Executor<'_> {
             _ => None,
         };
         let mut base_guard = base_lock.as_ref().and_then(|l| l.lock().ok());
-        if let (0, Some(snaps)) = (state.applied, &self.shared.snapshots) {
-            // The latest state a previous build kept, instead of unpacking
-            // the layers below it.
-            let found = state.states.iter().rev().find(|(n, key)| {
-                *n > 0 && *n <= state.layers.len() && snaps.take(key, &state.rootfs)
-            });
-            if let Some((n, _)) = found {
-                self.req.progress.info(&format!(
-                    "files of {} of the stage's {} layer(s) restored from a kept snapshot",
-                    n,
-                    state.layers.len()
-                ));
-                state.applied = *n;
+        if base_guard.is_some() {
+            if let (Some((n, key)), Some(snaps)) = (&base, &self.shared.snapshots) {
+                // Kept by the stage that held the lock before.
+                if snaps.take(key, &state.rootfs) {
+                    restored(state, *n);
+                    state.applied = *n;
+                    drop(base_guard.take());
+                }
             }
         }
         let opts = kiln_image::ApplyOptions {
@@ -1408,6 +1486,24 @@ impl Executor<'_> {
         if let Err(e) = snaps.keep_linked(&state.key, &state.rootfs) {
             tracing::debug!("no snapshot of the stage root: {e}");
         }
+    }
+
+    /// Whether finished stage `index` may leave its last layers unsettled
+    /// for the stage built on it: it is not the target, and that stage is
+    /// its only reader, is built, reads it through `FROM` alone (a `--from`
+    /// would read its files or layers elsewhere) and has its own root (not
+    /// in place).
+    fn hands_over(&self, index: usize) -> bool {
+        let mut readers = self.graph.stages.iter().filter(|n| n.deps.contains(&index));
+        let only = match (readers.next(), readers.next()) {
+            (Some(r), None) => r,
+            _ => return false,
+        };
+        self.shared.in_place.is_none()
+            && index != self.graph.target
+            && self.graph.order.contains(&only.index)
+            && matches!(only.base, Base::Stage(i) if i == index)
+            && !only.from_deps.contains(&index)
     }
 
     /// Moves finished stage `index`'s root filesystem to `into` when no
@@ -1639,7 +1735,8 @@ impl Executor<'_> {
                 if self.reuse(state, &key, id)? {
                     return Ok(StepOutcome::Cached);
                 }
-                self.settle(state)?;
+                // Making directories replaces no file a pending layer's
+                // writer reads: no need to wait for them.
                 self.ensure_rootfs(state)?;
                 let owner = if state.config.config.user.is_empty() {
                     (0, 0)
@@ -1992,6 +2089,7 @@ impl Executor<'_> {
             history: state.config.history.last().cloned(),
             on_disk,
             files,
+            stage: state.index,
         });
         // In place, the next step changes the root the writer reads.
         if self.shared.in_place.is_some() {
@@ -2028,9 +2126,31 @@ impl Executor<'_> {
     /// caches.
     pub(crate) fn settle(&mut self, state: &mut StageState) -> Result<(), BuildError> {
         while !state.pending.is_empty() {
-            self.settle_one(state)?;
+            if let Err(e) = self.settle_one(state) {
+                self.abandon(state);
+                return Err(e);
+            }
         }
         Ok(())
+    }
+
+    /// The build fails: the layers still being written are waited for (so
+    /// no writer outlives the build), and the steps whose layers came out
+    /// whole are still recorded in the caches, so the next build reuses
+    /// them.
+    fn abandon(&mut self, state: &mut StageState) {
+        for p in std::mem::take(&mut state.pending) {
+            if let (Ok(Ok(layer)), Some(key), Some(history)) = (p.writer.join(), p.key, p.history) {
+                self.store_record(
+                    p.stage,
+                    key,
+                    StepRecord {
+                        layer: Some(layer),
+                        history,
+                    },
+                );
+            }
+        }
     }
 
     fn settle_one(&mut self, state: &mut StageState) -> Result<(), BuildError> {
@@ -2050,7 +2170,7 @@ impl Executor<'_> {
             p.step,
             &format!("layer {} ({} bytes)", layer.digest, layer.size),
         );
-        self.announce(state, &layer);
+        self.announce(p.stage, &layer);
         // Its files are on disk when every layer before it is.
         let on_disk = p.on_disk && state.applied == state.layers.len();
         state.layers.push(layer.clone());
@@ -2059,7 +2179,7 @@ impl Executor<'_> {
         }
         match (p.key, p.history) {
             (Some(key), Some(history)) => self.store_record(
-                state,
+                p.stage,
                 key,
                 StepRecord {
                     layer: Some(layer),

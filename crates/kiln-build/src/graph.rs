@@ -42,6 +42,8 @@ pub struct StageNode {
     pub platform: Option<String>,
     /// Stages this one reads from (base and `--from` edges).
     pub deps: BTreeSet<usize>,
+    /// The stages of `deps` that a `--from` names (not only its base).
+    pub from_deps: BTreeSet<usize>,
     /// Images (not stages) named by `--from`.
     pub image_sources: BTreeSet<String>,
 }
@@ -170,6 +172,7 @@ pub fn resolve(
             Base::Image(image)
         };
         let mut image_sources = BTreeSet::new();
+        let mut from_deps = BTreeSet::new();
         for ins in stage.instructions {
             let froms: Vec<String> = match &ins.kind {
                 InstructionKind::Copy(c) => c.from.iter().cloned().collect(),
@@ -188,6 +191,7 @@ pub fn resolve(
                 match lookup_stage(&stages, &from, stage.index) {
                     Some(i) => {
                         deps.insert(i);
+                        from_deps.insert(i);
                     }
                     None => {
                         if from.parse::<usize>().is_ok() {
@@ -210,6 +214,7 @@ pub fn resolve(
             base,
             platform,
             deps,
+            from_deps,
             image_sources,
         });
     }

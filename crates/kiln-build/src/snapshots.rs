@@ -51,6 +51,11 @@ impl Snapshots {
         }
     }
 
+    /// Whether kept snapshots are used (not with the cache lookups off).
+    pub fn reuses(&self) -> bool {
+        self.reuse
+    }
+
     fn path(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{}-{key}", self.owner))
     }

@@ -1307,3 +1307,55 @@ fn a_copy_waits_for_pending_layers_only_when_it_replaces_their_files() {
     assert_eq!(read(3), "copy\n");
     assert_eq!(m["layers"].as_array().map(Vec::len), Some(6));
 }
+
+/// A stage read only by the stage built `FROM` it hands over its layers
+/// still being written: the next stage starts at once and settles them.
+/// Steps that make no layer (a WORKDIR that exists) do not wait either.
+/// The image and the cache come out the same.
+#[test]
+fn the_stage_built_from_a_stage_starts_while_its_last_layer_is_written() {
+    let sb = Sandbox::new();
+    sb.busybox();
+    sb.dockerfile(
+        "FROM scratch AS parent\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN echo EXEC\"\"UTED-big && head -c 50331648 /dev/urandom > /big\nWORKDIR /\n\nFROM parent\nRUN echo EXEC\"\"UTED-child && wc -c < /big > /seen\n",
+    );
+    let tag = ["-t", "hand:latest"];
+    let (digest, log) = build_log(&sb, "o1", &tag);
+    assert_eq!(markers(&log), names(&["big", "child"]), "{log}");
+    let position = |pred: &dyn Fn(&str) -> bool| {
+        log.lines()
+            .position(pred)
+            .unwrap_or_else(|| panic!("no such line in\n{log}"))
+    };
+    let big = log
+        .lines()
+        .find(|l| l.starts_with('#') && l.contains("UTED-big &&"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the big step")
+        .to_string();
+    let big_layer = position(&|l: &str| l.starts_with(&format!("{big} layer sha256:")));
+    let workdir_done = position(&|l: &str| l.contains("WORKDIR /"))
+        + log
+            .lines()
+            .skip_while(|l| !l.contains("WORKDIR /"))
+            .position(|l| l.contains(" DONE "))
+            .expect("WORKDIR done");
+    let child_started = position(&|l: &str| l.contains("[stage-1 2/2] RUN"));
+    assert!(workdir_done < big_layer, "the WORKDIR waited:\n{log}");
+    assert!(child_started < big_layer, "the child stage waited:\n{log}");
+    // The image has every layer, and the big file in it.
+    let m = layout_manifest(&sb.path("o1"));
+    assert_eq!(m["layers"].as_array().map(Vec::len), Some(4), "{m}");
+    let rootfs = umoci_unpack(&sb.path("o1"), "latest", &sb.path("b1"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("seen"))
+            .expect("seen")
+            .trim(),
+        "50331648"
+    );
+    // Every step, the handed ones too, was recorded: a rebuild runs nothing
+    // and makes the same image.
+    let (again, log) = build_log(&sb, "o2", &tag);
+    assert!(markers(&log).is_empty(), "{log}");
+    assert_eq!(again, digest);
+}
