@@ -2121,6 +2121,49 @@ impl Executor<'_> {
         }
     }
 
+    /// Settles the pending layers unless merging a RUN's `changes` (paths
+    /// relative to the stage root) leaves every file they read in place:
+    /// the same path changed, or a whiteout, an opaque directory or a
+    /// non-directory over a directory holding one, would move it aside.
+    pub(crate) fn settle_unless_untouched(
+        &mut self,
+        state: &mut StageState,
+        changes: &[kiln_image::LayerEntry],
+    ) -> Result<(), BuildError> {
+        if state.pending.is_empty() {
+            return Ok(());
+        }
+        let read: Option<BTreeSet<String>> = (state.applied == state.layers.len()
+            && state.pending.iter().all(|p| p.on_disk))
+        .then(|| {
+            state
+                .pending
+                .iter()
+                .flat_map(|p| p.files.iter())
+                .filter_map(|f| f.strip_prefix(&state.rootfs).ok())
+                .map(|r| r.to_string_lossy().into_owned())
+                .collect()
+        });
+        let touched = |read: &BTreeSet<String>| {
+            changes.iter().any(|c| {
+                if read.contains(&c.path) {
+                    return true;
+                }
+                if matches!(c.kind, kiln_image::EntryKind::Dir) {
+                    return false;
+                }
+                let below = format!("{}/", c.path);
+                read.range(below.clone()..)
+                    .next()
+                    .is_some_and(|r| r.starts_with(&below))
+            })
+        };
+        match read {
+            Some(read) if !touched(&read) => Ok(()),
+            _ => self.settle(state),
+        }
+    }
+
     /// Waits for the layers still being written, adds them to the stage in
     /// order, hands them to the uploader and records their steps in the
     /// caches.

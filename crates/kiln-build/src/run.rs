@@ -368,9 +368,9 @@ impl Executor<'_> {
             return Err(self.loc.at(span, message));
         }
         let mut entries = kiln_sandbox::upper_changes_since(&upper, &state.rootfs, &result.id_map)?;
-        // The previous step's layer writer reads the root: it must be done
-        // before the merge changes it.
-        self.settle(state)?;
+        // The pending layers' writers read the root: they must be done
+        // before the merge changes any file they read.
+        self.settle_unless_untouched(state, &entries)?;
         // What the step deleted or replaced, and the spent upper dir, are
         // moved aside (renames are cheap) and deleted after the build.
         let discard = self.req.work_dir.join("discarded");

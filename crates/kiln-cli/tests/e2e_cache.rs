@@ -1359,3 +1359,55 @@ fn the_stage_built_from_a_stage_starts_while_its_last_layer_is_written() {
     assert!(markers(&log).is_empty(), "{log}");
     assert_eq!(again, digest);
 }
+
+/// A RUN's merge waits for the layers still being written only when it
+/// would move aside a file they read (here: deletes it); an unrelated RUN
+/// merges at once.
+#[test]
+fn a_run_waits_for_pending_layers_only_when_it_removes_their_files() {
+    let sb = Sandbox::new();
+    sb.busybox();
+    sb.dockerfile(&format!(
+        "{BASE}RUN mkdir /data && head -c 50331648 /dev/urandom > /data/a-big && echo run > /data/z-last\nRUN echo other > /other.txt\nRUN rm /data/a-big\nRUN echo end > /end.txt\n"
+    ));
+    let (_, log) = build_log(&sb, "o1", &[]);
+    let id = |text: &str| {
+        log.lines()
+            .find(|l| l.starts_with('#') && l.contains(text))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no step {text} in\n{log}"))
+            .to_string()
+    };
+    let line = |prefix: String| {
+        log.lines()
+            .position(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line {prefix} in\n{log}"))
+    };
+    let (big, other, rm) = (
+        id("RUN mkdir /data"),
+        id("RUN echo other"),
+        id("RUN rm /data"),
+    );
+    let big_layer = line(format!("{big} layer sha256:"));
+    assert!(
+        line(format!("{other} DONE")) < big_layer,
+        "the unrelated RUN waited:\n{log}"
+    );
+    assert!(
+        big_layer < line(format!("{rm} DONE")),
+        "the RUN that deletes /data/a-big did not wait:\n{log}"
+    );
+    // The first RUN's layer holds the file whole.
+    let m = layout_manifest(&sb.path("o1"));
+    let digest = m["layers"][2]["digest"].as_str().expect("digest");
+    let blob = sb
+        .path("o1/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let listing = run_tool("tar", &["-tvzf", &blob.to_string_lossy()]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("50331648") && l.ends_with("data/a-big")),
+        "{listing}"
+    );
+}
