@@ -474,6 +474,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         isolation: Mutex::new(isolation),
         resolved: Mutex::new(HashMap::new()),
         base_locks: Mutex::new(HashMap::new()),
+        deferred: Mutex::new(Vec::new()),
         target_chain: graph.base_chain(graph.target),
         snapshots: match (&req.snapshot_dir, &in_place) {
             (Some(dir), None) => Some(crate::snapshots::Snapshots::new(
@@ -636,6 +637,49 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
             }
         }
     }
+    // Layers of stages outside the image, written while later stages ran:
+    // waited for (before any stage root moves) and recorded.
+    let deferred = shared
+        .deferred
+        .lock()
+        .map(|mut d| std::mem::take(&mut *d))
+        .unwrap_or_default();
+    for p in deferred {
+        let layer = match p.writer.join() {
+            Ok(Ok(layer)) => layer,
+            Ok(Err(e)) => {
+                req.progress.info(&format!(
+                    "warning: a layer of a stage outside the image could not be written for the cache: {e}"
+                ));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        req.progress.step_info(
+            p.step,
+            &format!("layer {} ({} bytes)", layer.digest, layer.size),
+        );
+        let (Some(key), Some(history)) = (p.key, p.history) else {
+            continue;
+        };
+        let record = StepRecord {
+            layer: Some(layer),
+            history,
+        };
+        for backend in &req.cache {
+            if let Err(e) = backend.put(&key, &record, req.store) {
+                req.progress.info(&format!(
+                    "warning: could not store a step in the {} cache: {e}",
+                    backend.describe()
+                ));
+            }
+        }
+        schedule
+            .entries
+            .entry(p.stage)
+            .or_default()
+            .push((p.stage, key, record));
+    }
     if let Some(e) = schedule.error.take() {
         return Err(e);
     }
@@ -731,6 +775,10 @@ struct Shared {
     /// One lock per base image state: stages on the same base that start
     /// together unpack it once; the others take the kept copy.
     base_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Layers of stages outside the image, still being written when their
+    /// stage ended ([`Executor::defers`]): joined and recorded at the end
+    /// of the build.
+    deferred: Mutex<Vec<PendingLayer>>,
 }
 
 type ResolvedSlot = Arc<Mutex<Option<(Image, String)>>>;
@@ -1118,7 +1166,7 @@ impl Executor<'_> {
         let hand_over = !state.pending.is_empty()
             && state.config.config.on_build.is_empty()
             && self.hands_over(index);
-        if !hand_over {
+        if !hand_over && !self.defers(index, &mut state) {
             self.settle(&mut state)?;
         }
 
@@ -1504,6 +1552,34 @@ impl Executor<'_> {
             && self.graph.order.contains(&only.index)
             && matches!(only.base, Base::Stage(i) if i == index)
             && !only.from_deps.contains(&index)
+    }
+
+    /// Moves the pending layers of finished stage `index` to the build's
+    /// deferred list when nothing needs them before the build ends: the
+    /// stage is outside the image, not in place, no stage is built `FROM`
+    /// it (its readers take files by `--from`, which are all on disk), and
+    /// it has no ONBUILD triggers. Its layers then only feed the caches.
+    fn defers(&self, index: usize, state: &mut StageState) -> bool {
+        let outside = self.shared.in_place.is_none()
+            && !self.shared.target_chain.contains(&index)
+            && state.config.config.on_build.is_empty()
+            && state.applied == state.layers.len()
+            && state.pending.iter().all(|p| p.on_disk)
+            && !self
+                .graph
+                .stages
+                .iter()
+                .any(|n| matches!(n.base, Base::Stage(i) if i == index));
+        if !outside || state.pending.is_empty() {
+            return false;
+        }
+        match self.shared.deferred.lock() {
+            Ok(mut d) => {
+                d.extend(state.pending.drain(..));
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Moves finished stage `index`'s root filesystem to `into` when no

@@ -1411,3 +1411,42 @@ fn a_run_waits_for_pending_layers_only_when_it_removes_their_files() {
         "{listing}"
     );
 }
+
+/// A stage outside the image does not wait for its last layers: the stage
+/// that copies from it goes on, and the layers are recorded at the end of
+/// the build, so a rebuild runs nothing.
+#[test]
+fn a_stage_outside_the_image_leaves_its_last_layer_to_the_end_of_the_build() {
+    let sb = Sandbox::new();
+    sb.busybox();
+    sb.dockerfile(
+        "FROM scratch AS tools\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN echo EXEC\"\"UTED-big && head -c 50331648 /dev/urandom > /big && echo small > /small\n\nFROM scratch\nCOPY --from=tools /small /small\nCOPY --from=tools /bin/busybox /bin/busybox\n",
+    );
+    let tag = ["-t", "outside:latest"];
+    let (digest, log) = build_log(&sb, "o1", &tag);
+    assert_eq!(markers(&log), names(&["big"]), "{log}");
+    let big = log
+        .lines()
+        .find(|l| l.starts_with('#') && l.contains("UTED-big &&"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the big step")
+        .to_string();
+    let position = |prefix: &str| {
+        log.lines()
+            .position(|l| l.starts_with(prefix) || l.contains(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix} in\n{log}"))
+    };
+    assert!(
+        position("[stage-1 2/3] COPY --from=tools /small")
+            < position(&format!("{big} layer sha256:")),
+        "the image's stage waited for the outside stage's layer:\n{log}"
+    );
+    let rootfs = umoci_unpack(&sb.path("o1"), "latest", &sb.path("b1"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("small")).expect("small"),
+        "small\n"
+    );
+    let (again, log) = build_log(&sb, "o2", &tag);
+    assert!(markers(&log).is_empty(), "{log}");
+    assert_eq!(again, digest);
+}
