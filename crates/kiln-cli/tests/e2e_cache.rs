@@ -43,6 +43,15 @@ fn markers(log: &str) -> Vec<String> {
     found
 }
 
+/// The progress id (`#N`) of the step whose header line contains `text`.
+fn step_id(log: &str, text: &str) -> String {
+    log.lines()
+        .find(|l| l.starts_with('#') && l.contains(text))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no step {text} in\n{log}"))
+        .to_string()
+}
+
 fn names(list: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
     v.sort();
@@ -1269,13 +1278,7 @@ fn a_copy_waits_for_pending_layers_only_when_it_replaces_their_files() {
             .position(pred)
             .unwrap_or_else(|| panic!("no such line in\n{log}"))
     };
-    let step = |text: &str| {
-        let l = log
-            .lines()
-            .find(|l| l.contains(text) && l.starts_with('#'))
-            .unwrap_or_else(|| panic!("no step {text} in\n{log}"));
-        l.split_whitespace().next().unwrap_or_default().to_string()
-    };
+    let step = |text: &str| step_id(&log, text);
     let (run1, copy1, run2, copy2) = (
         step("RUN mkdir /data"),
         step("COPY z-last"),
@@ -1327,12 +1330,7 @@ fn the_stage_built_from_a_stage_starts_while_its_last_layer_is_written() {
             .position(pred)
             .unwrap_or_else(|| panic!("no such line in\n{log}"))
     };
-    let big = log
-        .lines()
-        .find(|l| l.starts_with('#') && l.contains("UTED-big &&"))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("the big step")
-        .to_string();
+    let big = step_id(&log, "UTED-big &&");
     let big_layer = position(&|l: &str| l.starts_with(&format!("{big} layer sha256:")));
     let workdir_done = position(&|l: &str| l.contains("WORKDIR /"))
         + log
@@ -1371,13 +1369,7 @@ fn a_run_waits_for_pending_layers_only_when_it_removes_their_files() {
         "{BASE}RUN mkdir /data && head -c 50331648 /dev/urandom > /data/a-big && echo run > /data/z-last\nRUN echo other > /other.txt\nRUN rm /data/a-big\nRUN echo end > /end.txt\n"
     ));
     let (_, log) = build_log(&sb, "o1", &[]);
-    let id = |text: &str| {
-        log.lines()
-            .find(|l| l.starts_with('#') && l.contains(text))
-            .and_then(|l| l.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no step {text} in\n{log}"))
-            .to_string()
-    };
+    let id = |text: &str| step_id(&log, text);
     let line = |prefix: String| {
         log.lines()
             .position(|l| l.starts_with(&prefix))
@@ -1425,12 +1417,7 @@ fn a_stage_outside_the_image_leaves_its_last_layer_to_the_end_of_the_build() {
     let tag = ["-t", "outside:latest"];
     let (digest, log) = build_log(&sb, "o1", &tag);
     assert_eq!(markers(&log), names(&["big"]), "{log}");
-    let big = log
-        .lines()
-        .find(|l| l.starts_with('#') && l.contains("UTED-big &&"))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("the big step")
-        .to_string();
+    let big = step_id(&log, "UTED-big &&");
     let position = |prefix: &str| {
         log.lines()
             .position(|l| l.starts_with(prefix) || l.contains(prefix))
