@@ -666,14 +666,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
             layer: Some(layer),
             history,
         };
-        for backend in &req.cache {
-            if let Err(e) = backend.put(&key, &record, req.store) {
-                req.progress.info(&format!(
-                    "warning: could not store a step in the {} cache: {e}",
-                    backend.describe()
-                ));
-            }
-        }
+        put_record(req, &key, &record);
         schedule
             .entries
             .entry(p.stage)
@@ -1432,14 +1425,7 @@ impl Executor<'_> {
 
     /// Puts a step that ran into every cache and the build's cache entries.
     fn store_record(&mut self, stage: usize, key: String, record: StepRecord) {
-        for backend in &self.req.cache {
-            if let Err(e) = backend.put(&key, &record, self.req.store) {
-                self.req.progress.info(&format!(
-                    "warning: could not store a step in the {} cache: {e}",
-                    backend.describe()
-                ));
-            }
-        }
+        put_record(self.req, &key, &record);
         self.entries.push((stage, key, record));
     }
 
@@ -2311,6 +2297,19 @@ impl Executor<'_> {
             (Some(_), None) => {}
         }
         Ok(())
+    }
+}
+
+/// Puts a step's record into every cache of the build; a cache that
+/// refuses it is a warning, not a failed build.
+fn put_record(req: &BuildRequest, key: &str, record: &StepRecord) {
+    for backend in &req.cache {
+        if let Err(e) = backend.put(key, record, req.store) {
+            req.progress.info(&format!(
+                "warning: could not store a step in the {} cache: {e}",
+                backend.describe()
+            ));
+        }
     }
 }
 
