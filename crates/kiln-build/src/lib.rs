@@ -29,7 +29,9 @@ pub mod snapshots;
 pub mod unpack;
 pub mod users;
 
-pub use executor::{build, BuildOutput, BuildRequest, ImageResolver, LocalImages};
+pub use executor::{
+    build, intermediate_compression, BuildOutput, BuildRequest, ImageResolver, LocalImages,
+};
 
 use std::path::PathBuf;
 

@@ -37,6 +37,7 @@ fn run(dockerfile: &str, args: &[(&str, &str)]) -> Result<BuildOutput, BuildErro
         store: &store,
         work_dir: work.path().join("stages"),
         compression: Compression::None,
+        intermediate_compression: Compression::None,
         format: Format::Oci,
         source_date_epoch: Some(0),
         resolver: &LocalImages,

@@ -874,23 +874,30 @@ fn stages_outside_the_image_keep_fast_layers_that_an_image_reencodes() {
     let (_, ran) = build(&sb, "o1", &[]);
     assert_eq!(ran, names(&["tool"]));
     assert_eq!(media("o1"), ["application/vnd.oci.image.layer.v1.tar+gzip"]);
-    // The first stage's layers only live in the cache: zstd.
-    let records: Vec<serde_json::Value> = std::fs::read_dir(sb.path("cache/steps"))
-        .expect("steps")
-        .flatten()
-        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).expect("record")).expect("json"))
-        .collect();
-    let tool = records
-        .iter()
-        .find(|r| {
-            r["history"]["created_by"]
-                .as_str()
-                .is_some_and(|c| c.contains("seq 1 20000"))
-        })
-        .expect("the RUN's record");
+    // The first stage's layers only live in this machine's cache: not
+    // compressed at all.
+    let tool_record = || -> serde_json::Value {
+        std::fs::read_dir(sb.path("cache/steps"))
+            .expect("steps")
+            .flatten()
+            .map(|e| -> serde_json::Value {
+                serde_json::from_slice(&std::fs::read(e.path()).expect("record")).expect("json")
+            })
+            .find(|r| {
+                r["history"]["created_by"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("seq 1 20000"))
+            })
+            .expect("the RUN's record")
+    };
+    let tool = tool_record();
     assert_eq!(
         tool["layer"]["media_type"],
-        "application/vnd.oci.image.layer.v1.tar+zstd"
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+    assert_eq!(
+        tool["layer"]["digest"], tool["layer"]["diff_id"],
+        "an uncompressed layer's digest is its diffID"
     );
 
     // That stage as the image: nothing runs again, its layers become gzip
@@ -923,6 +930,28 @@ fn stages_outside_the_image_keep_fast_layers_that_an_image_reencodes() {
         .iter()
         .all(|m| m == "application/vnd.oci.image.layer.v1.tar+zstd"));
     assert_eq!(config("o3")["rootfs"]["diff_ids"], diff_ids);
+
+    // A build that exports its cache writes those layers with a fast zstd
+    // instead: they leave the machine.
+    wipe_local_cache(&sb);
+    let exported = sb.path("exported");
+    let to = format!("type=local,dest={},mode=max", exported.display());
+    let (_, ran) = build(&sb, "o4", &["--cache-to", &to]);
+    assert_eq!(ran, names(&["tool"]));
+    let tool = tool_record();
+    assert_eq!(
+        tool["layer"]["media_type"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    let blob = tool["layer"]["digest"].as_str().expect("digest");
+    assert!(
+        exported
+            .join("blobs/sha256")
+            .join(blob.trim_start_matches("sha256:"))
+            .is_file(),
+        "the exported cache holds the zstd layer"
+    );
+    assert_eq!(media("o4"), ["application/vnd.oci.image.layer.v1.tar+gzip"]);
 }
 
 #[test]
