@@ -281,6 +281,18 @@ pub(crate) struct StageState {
     /// image's stage and its last step that changes files), so a COPY may
     /// make its layer straight from the context ([`crate::copy::plan`]).
     pub(crate) last_files_step: bool,
+    /// Snapshots of the root being linked in the background, each taken
+    /// before a COPY that only adds entries to a directory they leave as
+    /// it was ([`Executor::snapshot_before_context_step`]). Anything else
+    /// that changes the root waits for them ([`Executor::join_snapshots`]).
+    pub(crate) snapshotting: Vec<SnapshotJob>,
+}
+
+/// A snapshot of a stage root linked on a background thread.
+pub(crate) struct SnapshotJob {
+    thread: std::thread::JoinHandle<()>,
+    /// The directory the step that followed it adds entries to.
+    frozen: crate::snapshots::Frozen,
 }
 
 /// A layer whose writer runs while the next steps do. Its files are on
@@ -1124,6 +1136,7 @@ impl Executor<'_> {
             unrecorded: None,
             states: Vec::new(),
             last_files_step: false,
+            snapshotting: Vec::new(),
         };
         state
             .states
@@ -1171,6 +1184,9 @@ impl Executor<'_> {
                 return Err(e);
             }
         }
+        // The root is handed on, moved or kept as it is: no snapshot may
+        // still be reading it.
+        Self::join_snapshots(&mut state);
         // (Not with ONBUILD triggers: run in the next stage, one could read
         // this stage by a `--from` the stage graph cannot see.)
         let hand_over = !state.pending.is_empty()
@@ -1510,12 +1526,15 @@ impl Executor<'_> {
         if base.is_none() {
             drop(base_guard.take());
         }
+        if state.applied < state.layers.len() {
+            Self::join_snapshots(state);
+        }
         while let Some(layer) = state.layers.get(state.applied) {
             kiln_image::apply_layer(self.req.store, &layer.digest, &state.rootfs, &opts)?;
             state.applied += 1;
             if let (Some((n, key)), Some(snaps)) = (&base, &self.shared.snapshots) {
                 if *n == state.applied {
-                    if let Err(e) = snaps.keep_linked(key, &state.rootfs) {
+                    if let Err(e) = snaps.keep_linked(key, &state.rootfs, None) {
                         tracing::debug!("no snapshot of the base image's files: {e}");
                     }
                     drop(base_guard.take());
@@ -1527,15 +1546,51 @@ impl Executor<'_> {
 
     /// Keeps a hard-link copy of the stage's root as it is before a step
     /// that reads the build context: where a rebuild after an edit starts.
-    fn snapshot_before_context_step(&self, state: &StageState) {
+    /// When the step only adds entries to the `frozen` directory, the copy
+    /// is linked on a background thread while the step runs.
+    fn snapshot_before_context_step(
+        &self,
+        state: &mut StageState,
+        frozen: Option<crate::snapshots::Frozen>,
+    ) {
         let Some(snaps) = &self.shared.snapshots else {
             return;
         };
         if state.applied != state.layers.len() || state.pending.iter().any(|p| !p.on_disk) {
             return;
         }
-        if let Err(e) = snaps.keep_linked(&state.key, &state.rootfs) {
-            tracing::debug!("no snapshot of the stage root: {e}");
+        let Some(frozen) = frozen else {
+            if let Err(e) = snaps.keep_linked(&state.key, &state.rootfs, None) {
+                tracing::debug!("no snapshot of the stage root: {e}");
+            }
+            return;
+        };
+        let (snaps, key, root, f) = (
+            snaps.clone(),
+            state.key.clone(),
+            state.rootfs.clone(),
+            frozen.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("kiln-snapshot".into())
+            .spawn(move || {
+                if let Err(e) = snaps.keep_linked(&key, &root, Some(&f)) {
+                    tracing::debug!("no snapshot of the stage root: {e}");
+                }
+            });
+        match thread {
+            Ok(thread) => state.snapshotting.push(SnapshotJob { thread, frozen }),
+            Err(e) => tracing::debug!("no snapshot of the stage root: {e}"),
+        }
+    }
+
+    /// Waits for the snapshots still being linked: the root is about to
+    /// change where they would see it.
+    fn join_snapshots(state: &mut StageState) {
+        for job in state.snapshotting.drain(..) {
+            if job.thread.join().is_err() {
+                tracing::debug!("a snapshot thread panicked");
+            }
         }
     }
 
@@ -1815,7 +1870,9 @@ impl Executor<'_> {
                     return Ok(StepOutcome::Cached);
                 }
                 // Making directories replaces no file a pending layer's
-                // writer reads: no need to wait for them.
+                // writer reads: no need to wait for them. A snapshot being
+                // linked must not see them.
+                Self::join_snapshots(state);
                 self.ensure_rootfs(state)?;
                 let owner = if state.config.config.user.is_empty() {
                     (0, 0)
@@ -1989,10 +2046,23 @@ impl Executor<'_> {
         // they must be done unless it writes none of their files.
         let scope =
             crate::copy::write_scope(&state.rootfs, &dest, &state.config.config.working_dir);
+        // A COPY that only adds entries to one directory lets the snapshots
+        // being linked go on when they leave those entries out (an ADD may
+        // write a download beside its destination first).
+        let frozen = scope
+            .as_deref()
+            .filter(|_| !is_add && state.applied == state.layers.len())
+            .and_then(|scope| crate::snapshots::Frozen::before_writing(&state.rootfs, scope));
+        let hidden = frozen
+            .as_ref()
+            .is_some_and(|f| state.snapshotting.iter().all(|j| j.frozen.hides(f)));
+        if !hidden {
+            Self::join_snapshots(state);
+        }
         self.settle_unless_apart(state, scope.as_deref())?;
         self.ensure_rootfs(state)?;
         if from.is_none() {
-            self.snapshot_before_context_step(state);
+            self.snapshot_before_context_step(state, frozen);
         }
 
         let (src_root, filter) = match &from {
@@ -2209,6 +2279,8 @@ impl Executor<'_> {
         state: &mut StageState,
         changes: &[kiln_image::LayerEntry],
     ) -> Result<(), BuildError> {
+        // The merge changes the root anywhere.
+        Self::join_snapshots(state);
         if state.pending.is_empty() {
             return Ok(());
         }
@@ -2247,6 +2319,7 @@ impl Executor<'_> {
     /// order, hands them to the uploader and records their steps in the
     /// caches.
     pub(crate) fn settle(&mut self, state: &mut StageState) -> Result<(), BuildError> {
+        Self::join_snapshots(state);
         while !state.pending.is_empty() {
             if let Err(e) = self.settle_one(state) {
                 self.abandon(state);
@@ -2261,6 +2334,7 @@ impl Executor<'_> {
     /// whole are still recorded in the caches, so the next build reuses
     /// them.
     fn abandon(&mut self, state: &mut StageState) {
+        Self::join_snapshots(state);
         for p in std::mem::take(&mut state.pending) {
             if let (Ok(Ok(layer)), Some(key), Some(history)) = (p.writer.join(), p.key, p.history) {
                 self.store_record(

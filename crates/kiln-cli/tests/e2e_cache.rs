@@ -955,6 +955,61 @@ fn stages_outside_the_image_keep_fast_layers_that_an_image_reencodes() {
 }
 
 #[test]
+fn snapshots_linked_while_a_copy_runs_hold_only_the_files_before_it() {
+    let sb = Sandbox::new();
+    sb.busybox();
+    sb.write("a.txt", "a1\n");
+    sb.write("b.txt", "b1\n");
+    // Each COPY adds a new file to /app while the snapshot before it is
+    // linked in the background (the second one while the first one's may
+    // still be: 20,000 entries take a while); the RUN lists what a restored
+    // snapshot would leak.
+    let dockerfile = |b_dest: &str| {
+        format!(
+            "{BASE}RUN mkdir /app && cd /app && seq 1 20000 | xargs touch\nWORKDIR /app\nCOPY a.txt a.txt\nCOPY b.txt {b_dest}\nRUN echo EXEC\"\"UTED-list && ls -a1 /app | grep -v '^[0-9]' > /listing && cat /app/*.txt > /all\n"
+        )
+    };
+    sb.dockerfile(&dockerfile("b.txt"));
+    let tag = ["-t", "snap:latest"];
+    let (_, ran) = build(&sb, "o1", &tag);
+    assert_eq!(ran, names(&["list"]));
+    // The two files, from the image's last layer (the RUN's).
+    let read = |out: &str| {
+        let layers = layout_manifest(&sb.path(out))["layers"].clone();
+        let last = layers.as_array().and_then(|l| l.last()).expect("layers");
+        let blob = sb.path(out).join("blobs/sha256").join(
+            last["digest"]
+                .as_str()
+                .expect("digest")
+                .trim_start_matches("sha256:"),
+        );
+        let file = |name: &str| run_tool("tar", &["-xzOf", &blob.to_string_lossy(), name]);
+        (file("listing"), file("all"))
+    };
+    assert_eq!(read("o1").0, ".\n..\na.txt\nb.txt\n");
+
+    // An edit of a.txt starts from the root before its COPY: b.txt, which
+    // now lands elsewhere, must not be there.
+    sb.write("a.txt", "a2\n");
+    sb.dockerfile(&dockerfile("c.txt"));
+    let (_, log) = build_log(&sb, "o2", &tag);
+    assert_eq!(markers(&log), names(&["list"]), "{log}");
+    assert!(log.contains("restored from a kept snapshot"), "{log}");
+    assert_eq!(read("o2").0, ".\n..\na.txt\nc.txt\n");
+
+    // An edit of b.txt starts from the root before its COPY, taken by the
+    // last build: a.txt as it made it, no c.txt.
+    sb.write("b.txt", "b2\n");
+    let (_, log) = build_log(&sb, "o3", &tag);
+    assert_eq!(markers(&log), names(&["list"]), "{log}");
+    assert!(log.contains("restored from a kept snapshot"), "{log}");
+    assert_eq!(
+        read("o3"),
+        (".\n..\na.txt\nc.txt\n".to_string(), "a2\nb2\n".to_string())
+    );
+}
+
+#[test]
 fn a_rebuild_after_an_edit_starts_from_the_kept_stage_root() {
     let sb = Sandbox::new();
     sb.busybox();
