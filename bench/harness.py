@@ -406,7 +406,7 @@ def project_workloads(names, work, reg):
     return out
 
 
-def shared_workloads(shared, names, work, seeds):
+def shared_workloads(shared, names, work, seeds, seed_names=None):
     out = []
     for n in names:
         d = shared / n
@@ -418,6 +418,8 @@ def shared_workloads(shared, names, work, seeds):
     if seeds:
         agents = shared / "seed-weather" / "agents"
         for n, (df, ctx) in SEEDS.items():
+            if seed_names and n not in seed_names:
+                continue
             need = ["127.0.0.1:5000/library/python:3.13-slim", "127.0.0.1:5000/astral-sh/uv:latest"]
             lacking = [b for b in need if not has_image(b)]
             if lacking:
@@ -640,7 +642,8 @@ def run_suite(args):
                 log("note: shared workloads pull FROM localhost:5000, whatever --registry says")
             sh_names = [n for n in args.shared_workloads.split(",") if n] \
                 if args.shared_workloads is not None else PROJECT_WORKLOADS
-            wls += shared_workloads(Path(args.shared), sh_names, work, args.seeds)
+            wls += shared_workloads(Path(args.shared), sh_names, work, args.seeds,
+                                    [n for n in (args.seed_names or "").split(",") if n])
         if args.only_shared:
             wls = [w for w in wls if w.shared]
         for w in wls:
@@ -926,6 +929,8 @@ def main():
     ap.add_argument("--shared-workloads", help="comma list of shared synthetic workloads (default all six); "
                                                 "empty string = none (e.g. only the seeds)")
     ap.add_argument("--seeds", action="store_true", help="with --shared: also the three seed-weather images")
+    ap.add_argument("--seed-names", help="with --seeds: comma list of seed images (default all three: "
+                                          + ",".join(SEEDS) + ")")
     ap.add_argument("--only-shared", action="store_true", help="with --shared: skip the project's workloads")
     args = ap.parse_args()
     if args.render:
