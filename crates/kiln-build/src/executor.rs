@@ -50,7 +50,7 @@ use crate::BuildError;
 ///   reading the files and one hash, the way other builders keep such
 ///   stages as plain directories (multistage-c's 340 MB toolchain layer:
 ///   0.4 s less on the build's critical path than zstd level 1);
-/// - when the build exports a cache (`--cache-to`, or pushes to
+/// - when the build exports them (`--cache-to …,mode=max`, or pushes to
 ///   `--cache-repo`), they travel, so zstd level 1: about half the bytes,
 ///   still several times faster than gzip.
 ///
@@ -1146,12 +1146,18 @@ impl Executor<'_> {
         // right after FROM.
         for trigger in &triggers {
             let text = format!("FROM scratch\n{trigger}\n");
-            let parsed = kiln_dockerfile::parse("ONBUILD trigger", &text).map_err(|e| {
-                self.loc.at(
-                    from.span,
-                    format!("ONBUILD trigger `{trigger}` of the base image: {e}"),
-                )
-            })?;
+            let parsed = match kiln_dockerfile::parse("ONBUILD trigger", &text) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    // Layers handed over and snapshots being linked are
+                    // waited for: nothing outlives the build.
+                    self.abandon(&mut state);
+                    return Err(self.loc.at(
+                        from.span,
+                        format!("ONBUILD trigger `{trigger}` of the base image: {e}"),
+                    ));
+                }
+            };
             if let Some(ins) = parsed.instructions.get(1) {
                 let relocated = Instruction {
                     span: from.span,

@@ -57,6 +57,15 @@ pub enum CacheSpec {
 }
 
 impl CacheSpec {
+    /// Whether exporting this cache carries the layers of stages outside
+    /// the image (`mode=max`; `min` and inline keep the image's own).
+    pub fn exports_all_stages(&self) -> bool {
+        match self {
+            CacheSpec::Registry { max, .. } | CacheSpec::Local { max, .. } => *max,
+            CacheSpec::Inline => false,
+        }
+    }
+
     /// Parses a `--cache-to` (`export = true`) or `--cache-from` value.
     pub fn parse(spec: &str, export: bool) -> Result<CacheSpec, String> {
         let flag = if export { "--cache-to" } else { "--cache-from" };

@@ -377,7 +377,8 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
                     work_dir: work.join(format!("stages-{i}")),
                     compression: job.compression,
                     intermediate_compression: kiln_build::intermediate_compression(
-                        !job.cache.to.is_empty() || job.cache.repo.as_ref().is_some_and(|r| r.push),
+                        job.cache.to.iter().any(CacheSpec::exports_all_stages)
+                            || job.cache.repo.as_ref().is_some_and(|r| r.push),
                     ),
                     format: job.format,
                     source_date_epoch: job.source_date_epoch,

@@ -952,6 +952,18 @@ fn stages_outside_the_image_keep_fast_layers_that_an_image_reencodes() {
         "the exported cache holds the zstd layer"
     );
     assert_eq!(media("o4"), ["application/vnd.oci.image.layer.v1.tar+gzip"]);
+    // `mode=min` exports only the image's own steps: these stay local.
+    wipe_local_cache(&sb);
+    let min = format!(
+        "type=local,dest={},mode=min",
+        sb.path("exported-min").display()
+    );
+    let (_, ran) = build(&sb, "o5", &["--cache-to", &min]);
+    assert_eq!(ran, names(&["tool"]));
+    assert_eq!(
+        tool_record()["layer"]["media_type"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
 }
 
 #[test]
