@@ -1558,6 +1558,7 @@ impl Executor<'_> {
         &self,
         state: &mut StageState,
         frozen: Option<crate::snapshots::Frozen>,
+        space: Option<tempfile::TempDir>,
     ) {
         let Some(snaps) = &self.shared.snapshots else {
             return;
@@ -1580,7 +1581,11 @@ impl Executor<'_> {
         let thread = std::thread::Builder::new()
             .name("kiln-snapshot".into())
             .spawn(move || {
-                if let Err(e) = snaps.keep_linked(&key, &root, Some(&f)) {
+                let made = match space {
+                    Some(space) => snaps.keep_linked_in(&key, &root, Some(&f), space),
+                    None => snaps.keep_linked(&key, &root, Some(&f)),
+                };
+                if let Err(e) = made {
                     tracing::debug!("no snapshot of the stage root: {e}");
                 }
             });
@@ -2048,29 +2053,6 @@ impl Executor<'_> {
         if cacheable && self.reuse(state, &key, id)? {
             return Ok(StepOutcome::Cached);
         }
-        // COPY writes into the root the pending layers' writers read:
-        // they must be done unless it writes none of their files.
-        let scope =
-            crate::copy::write_scope(&state.rootfs, &dest, &state.config.config.working_dir);
-        // A COPY that only adds entries to one directory lets the snapshots
-        // being linked go on when they leave those entries out (an ADD may
-        // write a download beside its destination first).
-        let frozen = scope
-            .as_deref()
-            .filter(|_| !is_add && state.applied == state.layers.len())
-            .and_then(|scope| crate::snapshots::Frozen::before_writing(&state.rootfs, scope));
-        let hidden = frozen
-            .as_ref()
-            .is_some_and(|f| state.snapshotting.iter().all(|j| j.frozen.hides(f)));
-        if !hidden {
-            Self::join_snapshots(state);
-        }
-        self.settle_unless_apart(state, scope.as_deref())?;
-        self.ensure_rootfs(state)?;
-        if from.is_none() {
-            self.snapshot_before_context_step(state, frozen);
-        }
-
         let (src_root, filter) = match &from {
             None => (
                 self.req.context.root().to_path_buf(),
@@ -2096,13 +2078,14 @@ impl Executor<'_> {
         } else {
             None
         };
+        let rootfs = state.rootfs.clone();
         let request = CopyRequest {
             src_root: &src_root,
             src_filter: filter,
             sources,
             dest,
             workdir: state.config.config.working_dir.clone(),
-            dest_root: &state.rootfs,
+            dest_root: &rootfs,
             chown,
             chmod,
             exclude,
@@ -2112,6 +2095,41 @@ impl Executor<'_> {
             preserve_owner: c.from.is_some(),
             link_unchanged: from.is_some() && self.shared.in_place.is_none(),
         };
+        // COPY writes into the root the pending layers' writers read:
+        // they must be done unless it writes none of their files.
+        let scope = crate::copy::write_scope(&rootfs, &request.dest, &request.workdir);
+        // The entries it may write into an existing destination directory.
+        let current = !is_add && state.applied == state.layers.len();
+        let into = crate::copy::writes_into_dir(&request)
+            .filter(|(dir, _)| current && Some(dir.as_path()) == scope.as_deref());
+        // A COPY that only writes entries of one directory lets the
+        // snapshots being linked go on when they leave those entries out
+        // (an ADD may write a download beside its destination first); the
+        // snapshot before a context COPY keeps links to what it replaces.
+        let space = match &self.shared.snapshots {
+            Some(snaps) if current && from.is_none() => snaps.workspace().ok(),
+            _ => None,
+        };
+        let frozen = match (&into, &space) {
+            (Some((dir, writes)), Some(space)) => {
+                crate::snapshots::Frozen::before_replacing(dir, writes, &space.path().join("kept"))
+            }
+            _ => scope
+                .as_deref()
+                .filter(|_| current)
+                .and_then(|scope| crate::snapshots::Frozen::before_writing(&rootfs, scope)),
+        };
+        let hidden = frozen
+            .as_ref()
+            .is_some_and(|f| state.snapshotting.iter().all(|j| j.frozen.hides(f)));
+        if !hidden {
+            Self::join_snapshots(state);
+        }
+        self.settle_unless_apart(state, scope.as_deref(), into.as_ref().map(|(_, w)| w))?;
+        self.ensure_rootfs(state)?;
+        if from.is_none() {
+            self.snapshot_before_context_step(state, frozen, space);
+        }
         let created_by = format!("{} # buildkit", ins.original);
         if state.last_files_step && !is_add {
             if let Some(planned) = crate::copy::plan(&request)? {
@@ -2254,20 +2272,31 @@ impl Executor<'_> {
     }
 
     /// Settles the pending layers unless a COPY that writes only at or
-    /// below `dest` (a host path in the stage root, symlinks resolved)
-    /// cannot change a file they read: then the COPY runs while they are
-    /// written, and its own layer queues up behind them.
+    /// below `dest` (a host path in the stage root, symlinks resolved;
+    /// when `names` is given, only below those entries of it) cannot
+    /// change a file they read: then the COPY runs while they are written,
+    /// and its own layer queues up behind them.
     fn settle_unless_apart(
         &mut self,
         state: &mut StageState,
         dest: Option<&Path>,
+        names: Option<&std::collections::HashSet<std::ffi::OsString>>,
     ) -> Result<(), BuildError> {
+        // Below `dest`, only under the entries `names` (when known).
+        let written = |dest: &Path, f: &Path| match (f.strip_prefix(dest), names) {
+            (Err(_), _) => false,
+            (Ok(_), None) => true,
+            (Ok(rel), Some(names)) => rel
+                .components()
+                .next()
+                .is_none_or(|first| names.contains(first.as_os_str())),
+        };
         let apart = dest.is_some_and(|dest| {
             state.applied == state.layers.len()
                 && state
                     .pending
                     .iter()
-                    .all(|p| p.on_disk && !p.files.iter().any(|f| f.starts_with(dest)))
+                    .all(|p| p.on_disk && !p.files.iter().any(|f| written(dest, f)))
         });
         if apart {
             Ok(())

@@ -22,11 +22,14 @@
 //! to the build's discard directory (deleted after the build).
 //!
 //! The copy before a context step may be linked while that step runs: when
-//! the step only adds new entries to one directory (a COPY to a path that
-//! does not exist yet, or into an empty directory), that directory is
-//! [`Frozen`]: the copy takes only the entries it had and the times it had
-//! before the step.
+//! the step only writes entries of one directory (a COPY to a path that
+//! does not exist yet, or into a directory, replacing no subdirectory),
+//! that directory is [`Frozen`]: the copy takes only the entries it had and
+//! the times it had before the step, and for the files the step replaces,
+//! hard links made to them before it ran.
 
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -96,16 +99,35 @@ impl Snapshots {
         }
     }
 
+    /// A temporary directory beside the snapshots, where one is made (and
+    /// where [`Frozen::before_replacing`] keeps what a step replaces).
+    pub fn workspace(&self) -> io::Result<tempfile::TempDir> {
+        fs::create_dir_all(&self.dir)?;
+        tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(&self.dir)
+    }
+
     /// Keeps a hard-link copy of `root` as the snapshot of `key`, with
     /// `frozen` as it was when frozen.
     pub fn keep_linked(&self, key: &str, root: &Path, frozen: Option<&Frozen>) -> io::Result<()> {
         if self.has(key) {
             return Ok(());
         }
-        fs::create_dir_all(&self.dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempdir_in(&self.dir)?;
+        self.keep_linked_in(key, root, frozen, self.workspace()?)
+    }
+
+    /// [`Self::keep_linked`], made in `tmp` (from [`Self::workspace`]).
+    pub fn keep_linked_in(
+        &self,
+        key: &str,
+        root: &Path,
+        frozen: Option<&Frozen>,
+        tmp: tempfile::TempDir,
+    ) -> io::Result<()> {
+        if self.has(key) {
+            return Ok(());
+        }
         let made = tmp.path().join("root");
         link_tree(root, &made, frozen)?;
         if fs::rename(&made, self.path(key)).is_ok() {
@@ -159,20 +181,69 @@ impl Snapshots {
     }
 }
 
-/// A directory of a stage root that a running step adds entries to, as it
-/// was before: a snapshot linked meanwhile takes only these entries and
-/// these times (the step changes nothing else of it: not its mode, owner
-/// or extended attributes, nor any entry it had).
+/// A directory of a stage root whose entries a running step writes, as it
+/// was before: a snapshot linked meanwhile takes only these entries, these
+/// times, and for the entries the step replaces the links kept to them
+/// (the step changes nothing else of it: not its mode, owner or extended
+/// attributes, nor any other entry).
 #[derive(Debug, Clone)]
 pub struct Frozen {
     /// The directory (a host path below the stage root).
     pub dir: PathBuf,
-    pub names: std::collections::HashSet<std::ffi::OsString>,
+    pub names: HashSet<OsString>,
+    /// Entries the step replaces: hard links to them made before it ran.
+    kept: HashMap<OsString, PathBuf>,
     atime: (i64, i64),
     mtime: (i64, i64),
 }
 
 impl Frozen {
+    /// `dir`'s entries and times now.
+    fn of(dir: &Path) -> Option<Frozen> {
+        let md = fs::symlink_metadata(dir).ok()?;
+        let names = fs::read_dir(dir)
+            .ok()?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()
+            .ok()?;
+        Some(Frozen {
+            dir: dir.to_path_buf(),
+            names,
+            kept: HashMap::new(),
+            atime: atime_of(&md),
+            mtime: mtime_of(&md),
+        })
+    }
+
+    /// Before a step that writes only the entries `writes` of the existing
+    /// directory `dir` (a superset will do): those it already has are
+    /// hard-linked into `stash` (made here; in the snapshot's workspace, on
+    /// the same filesystem). `None` when one of them is a directory (the
+    /// step would write into it) or a link fails.
+    pub fn before_replacing(
+        dir: &Path,
+        writes: &HashSet<OsString>,
+        stash: &Path,
+    ) -> Option<Frozen> {
+        let mut frozen = Self::of(dir)?;
+        let replaced: Vec<OsString> = frozen.names.intersection(writes).cloned().collect();
+        if replaced.is_empty() {
+            return Some(frozen);
+        }
+        fs::create_dir(stash).ok()?;
+        for (i, name) in replaced.into_iter().enumerate() {
+            let from = dir.join(&name);
+            if fs::symlink_metadata(&from).ok()?.is_dir() {
+                return None;
+            }
+            // link(2) does not follow a symlink: the link is kept.
+            let to = stash.join(i.to_string());
+            fs::hard_link(&from, &to).ok()?;
+            frozen.kept.insert(name, to);
+        }
+        Some(frozen)
+    }
+
     /// Where a step that writes only at or below `scope` (a host path in
     /// `root`, symlinks resolved) adds entries, if it only adds new ones:
     /// `scope`'s deepest existing ancestor when `scope` does not exist, or
@@ -202,26 +273,19 @@ impl Frozen {
             }
             Err(_) => return None,
         };
-        let md = fs::symlink_metadata(dir).ok()?;
-        let names = fs::read_dir(dir)
-            .ok()?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .ok()?;
-        Some(Frozen {
-            dir: dir.to_path_buf(),
-            names,
-            atime: atime_of(&md),
-            mtime: mtime_of(&md),
-        })
+        Self::of(dir)
     }
 
-    /// Whether a step that adds entries to `other` only adds what a
-    /// snapshot of `self` leaves out: new entries of the same directory,
-    /// or anything below an entry `self` does not have.
+    /// Whether a step that writes the entries `other` froze only writes
+    /// what a snapshot of `self` leaves out or has kept links for: entries
+    /// of the same directory that `self` does not have or keeps, or
+    /// anything below an entry `self` does not have.
     pub fn hides(&self, other: &Frozen) -> bool {
         if other.dir == self.dir {
-            return true;
+            return other
+                .kept
+                .keys()
+                .all(|n| !self.names.contains(n) || self.kept.contains_key(n));
         }
         other
             .dir
@@ -315,8 +379,10 @@ impl LinkWork<'_> {
                 return;
             };
             let mut found = Vec::new();
-            let only = self.frozen.filter(|f| f.dir == src).map(|f| &f.names);
-            let result = link_entries(&src, &dst, only, &mut found);
+            let result = match self.frozen.filter(|f| f.dir == src) {
+                Some(frozen) => link_frozen(&src, &dst, frozen, &mut found),
+                None => link_entries(&src, &dst, &mut found),
+            };
             if let Ok(mut made) = self.made.lock() {
                 made.push((src, dst));
             }
@@ -354,26 +420,43 @@ impl LinkWork<'_> {
     }
 }
 
-/// Links every non-directory of `src` (of those named in `only`, if given)
-/// into `dst` and makes its subdirectories (metadata comes later), noting
-/// them in `found`.
-fn link_entries(
-    src: &Path,
-    dst: &Path,
-    only: Option<&std::collections::HashSet<std::ffi::OsString>>,
-    found: &mut Vec<(PathBuf, PathBuf)>,
-) -> io::Result<()> {
+/// Links every non-directory of `src` into `dst` and makes its
+/// subdirectories (metadata comes later), noting them in `found`.
+fn link_entries(src: &Path, dst: &Path, found: &mut Vec<(PathBuf, PathBuf)>) -> io::Result<()> {
     for entry in fs::read_dir(src)? {
         let entry = entry?;
-        if only.is_some_and(|names| !names.contains(&entry.file_name())) {
-            continue;
-        }
         let (from, to) = (entry.path(), dst.join(entry.file_name()));
         if entry.file_type()?.is_dir() {
             fs::DirBuilder::new().mode(0o700).create(&to)?;
             found.push((from, to));
         } else {
             // link(2) does not follow a symlink: the link is linked.
+            fs::hard_link(&from, &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`link_entries`] for the frozen directory `src`: the entries it had
+/// (not a listing of it now, which a running step changes), the replaced
+/// ones from the links kept to them.
+fn link_frozen(
+    src: &Path,
+    dst: &Path,
+    frozen: &Frozen,
+    found: &mut Vec<(PathBuf, PathBuf)>,
+) -> io::Result<()> {
+    for name in &frozen.names {
+        let to = dst.join(name);
+        if let Some(kept) = frozen.kept.get(name) {
+            fs::hard_link(kept, &to)?;
+            continue;
+        }
+        let from = src.join(name);
+        if fs::symlink_metadata(&from)?.is_dir() {
+            fs::DirBuilder::new().mode(0o700).create(&to)?;
+            found.push((from, to));
+        } else {
             fs::hard_link(&from, &to)?;
         }
     }
@@ -503,6 +586,91 @@ mod tests {
         );
         // Only the frozen directory is filtered.
         assert!(copy.join("work/w.txt").is_file());
+    }
+
+    #[test]
+    fn files_a_step_replaces_are_kept_for_the_snapshot_linked_meanwhile() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path().join("root");
+        let app = root.join("app");
+        fs::create_dir_all(app.join(".venv/lib")).expect("mkdir");
+        fs::write(app.join(".venv/lib/x.py"), "x").expect("write");
+        fs::write(app.join("pyproject.toml"), "old").expect("write");
+        symlink("pyproject.toml", app.join("link")).expect("symlink");
+        set_times(&app, Some((1_000, 0)), Some((2_000, 0))).expect("times");
+        let names =
+            |list: &[&str]| -> HashSet<OsString> { list.iter().map(OsString::from).collect() };
+        let snaps = Snapshots::new(t.path().join("snaps"), t.path().join("discard"), true);
+        let space = snaps.workspace().expect("workspace");
+        // A COPY writing into .venv (a directory it would merge into) cannot
+        // go on beside a snapshot.
+        let merge = names(&[".venv", "new.txt"]);
+        assert!(Frozen::before_replacing(&app, &merge, &space.path().join("k0")).is_none());
+        let writes = names(&["pyproject.toml", "link", "src", "new.txt"]);
+        let f =
+            Frozen::before_replacing(&app, &writes, &space.path().join("kept")).expect("frozen");
+        // A second COPY replacing what the first keeps, or adding new
+        // entries, is hidden; one replacing an entry the first links from
+        // the root is not.
+        let again =
+            Frozen::before_replacing(&app, &names(&["pyproject.toml", "b"]), &t.path().join("k2"))
+                .expect("frozen");
+        assert!(f.hides(&again));
+        let other =
+            Frozen::before_replacing(&app, &names(&["a", "b"]), &t.path().join("k3")).expect("f");
+        assert!(f.hides(&other));
+        let venv = app.join(".venv/lib");
+        let replace_venv = Frozen::before_replacing(&venv, &names(&["x.py"]), &t.path().join("k4"))
+            .expect("frozen");
+        assert!(f.hides(&Frozen::before_writing(&root, &app.join("src/deep")).expect("f")));
+        assert!(
+            !f.hides(&replace_venv),
+            "below an entry the snapshot links from the root"
+        );
+
+        // The step replaces the file and the symlink, adds a directory and
+        // a file (through temp names), before the copy is linked.
+        fs::write(app.join(".kiln-tmp-1-1"), "new").expect("write");
+        fs::rename(app.join(".kiln-tmp-1-1"), app.join("pyproject.toml")).expect("rename");
+        fs::remove_file(app.join("link")).expect("rm");
+        symlink("elsewhere", app.join("link")).expect("symlink");
+        fs::create_dir_all(app.join("src")).expect("mkdir");
+        fs::write(app.join("new.txt"), "n").expect("write");
+        let key = "k";
+        snaps
+            .keep_linked_in(key, &root, Some(&f), space)
+            .expect("snapshot");
+        let copy = snaps.path(key);
+        let md = fs::metadata(copy.join("app")).expect("stat");
+        assert_eq!(md.mtime(), 2_000);
+        let mut listed: Vec<_> = fs::read_dir(copy.join("app"))
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, [".venv", "link", "pyproject.toml"]);
+        assert_eq!(
+            fs::read_to_string(copy.join("app/pyproject.toml")).expect("read"),
+            "old"
+        );
+        assert_eq!(
+            fs::read_link(copy.join("app/link")).expect("readlink"),
+            Path::new("pyproject.toml")
+        );
+        assert_eq!(
+            fs::read_to_string(copy.join("app/.venv/lib/x.py")).expect("read"),
+            "x"
+        );
+        assert_eq!(
+            fs::read_to_string(app.join("pyproject.toml")).expect("read"),
+            "new"
+        );
+        // The workspace (with the kept links) is gone.
+        let left: Vec<_> = fs::read_dir(t.path().join("snaps"))
+            .expect("snaps")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, [OsString::from(format!("{}-{key}", snaps.owner))]);
     }
 
     #[test]

@@ -595,6 +595,19 @@ fn layers_upload_while_the_build_runs() {
 }
 
 /// The manifest of the single image in the OCI layout at `layout`.
+/// A file of the last layer (gzip) of the image in the OCI layout `out`.
+fn last_layer_file(sb: &Sandbox, out: &str, name: &str) -> String {
+    let layers = layout_manifest(&sb.path(out))["layers"].clone();
+    let last = layers.as_array().and_then(|l| l.last()).expect("layers");
+    let blob = sb.path(out).join("blobs/sha256").join(
+        last["digest"]
+            .as_str()
+            .expect("digest")
+            .trim_start_matches("sha256:"),
+    );
+    run_tool("tar", &["-xzOf", &blob.to_string_lossy(), name])
+}
+
 fn layout_manifest(layout: &std::path::Path) -> serde_json::Value {
     let read = |p: std::path::PathBuf| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(&p).expect("read layout file")).expect("json")
@@ -985,18 +998,11 @@ fn snapshots_linked_while_a_copy_runs_hold_only_the_files_before_it() {
     let tag = ["-t", "snap:latest"];
     let (_, ran) = build(&sb, "o1", &tag);
     assert_eq!(ran, names(&["list"]));
-    // The two files, from the image's last layer (the RUN's).
     let read = |out: &str| {
-        let layers = layout_manifest(&sb.path(out))["layers"].clone();
-        let last = layers.as_array().and_then(|l| l.last()).expect("layers");
-        let blob = sb.path(out).join("blobs/sha256").join(
-            last["digest"]
-                .as_str()
-                .expect("digest")
-                .trim_start_matches("sha256:"),
-        );
-        let file = |name: &str| run_tool("tar", &["-xzOf", &blob.to_string_lossy(), name]);
-        (file("listing"), file("all"))
+        (
+            last_layer_file(&sb, out, "listing"),
+            last_layer_file(&sb, out, "all"),
+        )
     };
     assert_eq!(read("o1").0, ".\n..\na.txt\nb.txt\n");
 
@@ -1018,6 +1024,46 @@ fn snapshots_linked_while_a_copy_runs_hold_only_the_files_before_it() {
     assert_eq!(
         read("o3"),
         (".\n..\na.txt\nc.txt\n".to_string(), "a2\nb2\n".to_string())
+    );
+}
+
+#[test]
+fn a_snapshot_linked_while_a_copy_replaces_files_keeps_the_old_ones() {
+    let sb = Sandbox::new();
+    sb.busybox();
+    sb.write("one/a.txt", "new a\n");
+    sb.write("one/n.txt", "n\n");
+    sb.write("two/b.txt", "b\n");
+    // The COPY replaces /app/a.txt and adds n.txt while the snapshot before
+    // it links /app's 20,000 other entries in the background.
+    let dockerfile = |src: &str| {
+        format!(
+            "{BASE}RUN mkdir /app && cd /app && seq 1 20000 | xargs touch && echo old > a.txt\nWORKDIR /app\nCOPY {src}/ ./\nRUN echo EXEC\"\"UTED-list && ls -a1 /app | grep -v '^[0-9]' > /listing && cat /app/a.txt > /all\n"
+        )
+    };
+    let read = |out: &str| {
+        (
+            last_layer_file(&sb, out, "listing"),
+            last_layer_file(&sb, out, "all"),
+        )
+    };
+    sb.dockerfile(&dockerfile("one"));
+    let (_, ran) = build(&sb, "o1", &[]);
+    assert_eq!(ran, names(&["list"]));
+    assert_eq!(
+        read("o1"),
+        (".\n..\na.txt\nn.txt\n".to_string(), "new a\n".to_string())
+    );
+
+    // Another source: the rebuild starts from the root before the COPY,
+    // which has the old a.txt and no n.txt.
+    sb.dockerfile(&dockerfile("two"));
+    let (_, log) = build_log(&sb, "o2", &[]);
+    assert_eq!(markers(&log), names(&["list"]), "{log}");
+    assert!(log.contains("restored from a kept snapshot"), "{log}");
+    assert_eq!(
+        read("o2"),
+        (".\n..\na.txt\nb.txt\n".to_string(), "old\n".to_string())
     );
 }
 
@@ -1366,7 +1412,7 @@ fn a_copy_waits_for_pending_layers_only_when_it_replaces_their_files() {
     // 48 MiB of random bytes: a layer that takes a while to write.
     let big = "head -c 50331648 /dev/urandom";
     sb.dockerfile(&format!(
-        "{BASE}RUN mkdir /data && {big} > /data/a-big && echo run > /data/z-last\nCOPY z-last /data/z-last\nRUN mkdir /other && {big} > /other/big\nCOPY note.txt /note.txt\n"
+        "{BASE}RUN mkdir /data && {big} > /data/a-big && echo run > /data/z-last\nCOPY z-last /data/z-last\nRUN mkdir /other && {big} > /other/big\nCOPY note.txt /note.txt\nRUN {big} > /other/big2\nCOPY note.txt /other/\n"
     ));
     let (_, log) = build_log(&sb, "o1", &[]);
     let line_of = |pred: &dyn Fn(&str) -> bool| {
@@ -1375,11 +1421,13 @@ fn a_copy_waits_for_pending_layers_only_when_it_replaces_their_files() {
             .unwrap_or_else(|| panic!("no such line in\n{log}"))
     };
     let step = |text: &str| step_id(&log, text);
-    let (run1, copy1, run2, copy2) = (
+    let (run1, copy1, run2, copy2, run3, copy3) = (
         step("RUN mkdir /data"),
         step("COPY z-last"),
         step("RUN mkdir /other"),
-        step("COPY note.txt"),
+        step("COPY note.txt /note.txt"),
+        step("> /other/big2"),
+        step("COPY note.txt /other/"),
     );
     let layer_line = |id: &str| line_of(&|l: &str| l.starts_with(&format!("{id} layer sha256:")));
     let done_line = |id: &str| line_of(&|l: &str| l.starts_with(&format!("{id} DONE")));
@@ -1390,6 +1438,11 @@ fn a_copy_waits_for_pending_layers_only_when_it_replaces_their_files() {
     assert!(
         done_line(&copy2) < layer_line(&run2),
         "the COPY of /note.txt did not wait:\n{log}"
+    );
+    // Into the directory the pending layer reads, but not onto its file.
+    assert!(
+        done_line(&copy3) < layer_line(&run3),
+        "the COPY of /other/note.txt did not wait:\n{log}"
     );
     // The RUN's layer holds the file as the RUN left it.
     let m = layout_manifest(&sb.path("o1"));
@@ -1404,7 +1457,7 @@ fn a_copy_waits_for_pending_layers_only_when_it_replaces_their_files() {
     let read = |i: usize| run_tool("tar", &["-xzOf", &blob(i).to_string_lossy(), "data/z-last"]);
     assert_eq!(read(2), "run\n");
     assert_eq!(read(3), "copy\n");
-    assert_eq!(m["layers"].as_array().map(Vec::len), Some(6));
+    assert_eq!(m["layers"].as_array().map(Vec::len), Some(8));
 }
 
 /// A stage read only by the stage built `FROM` it hands over its layers

@@ -292,6 +292,44 @@ pub fn write_scope(root: &Path, dest: &str, workdir: &str) -> Option<PathBuf> {
         .map(|r| r.host(root))
 }
 
+/// The names a COPY from `src_root` into the existing directory at `dest`
+/// (WORKDIR `workdir`) of `root` may write there: `(directory, names)`,
+/// every entry of each source directory and the name of each other source.
+/// A superset of what it writes (`.dockerignore` and `--exclude` only take
+/// away), so the rest of the directory is known to stay as it is. `None`
+/// when the destination is not an existing directory or the sources are not
+/// plain local paths (URLs, heredocs and `--parents` are not looked at).
+pub fn writes_into_dir(
+    req: &CopyRequest,
+) -> Option<(PathBuf, std::collections::HashSet<std::ffi::OsString>)> {
+    if req.add.is_some() || req.parents || !req.heredocs.is_empty() {
+        return None;
+    }
+    let (dest, _) = dest_path(&req.dest, &req.workdir);
+    let dir = resolve_in_root(req.dest_root, &dest, true, Escape::Clamp)
+        .ok()?
+        .host(req.dest_root);
+    if !std::fs::symlink_metadata(&dir).ok()?.is_dir() {
+        return None;
+    }
+    let mut names = std::collections::HashSet::new();
+    for src in &req.sources {
+        if is_remote_source(src) {
+            return None;
+        }
+        for s in resolve_sources_in(req.src_root, req.src_filter, src).ok()? {
+            if std::fs::symlink_metadata(&s.host).ok()?.is_dir() {
+                for entry in std::fs::read_dir(&s.host).ok()? {
+                    names.insert(entry.ok()?.file_name());
+                }
+            } else {
+                names.insert(std::ffi::OsString::from(&s.name));
+            }
+        }
+    }
+    Some((dir, names))
+}
+
 /// Keeps the last record of each path, sorted by path.
 fn dedupe(changed: Vec<Changed>) -> Vec<Changed> {
     let mut map: HashMap<String, Changed> = HashMap::new();
