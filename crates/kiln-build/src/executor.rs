@@ -2275,7 +2275,8 @@ impl Executor<'_> {
     /// below `dest` (a host path in the stage root, symlinks resolved;
     /// when `names` is given, only below those entries of it) cannot
     /// change a file they read: then the COPY runs while they are written,
-    /// and its own layer queues up behind them.
+    /// and its own layer queues up behind them. Otherwise only the layers
+    /// up to the last one that reads such a file are settled.
     fn settle_unless_apart(
         &mut self,
         state: &mut StageState,
@@ -2291,18 +2292,28 @@ impl Executor<'_> {
                 .next()
                 .is_none_or(|first| names.contains(first.as_os_str())),
         };
-        let apart = dest.is_some_and(|dest| {
-            state.applied == state.layers.len()
-                && state
-                    .pending
-                    .iter()
-                    .all(|p| p.on_disk && !p.files.iter().any(|f| written(dest, f)))
-        });
-        if apart {
-            Ok(())
-        } else {
-            self.settle(state)
+        let dest = match dest {
+            Some(dest)
+                if state.applied == state.layers.len()
+                    && state.pending.iter().all(|p| p.on_disk) =>
+            {
+                dest
+            }
+            _ => return self.settle(state),
+        };
+        // Layers settle in step order: up to the last one that reads a file
+        // the COPY may write; those after it go on being written.
+        while state
+            .pending
+            .iter()
+            .any(|p| p.files.iter().any(|f| written(dest, f)))
+        {
+            if let Err(e) = self.settle_one(state) {
+                self.abandon(state);
+                return Err(e);
+            }
         }
+        Ok(())
     }
 
     /// Settles the pending layers unless merging a RUN's `changes` (paths

@@ -1412,7 +1412,7 @@ fn a_copy_waits_for_pending_layers_only_when_it_replaces_their_files() {
     // 48 MiB of random bytes: a layer that takes a while to write.
     let big = "head -c 50331648 /dev/urandom";
     sb.dockerfile(&format!(
-        "{BASE}RUN mkdir /data && {big} > /data/a-big && echo run > /data/z-last\nCOPY z-last /data/z-last\nRUN mkdir /other && {big} > /other/big\nCOPY note.txt /note.txt\nRUN {big} > /other/big2\nCOPY note.txt /other/\n"
+        "{BASE}RUN mkdir /data && {big} > /data/a-big && echo run > /data/z-last\nCOPY z-last /data/z-last\nRUN mkdir /other && {big} > /other/big\nCOPY note.txt /note.txt\nRUN {big} > /other/big2\nCOPY note.txt /other/\nCOPY z-last /z-copy\nRUN {big} > /other/big3\nCOPY note.txt /z-copy\n"
     ));
     let (_, log) = build_log(&sb, "o1", &[]);
     let line_of = |pred: &dyn Fn(&str) -> bool| {
@@ -1429,6 +1429,11 @@ fn a_copy_waits_for_pending_layers_only_when_it_replaces_their_files() {
         step("> /other/big2"),
         step("COPY note.txt /other/"),
     );
+    let (copy4, run4, copy5) = (
+        step("COPY z-last /z-copy"),
+        step("> /other/big3"),
+        step("COPY note.txt /z-copy"),
+    );
     let layer_line = |id: &str| line_of(&|l: &str| l.starts_with(&format!("{id} layer sha256:")));
     let done_line = |id: &str| line_of(&|l: &str| l.starts_with(&format!("{id} DONE")));
     assert!(
@@ -1444,6 +1449,12 @@ fn a_copy_waits_for_pending_layers_only_when_it_replaces_their_files() {
         done_line(&copy3) < layer_line(&run3),
         "the COPY of /other/note.txt did not wait:\n{log}"
     );
+    // Onto a file of a pending layer queued before a big one: only the
+    // first is waited for.
+    assert!(
+        layer_line(&copy4) < done_line(&copy5) && done_line(&copy5) < layer_line(&run4),
+        "the COPY onto /z-copy waited for the wrong layers:\n{log}"
+    );
     // The RUN's layer holds the file as the RUN left it.
     let m = layout_manifest(&sb.path("o1"));
     let blob = |i: usize| {
@@ -1457,7 +1468,7 @@ fn a_copy_waits_for_pending_layers_only_when_it_replaces_their_files() {
     let read = |i: usize| run_tool("tar", &["-xzOf", &blob(i).to_string_lossy(), "data/z-last"]);
     assert_eq!(read(2), "run\n");
     assert_eq!(read(3), "copy\n");
-    assert_eq!(m["layers"].as_array().map(Vec::len), Some(8));
+    assert_eq!(m["layers"].as_array().map(Vec::len), Some(11));
 }
 
 /// A stage read only by the stage built `FROM` it hands over its layers
