@@ -282,16 +282,17 @@ pub(crate) struct StageState {
     /// make its layer straight from the context ([`crate::copy::plan`]).
     pub(crate) last_files_step: bool,
     /// Snapshots of the root being linked in the background, each taken
-    /// before a COPY that only adds entries to a directory they leave as
-    /// it was ([`Executor::snapshot_before_context_step`]). Anything else
-    /// that changes the root waits for them ([`Executor::join_snapshots`]).
+    /// before a COPY that only writes entries of one directory, which they
+    /// take as it was ([`Executor::snapshot_before_context_step`]).
+    /// Anything else that changes the root waits for them
+    /// ([`Executor::join_snapshots`]).
     pub(crate) snapshotting: Vec<SnapshotJob>,
 }
 
 /// A snapshot of a stage root linked on a background thread.
 pub(crate) struct SnapshotJob {
     thread: std::thread::JoinHandle<()>,
-    /// The directory the step that followed it adds entries to.
+    /// The directory whose entries the step that followed it writes.
     frozen: crate::snapshots::Frozen,
 }
 
@@ -1552,8 +1553,9 @@ impl Executor<'_> {
 
     /// Keeps a hard-link copy of the stage's root as it is before a step
     /// that reads the build context: where a rebuild after an edit starts.
-    /// When the step only adds entries to the `frozen` directory, the copy
-    /// is linked on a background thread while the step runs.
+    /// When the step only writes entries of the `frozen` directory, the
+    /// copy is linked on a background thread while the step runs (in
+    /// `space`, which holds the links to the entries it replaces).
     fn snapshot_before_context_step(
         &self,
         state: &mut StageState,
