@@ -2100,10 +2100,17 @@ impl Executor<'_> {
         // COPY writes into the root the pending layers' writers read:
         // they must be done unless it writes none of their files.
         let scope = crate::copy::write_scope(&rootfs, &request.dest, &request.workdir);
-        // The entries it may write into an existing destination directory.
+        // What it writes is only looked at when a snapshot or a pending
+        // layer can use it (not in place, where neither is ever left).
         let current = !is_add && state.applied == state.layers.len();
-        let into = crate::copy::writes_into_dir(&request)
-            .filter(|(dir, _)| current && Some(dir.as_path()) == scope.as_deref());
+        let snapshots_care = current
+            && ((self.shared.snapshots.is_some() && from.is_none())
+                || !state.snapshotting.is_empty());
+        // The entries it may write into an existing destination directory.
+        let into = (snapshots_care || (current && !state.pending.is_empty()))
+            .then(|| crate::copy::writes_into_dir(&request))
+            .flatten()
+            .filter(|(dir, _)| Some(dir.as_path()) == scope.as_deref());
         // A COPY that only writes entries of one directory lets the
         // snapshots being linked go on when they leave those entries out
         // (an ADD may write a download beside its destination first); the
@@ -2118,7 +2125,7 @@ impl Executor<'_> {
             }
             _ => scope
                 .as_deref()
-                .filter(|_| current)
+                .filter(|_| snapshots_care)
                 .and_then(|scope| crate::snapshots::Frozen::before_writing(&rootfs, scope)),
         };
         let hidden = frozen

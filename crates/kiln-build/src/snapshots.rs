@@ -425,14 +425,26 @@ impl LinkWork<'_> {
 fn link_entries(src: &Path, dst: &Path, found: &mut Vec<(PathBuf, PathBuf)>) -> io::Result<()> {
     for entry in fs::read_dir(src)? {
         let entry = entry?;
-        let (from, to) = (entry.path(), dst.join(entry.file_name()));
-        if entry.file_type()?.is_dir() {
-            fs::DirBuilder::new().mode(0o700).create(&to)?;
-            found.push((from, to));
-        } else {
-            // link(2) does not follow a symlink: the link is linked.
-            fs::hard_link(&from, &to)?;
-        }
+        let is_dir = entry.file_type()?.is_dir();
+        link_one(entry.path(), dst.join(entry.file_name()), is_dir, found)?;
+    }
+    Ok(())
+}
+
+/// Makes directory `to` (noted in `found`, its entries and metadata come
+/// later) or hard-links non-directory `from` there.
+fn link_one(
+    from: PathBuf,
+    to: PathBuf,
+    is_dir: bool,
+    found: &mut Vec<(PathBuf, PathBuf)>,
+) -> io::Result<()> {
+    if is_dir {
+        fs::DirBuilder::new().mode(0o700).create(&to)?;
+        found.push((from, to));
+    } else {
+        // link(2) does not follow a symlink: the link is linked.
+        fs::hard_link(&from, &to)?;
     }
     Ok(())
 }
@@ -453,12 +465,8 @@ fn link_frozen(
             continue;
         }
         let from = src.join(name);
-        if fs::symlink_metadata(&from)?.is_dir() {
-            fs::DirBuilder::new().mode(0o700).create(&to)?;
-            found.push((from, to));
-        } else {
-            fs::hard_link(&from, &to)?;
-        }
+        let is_dir = fs::symlink_metadata(&from)?.is_dir();
+        link_one(from, to, is_dir, found)?;
     }
     Ok(())
 }
