@@ -292,8 +292,9 @@ pub(crate) struct StageState {
 /// A snapshot of a stage root linked on a background thread.
 pub(crate) struct SnapshotJob {
     thread: std::thread::JoinHandle<()>,
-    /// The directory whose entries the step that followed it writes.
-    frozen: crate::snapshots::Frozen,
+    /// The directory whose entries the step that followed it writes
+    /// (`None`: a copy of the whole root, which nothing may change).
+    frozen: Option<crate::snapshots::Frozen>,
 }
 
 /// A layer whose writer runs while the next steps do. Its files are on
@@ -797,7 +798,7 @@ struct Shared {
     snapshots: Option<crate::snapshots::Snapshots>,
     /// One lock per base image state: stages on the same base that start
     /// together unpack it once; the others take the kept copy.
-    base_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    base_locks: Mutex<HashMap<String, Arc<crate::snapshots::Gate>>>,
     /// Layers of stages outside the image, still being written when their
     /// stage ended ([`Executor::defers`]): joined and recorded at the end
     /// of the build.
@@ -1471,6 +1472,26 @@ impl Executor<'_> {
 
     /// Applies the stage's layers that are not yet on disk.
     pub(crate) fn ensure_rootfs(&mut self, state: &mut StageState) -> Result<(), BuildError> {
+        self.ensure_rootfs_then(state, false)
+    }
+
+    /// [`Executor::ensure_rootfs`] for a step that only reads the root
+    /// until it next settles (a RUN: the root is its overlay's lower
+    /// directory, and its merge waits for the stage's snapshot threads).
+    /// The copy of a freshly unpacked base image is then linked while the
+    /// step runs.
+    pub(crate) fn ensure_rootfs_to_read(
+        &mut self,
+        state: &mut StageState,
+    ) -> Result<(), BuildError> {
+        self.ensure_rootfs_then(state, true)
+    }
+
+    fn ensure_rootfs_then(
+        &mut self,
+        state: &mut StageState,
+        only_reads: bool,
+    ) -> Result<(), BuildError> {
         if state.applied < state.layers.len() {
             // Applying layers changes the root a pending writer reads.
             self.settle(state)?;
@@ -1514,7 +1535,7 @@ impl Executor<'_> {
                 .map(|mut m| m.entry(key.clone()).or_default().clone()),
             _ => None,
         };
-        let mut base_guard = base_lock.as_ref().and_then(|l| l.lock().ok());
+        let mut base_guard = base_lock.as_ref().and_then(crate::snapshots::Gate::hold);
         if base_guard.is_some() {
             if let (Some((n, key)), Some(snaps)) = (&base, &self.shared.snapshots) {
                 // Kept by the stage that held the lock before.
@@ -1536,19 +1557,61 @@ impl Executor<'_> {
         if state.applied < state.layers.len() {
             Self::join_snapshots(state);
         }
-        while let Some(layer) = state.layers.get(state.applied) {
-            kiln_image::apply_layer(self.req.store, &layer.digest, &state.rootfs, &opts)?;
+        let started = std::time::Instant::now();
+        while let Some(digest) = state.layers.get(state.applied).map(|l| l.digest.clone()) {
+            // A copy of the base being linked reads the root as it is.
+            Self::join_snapshots(state);
+            kiln_image::apply_layer(self.req.store, &digest, &state.rootfs, &opts)?;
             state.applied += 1;
             if let (Some((n, key)), Some(snaps)) = (&base, &self.shared.snapshots) {
                 if *n == state.applied {
-                    if let Err(e) = snaps.keep_linked(key, &state.rootfs, None) {
-                        tracing::debug!("no snapshot of the base image's files: {e}");
-                    }
-                    drop(base_guard.take());
+                    self.req.progress.info(&format!(
+                        "unpacked the base image's {n} layer(s) in {:.2}s",
+                        started.elapsed().as_secs_f64()
+                    ));
+                    let background = only_reads && state.applied == state.layers.len();
+                    Self::keep_base(state, snaps, key, base_guard.take(), background);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Keeps a copy of the base image's files, just unpacked in the stage
+    /// root, for the next stage or build on that base; `hold` (the base's
+    /// gate) is let go once it is kept. In the `background` the copy is
+    /// linked while the stage's next step runs, which must not change the
+    /// root before [`Executor::join_snapshots`].
+    fn keep_base(
+        state: &mut StageState,
+        snaps: &crate::snapshots::Snapshots,
+        key: &str,
+        hold: Option<crate::snapshots::GateHold>,
+        background: bool,
+    ) {
+        let keep = {
+            let (snaps, key, root) = (snaps.clone(), key.to_string(), state.rootfs.clone());
+            move || {
+                if let Err(e) = snaps.keep_linked(&key, &root, None) {
+                    tracing::debug!("no snapshot of the base image's files: {e}");
+                }
+                drop(hold);
+            }
+        };
+        if !background {
+            keep();
+            return;
+        }
+        match std::thread::Builder::new()
+            .name("kiln-snapshot".into())
+            .spawn(keep)
+        {
+            Ok(thread) => state.snapshotting.push(SnapshotJob {
+                thread,
+                frozen: None,
+            }),
+            Err(e) => tracing::debug!("no snapshot of the base image's files: {e}"),
+        }
     }
 
     /// Keeps a hard-link copy of the stage's root as it is before a step
@@ -1592,7 +1655,10 @@ impl Executor<'_> {
                 }
             });
         match thread {
-            Ok(thread) => state.snapshotting.push(SnapshotJob { thread, frozen }),
+            Ok(thread) => state.snapshotting.push(SnapshotJob {
+                thread,
+                frozen: Some(frozen),
+            }),
             Err(e) => tracing::debug!("no snapshot of the stage root: {e}"),
         }
     }
@@ -2128,9 +2194,12 @@ impl Executor<'_> {
                 .filter(|_| snapshots_care)
                 .and_then(|scope| crate::snapshots::Frozen::before_writing(&rootfs, scope)),
         };
-        let hidden = frozen
-            .as_ref()
-            .is_some_and(|f| state.snapshotting.iter().all(|j| j.frozen.hides(f)));
+        let hidden = frozen.as_ref().is_some_and(|f| {
+            state
+                .snapshotting
+                .iter()
+                .all(|j| j.frozen.as_ref().is_some_and(|mine| mine.hides(f)))
+        });
         if !hidden {
             Self::join_snapshots(state);
         }

@@ -281,7 +281,9 @@ impl Executor<'_> {
         }
 
         let isolation = self.isolation()?;
-        self.ensure_rootfs(state)?;
+        // The root is only read until the merge below (in place, the
+        // step writes the root, which keeps no snapshots).
+        self.ensure_rootfs_to_read(state)?;
         let scratch = tempfile::Builder::new()
             .prefix("run-")
             .tempdir_in(&self.req.work_dir)

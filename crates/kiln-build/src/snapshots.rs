@@ -471,6 +471,41 @@ fn link_frozen(
     Ok(())
 }
 
+/// A lock one holder at a time may take, which the holder may hand to
+/// another thread (a `MutexGuard` cannot leave its thread). Stages on the
+/// same base image take it to unpack that base once: the holder keeps the
+/// copy of the base's files, possibly on a background thread while its
+/// first step runs, and the next holder takes that copy.
+#[derive(Default)]
+pub(crate) struct Gate {
+    held: std::sync::Mutex<bool>,
+    freed: std::sync::Condvar,
+}
+
+/// Holds a [`Gate`] until dropped.
+pub(crate) struct GateHold(std::sync::Arc<Gate>);
+
+impl Gate {
+    /// Waits until the gate is free, then holds it.
+    pub(crate) fn hold(gate: &std::sync::Arc<Gate>) -> Option<GateHold> {
+        let mut held = gate.held.lock().ok()?;
+        while *held {
+            held = gate.freed.wait(held).ok()?;
+        }
+        *held = true;
+        Some(GateHold(gate.clone()))
+    }
+}
+
+impl Drop for GateHold {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.0.held.lock() {
+            *held = false;
+        }
+        self.0.freed.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

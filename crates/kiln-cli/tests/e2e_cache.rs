@@ -1181,6 +1181,49 @@ fn kept_roots_serve_a_second_stage_on_the_same_base_and_a_copy_from_a_cached_sta
 }
 
 #[test]
+fn the_base_image_copy_linked_while_the_first_run_runs_holds_only_the_base() {
+    // A base with 20,000 files: its copy takes a while to link, and the
+    // first RUN, on top of it, is done long before.
+    let base = Sandbox::new();
+    base.busybox();
+    base.dockerfile(&format!(
+        "{BASE}RUN mkdir /many && cd /many && seq 1 20000 | xargs touch && echo base > /many/0\n"
+    ));
+    build(&base, "base", &[]);
+    let from = format!("FROM oci-layout://{}\n", base.path("base").display());
+
+    let sb = Sandbox::new();
+    // The RUN replaces, adds and removes files of the root the copy reads.
+    sb.dockerfile(&format!(
+        "{from}RUN echo EXEC\"\"UTED-one && echo one > /many/0 && echo one > /one && rm /many/7 /many/19999\n"
+    ));
+    let (_, log) = build_log(&sb, "o1", &[]);
+    assert_eq!(markers(&log), names(&["one"]), "{log}");
+    assert!(
+        log.contains("unpacked the base image's 3 layer(s) in"),
+        "{log}"
+    );
+    // Another step on the same base starts from the kept copy: the base's
+    // files as they were, none of the first RUN's changes.
+    sb.dockerfile(&format!(
+        "{from}RUN echo EXEC\"\"UTED-two && ls /many | wc -l > /count && cat /many/0 > /zero && ls / > /top\n"
+    ));
+    let (_, log) = build_log(&sb, "o2", &[]);
+    assert_eq!(markers(&log), names(&["two"]), "{log}");
+    assert!(
+        log.contains("files of 3 of the stage's 3 layer(s) restored from a kept snapshot"),
+        "{log}"
+    );
+    assert_eq!(last_layer_file(&sb, "o2", "count").trim(), "20001");
+    assert_eq!(last_layer_file(&sb, "o2", "zero"), "base\n");
+    let top = last_layer_file(&sb, "o2", "top");
+    assert!(!top.lines().any(|l| l == "one"), "{top}");
+    // And the first build's image has its own changes on top of the base.
+    assert_eq!(last_layer_file(&sb, "o1", "one"), "one\n");
+    assert_eq!(last_layer_file(&sb, "o1", "many/0"), "one\n");
+}
+
+#[test]
 fn a_last_copy_from_the_context_makes_the_same_layer_without_writing_the_files() {
     use std::os::unix::fs::PermissionsExt;
     let sb = Sandbox::new();
