@@ -21,7 +21,7 @@
 //! stage, uploaded, recorded in the caches) before anything changes the
 //! root filesystem it reads.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -314,10 +314,14 @@ pub(crate) struct PendingLayer {
     /// Whether its files are in the stage root.
     on_disk: bool,
     /// The stage-root files it reads (when `on_disk`).
-    files: Vec<PathBuf>,
+    files: HashSet<PathBuf>,
     /// The stage whose step made it (a stage built `FROM` that one may
     /// settle it).
     stage: usize,
+    /// Files of `files` that a later step replaced or deleted, and the
+    /// hard link kept to each for the writer, which opens a file only
+    /// while holding this lock ([`Executor::keep_for_writers`]).
+    moved: Arc<Mutex<HashMap<PathBuf, PathBuf>>>,
 }
 
 /// `os/arch[/variant]` (as `FROM --platform=` gives it).
@@ -806,6 +810,9 @@ struct Shared {
 }
 
 type ResolvedSlot = Arc<Mutex<Option<(Image, String)>>>;
+
+/// Names the links [`Executor::keep_for_writers`] makes.
+static KEPT_FOR_WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The scheduler's view: which stages are done, started, or failed.
 #[derive(Default)]
@@ -2325,13 +2332,25 @@ impl Executor<'_> {
                 })
                 .collect()
         } else {
-            Vec::new()
+            HashSet::new()
         };
         let store = self.req.store.clone();
         let options = self.layer_options(state.index);
+        let moved: Arc<Mutex<HashMap<PathBuf, PathBuf>>> = Arc::default();
+        let table = moved.clone();
         let writer = std::thread::Builder::new()
             .name("kiln-layer".into())
-            .spawn(move || kiln_image::write_layer(&store, entries, &options))
+            .spawn(move || {
+                // Opened under the lock: a file is either where it was or
+                // already kept aside when the writer looks.
+                let open = |source: &Path| {
+                    let moved = table
+                        .lock()
+                        .map_err(|_| std::io::Error::other("a layer writer's file table broke"))?;
+                    kiln_image::open_source(moved.get(source).map_or(source, |p| p.as_path()))
+                };
+                kiln_image::write_layer_opening(&store, entries, &options, &open)
+            })
             .map_err(|e| BuildError::Message(format!("cannot start a layer writer: {e}")))?;
         state.pending.push_back(PendingLayer {
             writer,
@@ -2341,6 +2360,7 @@ impl Executor<'_> {
             on_disk,
             files,
             stage: state.index,
+            moved,
         });
         // In place, the next step changes the root the writer reads.
         if self.shared.in_place.is_some() {
@@ -2433,10 +2453,66 @@ impl Executor<'_> {
                     .is_some_and(|r| r.starts_with(&below))
             })
         };
-        match read {
-            Some(read) if !touched(&read) => Ok(()),
-            _ => self.settle(state),
+        let Some(read) = read else {
+            return self.settle(state);
+        };
+        if !touched(&read) {
+            return Ok(());
         }
+        // Files the step replaced or deleted themselves (not by removing a
+        // directory above them): their writers read links kept to them.
+        let below_a_removal = changes.iter().any(|c| {
+            let below = format!("{}/", c.path);
+            !matches!(c.kind, kiln_image::EntryKind::Dir)
+                && read
+                    .range(below.clone()..)
+                    .next()
+                    .is_some_and(|r| r.starts_with(&below))
+        });
+        let replaced: Vec<&str> = changes
+            .iter()
+            .map(|c| c.path.as_str())
+            .filter(|p| read.contains(*p))
+            .collect();
+        if below_a_removal || self.keep_for_writers(state, &replaced).is_err() {
+            return self.settle(state);
+        }
+        Ok(())
+    }
+
+    /// Keeps a hard link to each of `replaced` (paths relative to the
+    /// stage root, read by pending layers) in the build's discard
+    /// directory, and points the pending writers that read the file there:
+    /// the merge that follows may then replace or delete it. A writer that
+    /// opened the file before keeps reading what it opened; the merge only
+    /// starts once every link is made and recorded.
+    fn keep_for_writers(&self, state: &StageState, replaced: &[&str]) -> std::io::Result<()> {
+        let kept = self.req.work_dir.join("discarded");
+        std::fs::create_dir_all(&kept)?;
+        for rel in replaced {
+            let source = state.rootfs.join(rel);
+            let readers: Vec<&PendingLayer> = state
+                .pending
+                .iter()
+                .filter(|p| p.files.contains(&source))
+                .collect();
+            if readers.is_empty() {
+                continue;
+            }
+            let n = KEPT_FOR_WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let link = kept.join(format!("w{}-{n}", std::process::id()));
+            std::fs::hard_link(&source, &link)?;
+            for p in readers {
+                let mut moved = p
+                    .moved
+                    .lock()
+                    .map_err(|_| std::io::Error::other("a layer writer's file table broke"))?;
+                // A writer that already has a link keeps the oldest: the
+                // file as its step left it.
+                moved.entry(source.clone()).or_insert_with(|| link.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Waits for the layers still being written, adds them to the stage in

@@ -1561,19 +1561,23 @@ fn the_stage_built_from_a_stage_starts_while_its_last_layer_is_written() {
     assert_eq!(again, digest);
 }
 
-/// A RUN's merge waits for the layers still being written only when it
-/// would move aside a file they read (here: deletes it); an unrelated RUN
-/// merges at once.
+/// A RUN's merge does not wait for the layers still being written when it
+/// replaces or deletes files they read (their writers read links kept to
+/// the old files), only when it removes a directory holding such a file.
 #[test]
-fn a_run_waits_for_pending_layers_only_when_it_removes_their_files() {
+fn a_run_replaces_files_a_pending_layer_reads_without_waiting_for_it() {
     let sb = Sandbox::new();
     sb.busybox();
+    // The first RUN's layer (48 MiB that gzip cannot shrink) is still being
+    // written while the next RUNs go on: one touches none of its files, the
+    // next deletes one and rewrites another, the writer reading what that
+    // first RUN left (kept aside for it).
     sb.dockerfile(&format!(
-        "{BASE}RUN mkdir /data && head -c 50331648 /dev/urandom > /data/a-big && echo run > /data/z-last\nRUN echo other > /other.txt\nRUN rm /data/a-big\nRUN echo end > /end.txt\n"
+        "{BASE}RUN mkdir /data && head -c 50331648 /dev/urandom > /data/a-big && echo run > /data/z-last\nRUN echo other > /other.txt\nRUN rm /data/a-big && echo changed > /data/z-last\nRUN echo end > /end.txt\n"
     ));
     let (_, log) = build_log(&sb, "o1", &[]);
     let id = |text: &str| step_id(&log, text);
-    let line = |prefix: String| {
+    let line = |log: &str, prefix: String| {
         log.lines()
             .position(|l| l.starts_with(&prefix))
             .unwrap_or_else(|| panic!("no line {prefix} in\n{log}"))
@@ -1583,26 +1587,73 @@ fn a_run_waits_for_pending_layers_only_when_it_removes_their_files() {
         id("RUN echo other"),
         id("RUN rm /data"),
     );
-    let big_layer = line(format!("{big} layer sha256:"));
+    let big_layer = line(&log, format!("{big} layer sha256:"));
     assert!(
-        line(format!("{other} DONE")) < big_layer,
+        line(&log, format!("{other} DONE")) < big_layer,
         "the unrelated RUN waited:\n{log}"
     );
     assert!(
-        big_layer < line(format!("{rm} DONE")),
-        "the RUN that deletes /data/a-big did not wait:\n{log}"
+        line(&log, format!("{rm} DONE")) < big_layer,
+        "the RUN that deletes /data/a-big waited:\n{log}"
     );
-    // The first RUN's layer holds the file whole.
+    // The first RUN's layer holds the files as that RUN left them, the
+    // third RUN's layer its own changes.
     let m = layout_manifest(&sb.path("o1"));
-    let digest = m["layers"][2]["digest"].as_str().expect("digest");
-    let blob = sb
-        .path("o1/blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"));
-    let listing = run_tool("tar", &["-tvzf", &blob.to_string_lossy()]);
+    let blob = |n: usize| {
+        let digest = m["layers"][n]["digest"].as_str().expect("digest");
+        sb.path("o1/blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let listing = run_tool("tar", &["-tvzf", &blob(2)]);
     assert!(
         listing
             .lines()
             .any(|l| l.contains("50331648") && l.ends_with("data/a-big")),
+        "{listing}"
+    );
+    assert_eq!(
+        run_tool("tar", &["-xzOf", &blob(2), "data/z-last"]),
+        "run\n"
+    );
+    assert_eq!(
+        run_tool("tar", &["-xzOf", &blob(4), "data/z-last"]),
+        "changed\n"
+    );
+    assert!(run_tool("tar", &["-tzf", &blob(4)])
+        .lines()
+        .any(|l| l == "data/.wh.a-big"));
+
+    // Removing the directory that holds a file being read waits for it.
+    sb.dockerfile(&format!(
+        "{BASE}RUN mkdir /data && head -c 50331648 /dev/urandom > /data/b-big && echo EXEC\"\"UTED-two\nRUN rm -rf /data\n"
+    ));
+    let (_, log) = build_log(&sb, "o2", &[]);
+    assert_eq!(markers(&log), names(&["two"]), "{log}");
+    let big_layer = line(
+        &log,
+        format!("{} layer sha256:", step_id(&log, "RUN mkdir /data")),
+    );
+    assert!(
+        big_layer < line(&log, format!("{} DONE", step_id(&log, "RUN rm -rf"))),
+        "the RUN that deletes /data did not wait:\n{log}"
+    );
+    let m = layout_manifest(&sb.path("o2"));
+    let digest = m["layers"][2]["digest"].as_str().expect("digest");
+    let listing = run_tool(
+        "tar",
+        &[
+            "-tvzf",
+            &sb.path("o2/blobs/sha256")
+                .join(digest.trim_start_matches("sha256:"))
+                .to_string_lossy(),
+        ],
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("50331648") && l.ends_with("data/b-big")),
         "{listing}"
     );
 }

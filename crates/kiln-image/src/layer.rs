@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use crate::compress::{default_threads, Compressor};
@@ -107,7 +107,31 @@ pub fn write_layer_threads(
     threads: usize,
 ) -> Result<Layer> {
     let entries = prepare_entries(entries, opts.mtime_clamp)?;
-    write_compressed(store, opts, threads, |tar| write_tar_stream(tar, &entries))
+    write_compressed(store, opts, threads, |tar| {
+        write_tar_stream(tar, &entries, &open_source)
+    })
+}
+
+/// Opens the file a layer entry's data comes from, given its `source`.
+pub type SourceOpener<'a> = &'a (dyn Fn(&Path) -> io::Result<File> + Sync);
+
+/// Opens `source` where it is.
+pub fn open_source(source: &Path) -> io::Result<File> {
+    File::open(source)
+}
+
+/// [`write_layer`], reading each file's data through `open`: a caller whose
+/// files may be moved while the layer is written says where they went.
+pub fn write_layer_opening(
+    store: &BlobStore,
+    entries: Vec<LayerEntry>,
+    opts: &LayerOptions,
+    open: SourceOpener<'_>,
+) -> Result<Layer> {
+    let entries = prepare_entries(entries, opts.mtime_clamp)?;
+    write_compressed(store, opts, default_threads(), |tar| {
+        write_tar_stream(tar, &entries, open)
+    })
 }
 
 /// Re-encodes stored layer `layer` with `opts`' compression (and media
@@ -402,7 +426,11 @@ pub(crate) fn header_for(p: &Prepared) -> HeaderSpec {
 }
 
 /// Writes prepared entries as a complete tar stream (ending in two zero blocks).
-pub(crate) fn write_tar_stream<W: Write>(w: &mut W, entries: &[Prepared]) -> Result<()> {
+pub(crate) fn write_tar_stream<W: Write>(
+    w: &mut W,
+    entries: &[Prepared],
+    open: SourceOpener<'_>,
+) -> Result<()> {
     let mut buf = vec![0u8; 256 * 1024];
     for p in entries {
         let h = header_for(p);
@@ -410,7 +438,7 @@ pub(crate) fn write_tar_stream<W: Write>(w: &mut W, entries: &[Prepared]) -> Res
             .ctx(|| "write tar header")?;
         match &p.entry.kind {
             EntryKind::File { source, size } => {
-                let f = File::open(source).ctx(|| format!("open {}", source.display()))?;
+                let f = open(source).ctx(|| format!("open {}", source.display()))?;
                 let copied = copy_exact(f.take(*size), w, &mut buf)
                     .ctx(|| format!("read {}", source.display()))?;
                 if copied != *size {

@@ -31,7 +31,8 @@ pub use error::{Error, Result};
 pub use image::{load_image, store_image, Image, StoredImage};
 pub use import::{import_oci_archive, import_oci_layout};
 pub use layer::{
-    recompress_layer, write_layer, write_layer_threads, EntryKind, Layer, LayerEntry, LayerOptions,
+    open_source, recompress_layer, write_layer, write_layer_opening, write_layer_threads,
+    EntryKind, Layer, LayerEntry, LayerOptions, SourceOpener,
 };
 pub use media::*;
 pub use output::{

@@ -153,7 +153,7 @@ fn write_tar_file(file: &Path, entries: Vec<LayerEntry>) -> Result<()> {
         .tempfile_in(parent_of(file))
         .ctx(|| format!("create temp file beside {}", file.display()))?;
     let mut w = BufWriter::with_capacity(256 * 1024, tmp);
-    write_tar_stream(&mut w, &prepared)?;
+    write_tar_stream(&mut w, &prepared, &crate::layer::open_source)?;
     let tmp = w
         .into_inner()
         .map_err(|e| e.into_error())
