@@ -11,6 +11,7 @@
 //!   extraction) and [`fetch`] (ADD from URLs).
 //! - [`snapshot`] turns the paths a step changed into layer entries.
 //! - [`snapshots`] keeps stage root filesystems between builds.
+//! - [`placement`] has the filesystem spread stage roots and snapshots.
 
 pub mod cache;
 pub mod chmod;
@@ -20,6 +21,7 @@ pub mod fetch;
 pub mod graph;
 pub mod inplace;
 pub mod output;
+pub mod placement;
 pub mod progress;
 pub mod registry;
 pub mod remote_cache;

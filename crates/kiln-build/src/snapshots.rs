@@ -103,6 +103,7 @@ impl Snapshots {
     /// where [`Frozen::before_replacing`] keeps what a step replaces).
     pub fn workspace(&self) -> io::Result<tempfile::TempDir> {
         fs::create_dir_all(&self.dir)?;
+        crate::placement::spread_subtrees(&self.dir);
         tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(&self.dir)

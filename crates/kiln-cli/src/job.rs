@@ -784,6 +784,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 fn scratch_dir(cache_dir: &Path) -> Result<PathBuf> {
     let base = cache_dir.join("work");
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    kiln_build::placement::spread_subtrees(&base);
     let dir = base.join(format!("build-{}", std::process::id()));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
