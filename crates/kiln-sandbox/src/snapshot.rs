@@ -348,6 +348,16 @@ static DISCARDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 impl Discard<'_> {
     /// Takes `path` out of the tree: renamed into the discard directory,
     /// or removed when there is none or the rename fails.
+    /// Keeps a hard link to the file at `path` (not a directory) in the
+    /// discard directory; whether it did.
+    fn keep(&self, path: &Path) -> bool {
+        let Some(dir) = self.0 else {
+            return false;
+        };
+        let n = DISCARDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        fs::hard_link(path, dir.join(format!("d{n}"))).is_ok()
+    }
+
     fn take(&self, path: &Path, md: &fs::Metadata) -> Result<()> {
         if let Some(dir) = self.0 {
             let n = DISCARDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -388,14 +398,17 @@ fn merge_dir(up: &Path, root: &Path, discard: &Discard) -> Result<()> {
             move_into(&src, &dst)?;
             continue;
         }
+        strip_overlay_xattrs(&src)?;
         if let Some(e) = existing {
-            // A replaced file goes to the discard dir too: renaming over it
-            // would free its blocks right here.
-            if e.is_dir() || discard.0.is_some() {
+            // A replaced file is kept in the discard dir too (renaming over
+            // it would free its blocks right here), by a hard link, so that
+            // the rename over it is atomic: a layer writer that reads the
+            // path meanwhile finds the old file or the new one, never none.
+            let kept = !e.is_dir() && discard.keep(&dst);
+            if !kept && (e.is_dir() || discard.0.is_some()) {
                 discard.take(&dst, &e)?;
             }
         }
-        strip_overlay_xattrs(&src)?;
         move_into(&src, &dst)?;
     }
     Ok(())
@@ -633,5 +646,45 @@ mod tests {
         set_mtime(&u.join("link/f"), 1_600_000_000, 0);
         let since = upper_changes_since(u, l, &IdMap::identity()).unwrap();
         assert_eq!(describe(&since), ["link dir", "link/f file 1"]);
+    }
+
+    #[test]
+    fn a_replaced_file_never_goes_missing_during_the_merge() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, discard) = (t.path().join("root"), t.path().join("discard"));
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::write(root.join("d/f"), "0").unwrap();
+        let before = fs::metadata(root.join("d/f")).unwrap().ino();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A reader opening the path all along, as a layer writer does.
+        let reader = {
+            let (path, stop) = (root.join("d/f"), stop.clone());
+            std::thread::spawn(move || {
+                let mut missing = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if fs::File::open(&path).is_err() {
+                        missing += 1;
+                    }
+                }
+                missing
+            })
+        };
+        for i in 1..=300 {
+            let upper = t.path().join(format!("upper{i}"));
+            fs::create_dir_all(upper.join("d")).unwrap();
+            fs::write(upper.join("d/f"), i.to_string()).unwrap();
+            merge_upper_discarding(&upper, &root, &discard).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(reader.join().unwrap(), 0, "the path was missing");
+        assert_eq!(fs::read_to_string(root.join("d/f")).unwrap(), "300");
+        // The first file is kept in the discard dir, whole.
+        let kept: Vec<_> = fs::read_dir(&discard)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.metadata().unwrap().ino() == before)
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(fs::read_to_string(kept[0].path()).unwrap(), "0");
     }
 }
