@@ -500,6 +500,9 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         path: req.work_dir.clone(),
         source,
     })?;
+    // Stage roots and RUN scratch dirs are made here: each starts in block
+    // groups of its own.
+    crate::placement::spread_subtrees(&req.work_dir);
     let stages = df.stages();
     let (isolation, in_place) = decide_isolation(req, &graph, &stages)?;
     let shared = Shared {
@@ -1588,7 +1591,9 @@ impl Executor<'_> {
     /// root, for the next stage or build on that base; `hold` (the base's
     /// gate) is let go once it is kept. In the `background` the copy is
     /// linked while the stage's next step runs, which must not change the
-    /// root before [`Executor::join_snapshots`].
+    /// root before [`Executor::join_snapshots`] (that step may see the
+    /// link counts of the base's files go up meanwhile; layers do not
+    /// record them).
     fn keep_base(
         state: &mut StageState,
         snaps: &crate::snapshots::Snapshots,
@@ -2469,12 +2474,16 @@ impl Executor<'_> {
                     .next()
                     .is_some_and(|r| r.starts_with(&below))
         });
-        let replaced: Vec<&str> = changes
+        let replaced: BTreeSet<&str> = changes
             .iter()
             .map(|c| c.path.as_str())
             .filter(|p| read.contains(*p))
             .collect();
-        if below_a_removal || self.keep_for_writers(state, &replaced).is_err() {
+        if below_a_removal {
+            return self.settle(state);
+        }
+        if let Err(e) = self.keep_for_writers(state, &replaced) {
+            tracing::debug!("waiting for the layers being written: {e}");
             return self.settle(state);
         }
         Ok(())
@@ -2486,15 +2495,22 @@ impl Executor<'_> {
     /// the merge that follows may then replace or delete it. A writer that
     /// opened the file before keeps reading what it opened; the merge only
     /// starts once every link is made and recorded.
-    fn keep_for_writers(&self, state: &StageState, replaced: &[&str]) -> std::io::Result<()> {
+    fn keep_for_writers(
+        &self,
+        state: &StageState,
+        replaced: &BTreeSet<&str>,
+    ) -> std::io::Result<()> {
         let kept = self.req.work_dir.join("discarded");
         std::fs::create_dir_all(&kept)?;
         for rel in replaced {
             let source = state.rootfs.join(rel);
+            // A writer that has a link already keeps it: the file as its
+            // step left it (the path may have been deleted since).
             let readers: Vec<&PendingLayer> = state
                 .pending
                 .iter()
                 .filter(|p| p.files.contains(&source))
+                .filter(|p| p.moved.lock().is_ok_and(|m| !m.contains_key(&source)))
                 .collect();
             if readers.is_empty() {
                 continue;
@@ -2507,8 +2523,6 @@ impl Executor<'_> {
                     .moved
                     .lock()
                     .map_err(|_| std::io::Error::other("a layer writer's file table broke"))?;
-                // A writer that already has a link keeps the oldest: the
-                // file as its step left it.
                 moved.entry(source.clone()).or_insert_with(|| link.clone());
             }
         }
