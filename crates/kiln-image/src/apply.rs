@@ -785,32 +785,55 @@ mod tests {
         assert!(r.read(&mut [0u8; 16]).is_err());
     }
 
+    /// A source that reports when the decompressing thread drops it.
+    struct Watched<R>(R, std::sync::mpsc::Sender<()>);
+    impl<R: Read> Read for Watched<R> {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            self.0.read(b)
+        }
+    }
+    impl<R> Drop for Watched<R> {
+        fn drop(&mut self) {
+            let _ = self.1.send(());
+        }
+    }
+
     #[test]
     fn a_reader_that_stops_early_lets_the_thread_end() {
-        // More than the channel holds: the thread is still at work.
-        let data = sample(AHEAD_CHUNKS * 2);
-        let z = gzip(&data);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        // A source that reports when the thread drops it.
-        struct Watched(io::Cursor<Vec<u8>>, std::sync::mpsc::Sender<()>);
-        impl Read for Watched {
-            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-                self.0.read(b)
-            }
-        }
-        impl Drop for Watched {
-            fn drop(&mut self) {
-                let _ = self.1.send(());
-            }
-        }
-        let src = Watched(io::Cursor::new(z), done_tx);
-        let mut r = read_ahead(Box::new(flate2::read::GzDecoder::new(src))).expect("thread");
+        // A stream without end: only the reader going away stops the thread.
+        let src = Watched(io::repeat(7), done_tx);
+        let mut r = read_ahead(Box::new(src)).expect("thread");
         let mut first = [0u8; 10];
         r.read_exact(&mut first).expect("read");
-        assert_eq!(&first, &data[..10]);
+        assert_eq!(first, [7u8; 10]);
         drop(r);
         done_rx
             .recv_timeout(std::time::Duration::from_secs(10))
             .expect("the decompressing thread ended");
+    }
+
+    #[test]
+    fn a_thread_that_dies_is_an_error_not_the_end() {
+        /// Gives a few bytes, then panics.
+        struct Dies(usize);
+        impl Read for Dies {
+            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    panic!("decoder bug");
+                }
+                let n = b.len().min(self.0);
+                b[..n].fill(1);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut r = read_ahead(Box::new(Dies(1000))).expect("thread");
+        let mut out = Vec::new();
+        let err = r
+            .read_to_end(&mut out)
+            .expect_err("a dead thread must fail the read");
+        assert!(err.to_string().contains("stopped"), "{err}");
+        assert!(r.read(&mut [0u8; 4]).is_err());
     }
 }
