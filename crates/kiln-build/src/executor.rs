@@ -2444,28 +2444,11 @@ impl Executor<'_> {
                 .map(|r| r.to_string_lossy().into_owned())
                 .collect()
         });
-        let touched = |read: &BTreeSet<String>| {
-            changes.iter().any(|c| {
-                if read.contains(&c.path) {
-                    return true;
-                }
-                if matches!(c.kind, kiln_image::EntryKind::Dir) {
-                    return false;
-                }
-                let below = format!("{}/", c.path);
-                read.range(below.clone()..)
-                    .next()
-                    .is_some_and(|r| r.starts_with(&below))
-            })
-        };
         let Some(read) = read else {
             return self.settle(state);
         };
-        if !touched(&read) {
-            return Ok(());
-        }
-        // Files the step replaced or deleted themselves (not by removing a
-        // directory above them): their writers read links kept to them.
+        // A change that is not a directory (a deletion, a replacement by a
+        // file or link, an opaque directory) removes everything below it.
         let below_a_removal = changes.iter().any(|c| {
             let below = format!("{}/", c.path);
             !matches!(c.kind, kiln_image::EntryKind::Dir)
@@ -2474,13 +2457,18 @@ impl Executor<'_> {
                     .next()
                     .is_some_and(|r| r.starts_with(&below))
         });
+        if below_a_removal {
+            return self.settle(state);
+        }
+        // Files the step replaced or deleted themselves: their writers read
+        // links kept to them.
         let replaced: BTreeSet<&str> = changes
             .iter()
             .map(|c| c.path.as_str())
             .filter(|p| read.contains(*p))
             .collect();
-        if below_a_removal {
-            return self.settle(state);
+        if replaced.is_empty() {
+            return Ok(());
         }
         if let Err(e) = self.keep_for_writers(state, &replaced) {
             tracing::debug!("waiting for the layers being written: {e}");
