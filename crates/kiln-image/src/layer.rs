@@ -106,10 +106,7 @@ pub fn write_layer_threads(
     opts: &LayerOptions,
     threads: usize,
 ) -> Result<Layer> {
-    let entries = prepare_entries(entries, opts.mtime_clamp)?;
-    write_compressed(store, opts, threads, |tar| {
-        write_tar_stream(tar, &entries, &open_source)
-    })
+    write_entries(store, entries, opts, threads, &open_source)
 }
 
 /// Opens the file a layer entry's data comes from, given its `source`.
@@ -128,8 +125,18 @@ pub fn write_layer_opening(
     opts: &LayerOptions,
     open: SourceOpener<'_>,
 ) -> Result<Layer> {
+    write_entries(store, entries, opts, default_threads(), open)
+}
+
+fn write_entries(
+    store: &BlobStore,
+    entries: Vec<LayerEntry>,
+    opts: &LayerOptions,
+    threads: usize,
+    open: SourceOpener<'_>,
+) -> Result<Layer> {
     let entries = prepare_entries(entries, opts.mtime_clamp)?;
-    write_compressed(store, opts, default_threads(), |tar| {
+    write_compressed(store, opts, threads, |tar| {
         write_tar_stream(tar, &entries, open)
     })
 }
