@@ -2644,57 +2644,43 @@ pub fn clean_abs(path: &str) -> String {
 }
 
 /// Creates `dir` (absolute, cleaned) and its missing parents inside
-/// `rootfs`, owned by `owner`; returns the directories it created.
+/// `rootfs`, owned by `owner` (when this process may chown); returns the
+/// directories it created. Symlinks on the way are followed inside the root,
+/// as BuildKit resolves WORKDIR inside the image, and every directory is
+/// made through [`kiln_image::root::Root`], so an image's symlink can never
+/// lead the creation out of the root.
 fn mkdir_all(
     rootfs: &Path,
     dir: &str,
     owner: (u32, u32),
 ) -> Result<Vec<crate::copy::Changed>, BuildError> {
-    let mut created = Vec::new();
-    let mut rel = String::new();
-    for part in dir.split('/').filter(|p| !p.is_empty()) {
-        if !rel.is_empty() {
-            rel.push('/');
-        }
-        rel.push_str(part);
-        let path = rootfs.join(&rel);
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => continue,
-            Ok(m) if m.file_type().is_symlink() => {
-                // Follow a symlinked directory within the root: BuildKit
-                // resolves WORKDIR inside the image.
-                if std::fs::metadata(&path)
-                    .map(|m| m.is_dir())
-                    .unwrap_or(false)
-                {
-                    continue;
-                }
-                return Err(BuildError::Message(format!(
-                    "WORKDIR {dir}: /{rel} is a symlink that does not lead to a directory"
-                )));
-            }
-            Ok(_) => {
-                return Err(BuildError::Message(format!(
-                    "WORKDIR {dir}: /{rel} exists and is not a directory"
-                )))
-            }
-            Err(_) => {
-                std::fs::create_dir(&path).map_err(|source| BuildError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755));
-                let _ = std::os::unix::fs::lchown(&path, Some(owner.0), Some(owner.1));
-                created.push(crate::copy::Changed {
-                    path: rel.clone(),
-                    uid: owner.0,
-                    gid: owner.1,
-                });
-            }
-        }
-    }
-    Ok(created)
+    use kiln_image::root::{NewDir, Root, RootError};
+    let fail = |e: RootError| match e {
+        RootError::NotADirectory { at, .. } => BuildError::Message(format!(
+            "WORKDIR {dir}: /{at} exists and is not a directory"
+        )),
+        e => BuildError::Message(format!("WORKDIR {dir}: {e}")),
+    };
+    let root = Root::open(rootfs).map_err(fail)?;
+    let resolved = root
+        .dir(
+            dir,
+            Some(NewDir {
+                mode: 0o755,
+                owner: Some(owner),
+            }),
+        )
+        .map_err(fail)?
+        .ok_or_else(|| BuildError::Message(format!("WORKDIR {dir}: could not be created")))?;
+    Ok(resolved
+        .created
+        .into_iter()
+        .map(|path| crate::copy::Changed {
+            path,
+            uid: owner.0,
+            gid: owner.1,
+        })
+        .collect())
 }
 
 /// Expands an EXPOSE word into `port/proto` keys, ranges included

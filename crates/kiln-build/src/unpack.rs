@@ -7,13 +7,15 @@
 //! directories are merged, other existing entries replaced; a path with
 //! `..` leading out of the destination is an error.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
-use crate::copy::fsops::{
-    apply_meta, clean_components, clear_non_dir, resolve_in_root, temp_sibling, Escape, Meta,
-};
+use kiln_image::root::{Dir, NewDir, Root, RootError};
+
+use crate::copy::fsops::{apply_meta_at, clean_components, Meta};
 use crate::copy::Changed;
 
 /// Errors while reading or extracting an archive.
@@ -95,7 +97,10 @@ pub fn detect_archive(file: &Path) -> Result<Option<Compression>, UnpackError> {
 
 /// Extracts `file` into `dest_dir` (an existing directory inside
 /// `dest_root`), with every owner set to `chown` when given. Returns what it
-/// wrote, relative to `dest_root`.
+/// wrote, relative to `dest_root`. Every write goes through a
+/// [`Root`] at `dest_dir`: the archive's own symlinks are followed inside
+/// it, never out of it, and nothing is done through a path the kernel
+/// resolves again.
 pub fn unpack_archive(
     file: &Path,
     dest_root: &Path,
@@ -104,17 +109,25 @@ pub fn unpack_archive(
 ) -> Result<Vec<Changed>, UnpackError> {
     let (_, r) = open(file).map_err(UnpackError::Read)?;
     let mut ar = tar::Archive::new(r);
-    let mut written: Vec<Changed> = Vec::new();
-    let mut dirs: Vec<(PathBuf, Meta)> = Vec::new();
-    let mut seen_dirs: HashSet<PathBuf> = HashSet::new();
-    let record = |written: &mut Vec<Changed>, host: &Path, uid: u32, gid: u32| {
-        if let Ok(rel) = host.strip_prefix(dest_root) {
-            let path = rel.to_string_lossy().into_owned();
-            if !path.is_empty() {
-                written.push(Changed { path, uid, gid });
-            }
+    let root = Root::open(dest_dir).map_err(|e| UnpackError::Write {
+        path: dest_dir.display().to_string(),
+        error: e.into(),
+    })?;
+    let base = dest_dir
+        .strip_prefix(dest_root)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let full = |rel: &str| -> String {
+        match (base.is_empty(), rel.is_empty()) {
+            (true, _) => rel.to_string(),
+            (false, true) => base.clone(),
+            (false, false) => format!("{base}/{rel}"),
         }
     };
+    let mut written: Vec<Changed> = Vec::new();
+    // Deferred directory metadata, keyed by path below `dest_dir`; dropped when a
+    // later entry replaces or removes the directory.
+    let mut dirs: BTreeMap<String, Meta> = BTreeMap::new();
     for entry in ar.entries().map_err(UnpackError::Read)? {
         let mut entry = entry.map_err(UnpackError::Read)?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -125,6 +138,14 @@ pub fn unpack_archive(
             continue; // "./": the destination itself
         };
         let header = entry.header().clone();
+        let kind = header.entry_type();
+        if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
+            continue;
+        }
         let (uid, gid) = match chown {
             Some(o) => o,
             None => (
@@ -139,87 +160,80 @@ pub fn unpack_archive(
             mtime: Some((header.mtime().unwrap_or(0) as i64, 0)),
             atime: None,
         };
-        let werr = |error: io::Error| UnpackError::Write {
+        let rerr = |e: RootError| UnpackError::Write {
             path: name.clone(),
-            error,
+            error: e.into(),
         };
         // Parents: resolved inside the destination, created when missing.
-        let parent_r =
-            resolve_in_root(dest_dir, &parents.join("/"), true, Escape::Clamp).map_err(|_| {
-                UnpackError::Breakout {
-                    entry: name.clone(),
-                }
+        let (u, g) = chown.unwrap_or((0, 0));
+        let parent = root
+            .dir(
+                &parents.join("/"),
+                Some(NewDir {
+                    mode: 0o755,
+                    owner: Some((u, g)).filter(|_| can_chown()),
+                }),
+            )
+            .map_err(rerr)?
+            .ok_or_else(|| UnpackError::Breakout {
+                entry: name.clone(),
             })?;
-        let mut parent = dest_dir.to_path_buf();
-        for c in &parent_r.rel {
-            parent.push(c);
-            if std::fs::symlink_metadata(&parent).is_err() {
-                std::fs::create_dir(&parent).map_err(werr)?;
-                let (u, g) = chown.unwrap_or((0, 0));
-                let m = Meta {
-                    uid: u,
-                    gid: g,
-                    perm: 0o755,
-                    mtime: None,
-                    atime: None,
-                };
-                apply_meta(&parent, &m, false).map_err(werr)?;
-                record(&mut written, &parent, u, g);
-            }
+        for c in &parent.created {
+            written.push(Changed {
+                path: full(c),
+                uid: u,
+                gid: g,
+            });
         }
-        let target = parent.join(last);
-        let kind = header.entry_type();
+        let dir = parent.dir;
+        let oname = OsStr::new(last.as_str());
+        let rel = dir.rel_of(oname);
+        let existing = dir.lstat(oname).map_err(rerr)?;
         if kind.is_dir() {
-            match std::fs::symlink_metadata(&target) {
-                Ok(md) if md.is_dir() => {}
-                Ok(_) => {
-                    std::fs::remove_file(&target).map_err(werr)?;
-                    std::fs::create_dir(&target).map_err(werr)?;
-                }
-                Err(_) => std::fs::create_dir(&target).map_err(werr)?,
+            if !existing.is_some_and(|s| s.is_dir()) {
+                dir.remove_all(oname).map_err(rerr)?;
+                forget(&mut dirs, &rel);
+                dir.mkdir(oname, 0o700).map_err(rerr)?;
             }
-            set_xattrs(&mut entry, &target);
-            if seen_dirs.insert(target.clone()) {
-                dirs.push((target.clone(), meta));
-            }
-            record(&mut written, &target, uid, gid);
+            set_xattrs(&mut entry, &dir, oname);
+            dirs.entry(rel.clone()).or_insert(meta);
+            written.push(Changed {
+                path: full(&rel),
+                uid,
+                gid,
+            });
             continue;
         }
-        if kind.is_pax_global_extensions()
-            || kind.is_pax_local_extensions()
-            || kind.is_gnu_longname()
-            || kind.is_gnu_longlink()
-        {
-            continue;
-        }
-        if !clear_non_dir(&target).map_err(werr)? {
-            std::fs::remove_dir_all(&target).map_err(werr)?;
-        }
-        let tmp = temp_sibling(&target);
-        let made = (|| -> io::Result<bool> {
+        let tmp = OsString::from(format!(".kiln-tmp-{}-{last}", std::process::id()));
+        let made = (|| -> Result<bool, RootError> {
             if kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse() {
-                let mut out = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&tmp)?;
-                io::copy(&mut entry, &mut out)?;
+                let mut out = dir.create_file(&tmp, 0o600)?;
+                io::copy(&mut entry, &mut out).map_err(|e| RootError::Io {
+                    op: "write",
+                    path: name.clone(),
+                    source: e,
+                })?;
             } else if kind.is_symlink() {
-                let link = entry
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
-                std::os::unix::fs::symlink(link, &tmp)?;
+                let link = entry.link_name_bytes().unwrap_or_default().into_owned();
+                dir.symlink(&tmp, OsStr::from_bytes(&link))?;
             } else if kind.is_hard_link() {
                 let link = entry
                     .link_name_bytes()
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
-                let lc = clean_components(&link).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, "hard link leads outside")
+                let lc = clean_components(&link).ok_or_else(|| RootError::Io {
+                    op: "link",
+                    path: name.clone(),
+                    source: io::Error::new(io::ErrorKind::InvalidData, "hard link leads outside"),
                 })?;
-                let r = resolve_in_root(dest_dir, &lc.join("/"), false, Escape::Clamp)
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "hard link target"))?;
-                std::fs::hard_link(r.host(dest_dir), &tmp)?;
+                let (tdir, tname) =
+                    root.parent(&lc.join("/"), None)?
+                        .ok_or_else(|| RootError::Io {
+                            op: "link",
+                            path: name.clone(),
+                            source: io::Error::new(io::ErrorKind::NotFound, "hard link target"),
+                        })?;
+                dir.link_from(&tmp, &tdir.dir, &tname)?;
                 return Ok(false);
             } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
                 let major = header.device_major().ok().flatten().unwrap_or(0);
@@ -231,66 +245,97 @@ pub fn unpack_archive(
                 } else {
                     rustix::fs::FileType::BlockDevice
                 };
-                crate::copy::fsops::make_special(
-                    &tmp,
-                    ft,
-                    meta.perm,
-                    rustix::fs::makedev(major, minor),
-                )?;
+                dir.mknod(&tmp, ft, meta.perm, rustix::fs::makedev(major, minor))?;
             } else {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, "entry type"));
+                return Err(RootError::Io {
+                    op: "extract",
+                    path: name.clone(),
+                    source: io::Error::new(io::ErrorKind::Unsupported, "entry type"),
+                });
             }
             Ok(true)
         })();
         match made {
             Ok(set_meta) => {
                 if set_meta {
-                    set_xattrs(&mut entry, &tmp);
-                    if let Err(e) = apply_meta(&tmp, &meta, kind.is_symlink()) {
-                        let _ = std::fs::remove_file(&tmp);
-                        return Err(werr(e));
+                    set_xattrs(&mut entry, &dir, &tmp);
+                    if let Err(e) = apply_meta_at(&dir, &tmp, &meta, kind.is_symlink()) {
+                        let _ = dir.remove_all(&tmp);
+                        return Err(rerr(e));
                     }
                 }
-                if let Err(e) = std::fs::rename(&tmp, &target) {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(werr(e));
+                if existing.is_some_and(|s| s.is_dir()) {
+                    dir.remove_all(oname).map_err(rerr)?;
                 }
-                record(&mut written, &target, uid, gid);
+                forget(&mut dirs, &rel);
+                if let Err(e) = dir.rename(&tmp, &dir, oname) {
+                    let _ = dir.remove_all(&tmp);
+                    return Err(rerr(e));
+                }
+                written.push(Changed {
+                    path: full(&rel),
+                    uid,
+                    gid,
+                });
             }
-            Err(e) if e.kind() == io::ErrorKind::Unsupported => {}
+            Err(e) if e.kind() == Some(io::ErrorKind::Unsupported) => {}
             Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                if e.kind() == io::ErrorKind::InvalidData {
+                let _ = dir.remove_all(&tmp);
+                if e.kind() == Some(io::ErrorKind::InvalidData) {
                     return Err(UnpackError::Breakout { entry: name });
                 }
-                return Err(werr(e));
+                return Err(rerr(e));
             }
         }
     }
-    // Directory metadata last: writing their contents changes their mtime.
-    for (dir, meta) in dirs.iter().rev() {
-        apply_meta(dir, meta, false).map_err(|error| UnpackError::Write {
-            path: dir.display().to_string(),
-            error,
-        })?;
+    // Directory metadata last (writing their contents changes their mtime), deepest
+    // first, each found again from the destination and only if still a directory.
+    for (rel, meta) in dirs.iter().rev() {
+        let werr = |e: RootError| UnpackError::Write {
+            path: rel.clone(),
+            error: e.into(),
+        };
+        let Some((p, name)) = root.parent(rel, None).map_err(werr)? else {
+            continue;
+        };
+        if p.dir
+            .lstat(&name)
+            .map_err(werr)?
+            .is_some_and(|s| s.is_dir())
+        {
+            apply_meta_at(&p.dir, &name, meta, false).map_err(werr)?;
+        }
     }
     Ok(written)
 }
 
+/// Forgets deferred metadata of `rel` and everything below it.
+fn forget(dirs: &mut BTreeMap<String, Meta>, rel: &str) {
+    let prefix = format!("{rel}/");
+    dirs.remove(rel);
+    let below: Vec<String> = dirs
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in below {
+        dirs.remove(&k);
+    }
+}
+
+fn can_chown() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
 /// Applies `SCHILY.xattr.*` PAX records of the entry, best effort.
-fn set_xattrs<R: Read>(entry: &mut tar::Entry<R>, path: &Path) {
+fn set_xattrs<R: Read>(entry: &mut tar::Entry<R>, dir: &Dir, name: &OsStr) {
     let Ok(Some(exts)) = entry.pax_extensions() else {
         return;
     };
     for ext in exts.flatten() {
         if let Ok(key) = ext.key() {
-            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                let _ = rustix::fs::lsetxattr(
-                    path,
-                    name,
-                    ext.value_bytes(),
-                    rustix::fs::XattrFlags::empty(),
-                );
+            if let Some(k) = key.strip_prefix("SCHILY.xattr.") {
+                let _ = dir.set_xattr(name, k, ext.value_bytes());
             }
         }
     }

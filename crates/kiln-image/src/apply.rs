@@ -1,19 +1,22 @@
 //! Layer extraction onto a root filesystem directory: whiteouts and opaque dirs, hard
-//! and symbolic links, devices, fifos, xattrs, ownership, modes and mtimes, with every
-//! path resolved inside the destination (symlinks in parent paths are resolved as if
-//! `dest` were `/`; the final component is never followed), so no entry escapes `dest`.
+//! and symbolic links, devices, fifos, xattrs, ownership, modes and mtimes. Every write
+//! goes through [`crate::root::Root`]: parent paths are resolved inside the destination
+//! (symlinks followed as if `dest` were `/`), the final component is never followed, and
+//! metadata is set through descriptors, so no entry reaches outside `dest`. Directory
+//! metadata is applied after the layer (children change a directory's mtime) and is
+//! forgotten as soon as a later entry replaces or removes that directory.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::fs::{self, OpenOptions};
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
+use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
-
-use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::{EntryKind, LayerEntry, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::root::{Dir, NewDir, Protection, Root, RootError};
 use crate::store::BlobStore;
 
 /// How to extract a layer.
@@ -158,7 +161,6 @@ impl Read for ReadAhead {
 }
 
 struct DeferredDir {
-    path: PathBuf,
     mode: u32,
     uid: u64,
     gid: u64,
@@ -166,14 +168,33 @@ struct DeferredDir {
 }
 
 struct Ctx<'a> {
-    dest: &'a Path,
+    root: Root,
     opts: &'a ApplyOptions,
-    created: HashSet<PathBuf>,
-    dirs: Vec<DeferredDir>,
+    /// Paths (below the root) this layer wrote: an opaque directory keeps only these.
+    created: HashSet<String>,
+    /// Directory metadata applied after the layer, keyed by path below the root; an
+    /// entry is dropped as soon as a later entry replaces or removes that path, so it
+    /// can never land on whatever stands there at the end.
+    dirs: BTreeMap<String, DeferredDir>,
     /// Directories made owner-writable so a non-root user can fill them: (path, mode).
-    widened: Vec<(PathBuf, u32)>,
-    root: bool,
+    widened: Vec<(String, u32)>,
+    is_root: bool,
     tracker: Option<&'a mut Tracker>,
+}
+
+impl From<RootError> for Error {
+    fn from(e: RootError) -> Self {
+        match e {
+            RootError::Io { op, path, source } => Error::Io {
+                context: format!("{op} {path}"),
+                source,
+            },
+            other => Error::UnsafeEntry {
+                path: other.path().to_string(),
+                reason: other.to_string(),
+            },
+        }
+    }
 }
 
 pub(crate) fn apply_inner(
@@ -186,27 +207,38 @@ pub(crate) fn apply_inner(
     fs::create_dir_all(dest).ctx(|| format!("create {}", dest.display()))?;
     let mut archive = tar::Archive::new(open_layer(store, layer)?);
     let mut cx = Ctx {
-        dest,
+        root: Root::open(dest)?.protecting(opts.protected.clone()),
         opts,
         created: HashSet::new(),
-        dirs: Vec::new(),
+        dirs: BTreeMap::new(),
         widened: Vec::new(),
-        root: rustix::process::geteuid().is_root(),
+        is_root: rustix::process::geteuid().is_root(),
         tracker,
     };
     let entries = archive.entries().ctx(|| format!("read layer {layer}"))?;
     for entry in entries {
         let mut entry = entry.ctx(|| format!("read layer {layer}"))?;
-        extract_one(&mut cx, &mut entry)?;
+        match extract_one(&mut cx, &mut entry) {
+            // An entry that would need a directory made inside a protected path.
+            Err(Error::UnsafeEntry { reason, .. }) if reason.ends_with("is protected") => {}
+            r => r?,
+        }
     }
-    // Directory modes, owners and mtimes last (children change a dir's mtime), deepest first.
-    for (p, mode) in std::mem::take(&mut cx.widened).iter().rev() {
-        fs::set_permissions(p, fs::Permissions::from_mode(*mode))
-            .ctx(|| format!("chmod {}", p.display()))?;
+    // Directory modes, owners and mtimes last (children change a dir's mtime), deepest
+    // first; each found again from the root, and only if it is still a directory.
+    for (rel, mode) in std::mem::take(&mut cx.widened).iter().rev() {
+        if let Some(r) = cx.root.dir(rel, None)? {
+            r.dir.chmod_self(*mode)?;
+        }
     }
     let dirs = std::mem::take(&mut cx.dirs);
-    for d in dirs.iter().rev() {
-        finish_meta(&cx, &d.path, d.mode, d.uid, d.gid, d.mtime, false)?;
+    for (rel, d) in dirs.iter().rev() {
+        let Some((p, name)) = cx.root.parent(rel, None)? else {
+            continue;
+        };
+        if p.dir.lstat(&name)?.is_some_and(|s| s.is_dir()) {
+            finish_meta(&cx, &p.dir, &name, d.mode, d.uid, d.gid, d.mtime, false)?;
+        }
     }
     Ok(())
 }
@@ -236,155 +268,22 @@ fn unsafe_entry(p: &Path, reason: &str) -> Error {
     }
 }
 
-/// Resolves `comps` as a directory inside `root`, following symlinks as if `root` were
-/// `/`. Missing directories are created when `create`; returns `None` if one is missing
-/// otherwise.
-fn resolve_dir(root: &Path, comps: &[String], create: bool) -> Result<Option<PathBuf>> {
-    let mut cur: Vec<String> = Vec::new();
-    let mut queue: VecDeque<String> = comps.iter().cloned().collect();
-    let mut links = 0;
-    while let Some(c) = queue.pop_front() {
-        if c.is_empty() || c == "." {
-            continue;
-        }
-        if c == ".." {
-            cur.pop();
-            continue;
-        }
-        let mut p = root.to_path_buf();
-        p.extend(&cur);
-        p.push(&c);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > 40 {
-                    return Err(unsafe_entry(&p, "too many levels of symbolic links"));
-                }
-                let target = fs::read_link(&p).ctx(|| format!("readlink {}", p.display()))?;
-                if target.is_absolute() {
-                    cur.clear();
-                }
-                let mut next: VecDeque<String> = target
-                    .components()
-                    .filter_map(|c| match c {
-                        Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-                        Component::ParentDir => Some("..".into()),
-                        _ => None,
-                    })
-                    .collect();
-                next.extend(queue);
-                queue = next;
-            }
-            Ok(m) if m.is_dir() => cur.push(c),
-            Ok(_) => {
-                return Err(unsafe_entry(
-                    &p,
-                    "a parent path component is not a directory",
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if !create {
-                    return Ok(None);
-                }
-                fs::create_dir(&p).ctx(|| format!("mkdir {}", p.display()))?;
-                cur.push(c);
-            }
-            Err(e) => {
-                return Err(Error::Io {
-                    context: format!("stat {}", p.display()),
-                    source: e,
-                })
-            }
-        }
+/// Drops what kiln remembers of `rel` and everything below it: deferred directory
+/// metadata and tracked entries. Called whenever a path is replaced or removed.
+fn forget(cx: &mut Ctx<'_>, rel: &str) {
+    let prefix = format!("{rel}/");
+    let below = |m: &BTreeMap<String, _>| -> Vec<String> {
+        m.range(prefix.clone()..)
+            .take_while(|(k, _): &(&String, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    cx.dirs.remove(rel);
+    for k in below(&cx.dirs) {
+        cx.dirs.remove(&k);
     }
-    let mut p = root.to_path_buf();
-    p.extend(&cur);
-    Ok(Some(p))
-}
-
-/// Removes whatever is at `p` (a directory recursively; symlinks are not followed).
-fn remove_any(p: &Path) -> Result<()> {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(p).ctx(|| format!("remove {}", p.display())),
-        Ok(_) => fs::remove_file(p).ctx(|| format!("remove {}", p.display())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::Io {
-            context: format!("stat {}", p.display()),
-            source: e,
-        }),
-    }
-}
-
-/// How a path relates to the protected ones.
-#[derive(Debug, PartialEq, Eq)]
-enum Protection {
-    Free,
-    /// The path is protected, or inside a protected path.
-    Inside,
-    /// A protected path lies below this one.
-    Ancestor,
-}
-
-fn protection(cx: &Ctx<'_>, rel: &str) -> Protection {
-    let mut out = Protection::Free;
-    for p in &cx.opts.protected {
-        if rel == p
-            || (rel.len() > p.len()
-                && rel.starts_with(p.as_str())
-                && rel.as_bytes()[p.len()] == b'/')
-            || p.is_empty()
-        {
-            return Protection::Inside;
-        }
-        if rel.is_empty()
-            || (p.len() > rel.len() && p.starts_with(rel) && p.as_bytes()[rel.len()] == b'/')
-        {
-            out = Protection::Ancestor;
-        }
-    }
-    out
-}
-
-/// [`remove_any`] that spares protected paths: an ancestor of one keeps
-/// itself and its protected descendants, losing everything else.
-fn remove_guarded(cx: &Ctx<'_>, p: &Path) -> Result<()> {
-    if cx.opts.protected.is_empty() {
-        return remove_any(p);
-    }
-    match protection(cx, &rel(cx, p)) {
-        Protection::Free => remove_any(p),
-        Protection::Inside => Ok(()),
-        Protection::Ancestor => {
-            let rd = match fs::read_dir(p) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => {
-                    return Err(Error::Io {
-                        context: format!("read dir {}", p.display()),
-                        source: e,
-                    })
-                }
-            };
-            for ent in rd {
-                let child = ent.ctx(|| format!("read dir {}", p.display()))?.path();
-                remove_guarded(cx, &child)?;
-            }
-            Ok(())
-        }
-    }
-}
-
-fn rel(cx: &Ctx<'_>, p: &Path) -> String {
-    p.strip_prefix(cx.dest)
-        .map(|r| r.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn forget(cx: &mut Ctx<'_>, p: &Path) {
-    let r = rel(cx, p);
     if let Some(t) = cx.tracker.as_deref_mut() {
-        t.remove(&r);
-        let prefix = format!("{r}/");
+        t.remove(rel);
         let doomed: Vec<String> = t
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
@@ -396,31 +295,45 @@ fn forget(cx: &mut Ctx<'_>, p: &Path) {
     }
 }
 
-/// Removes everything under `dir` that this layer did not create.
-fn prune(cx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(Error::Io {
-                context: format!("read dir {}", dir.display()),
-                source: e,
-            })
+/// Removes whatever is at `name` in `dir`, sparing protected paths: an ancestor of one
+/// keeps itself and its protected descendants, losing everything else.
+fn remove_guarded(cx: &mut Ctx<'_>, dir: &Dir, name: &OsStr) -> Result<()> {
+    let rel = dir.rel_of(name);
+    match cx.root.protection(&rel) {
+        Protection::Free => {
+            dir.remove_all(name)?;
+            forget(cx, &rel);
         }
-    };
-    let mut children: Vec<PathBuf> = Vec::new();
-    for ent in rd {
-        children.push(ent.ctx(|| format!("read dir {}", dir.display()))?.path());
+        Protection::Inside => {}
+        Protection::Ancestor => match dir.lstat(name)? {
+            Some(st) if st.is_dir() => {
+                let sub = dir.subdir(name)?;
+                for child in sub.names()? {
+                    remove_guarded(cx, &sub, &child)?;
+                }
+            }
+            Some(_) => {
+                dir.remove_all(name)?;
+                forget(cx, &rel);
+            }
+            None => {}
+        },
     }
+    Ok(())
+}
+
+/// Removes everything under `dir` that this layer did not create.
+fn prune(cx: &mut Ctx<'_>, dir: &Dir) -> Result<()> {
+    let mut children = dir.names()?;
     children.sort();
     for c in children {
-        if cx.created.contains(&c) {
-            if fs::symlink_metadata(&c).is_ok_and(|m| m.is_dir()) {
-                prune(cx, &c)?;
+        if cx.created.contains(&dir.rel_of(&c)) {
+            if dir.lstat(&c)?.is_some_and(|s| s.is_dir()) {
+                let sub = dir.subdir(&c)?;
+                prune(cx, &sub)?;
             }
         } else {
-            remove_guarded(cx, &c)?;
-            forget(cx, &c);
+            remove_guarded(cx, dir, &c)?;
         }
     }
     Ok(())
@@ -463,64 +376,54 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix("SCHILY.xattr.")?.to_string(), v.clone())))
         .collect();
+    let parent_path = parent.join("/");
 
-    if !cx.opts.protected.is_empty() && name != OPAQUE_MARKER {
-        let target = match name.strip_prefix(WHITEOUT_PREFIX) {
-            Some(victim) => {
-                let mut t = parent.to_vec();
-                t.push(victim.to_string());
-                t
-            }
-            None => comps.clone(),
-        };
-        match protection(cx, &target.join("/")) {
-            Protection::Inside => return Ok(()),
-            // Only a directory can stand where a protected path's parent is.
-            Protection::Ancestor
-                if !name.starts_with(WHITEOUT_PREFIX)
-                    && h.entry_type() != tar::EntryType::Directory =>
-            {
-                return Ok(())
-            }
-            _ => {}
-        }
-    }
     if name == OPAQUE_MARKER {
-        if protection(cx, &parent.join("/")) == Protection::Inside {
-            return Ok(());
-        }
-        let Some(dir) = resolve_dir(cx.dest, parent, true)? else {
+        let Some(r) = cx.root.dir(&parent_path, Some(NewDir::default()))? else {
             return Ok(());
         };
-        cx.created.insert(dir.clone());
-        ensure_writable(cx, &dir)?;
-        return prune(cx, &dir);
+        if cx.root.protection(&r.dir.rel()) == Protection::Inside {
+            return Ok(());
+        }
+        cx.created.insert(r.dir.rel());
+        ensure_writable(cx, &r.dir)?;
+        return prune(cx, &r.dir);
     }
     if let Some(victim) = name.strip_prefix(WHITEOUT_PREFIX) {
         if victim.is_empty() || victim == "." || victim == ".." || victim.contains('/') {
             return Err(unsafe_entry(&raw, "invalid whiteout name"));
         }
-        if let Some(dir) = resolve_dir(cx.dest, parent, false)? {
-            ensure_writable(cx, &dir)?;
-            let target = dir.join(victim);
-            remove_guarded(cx, &target)?;
-            forget(cx, &target);
+        if let Some(r) = cx.root.dir(&parent_path, None)? {
+            ensure_writable(cx, &r.dir)?;
+            remove_guarded(cx, &r.dir, OsStr::new(victim))?;
         }
         return Ok(());
     }
 
-    let dir = resolve_dir(cx.dest, parent, true)?.unwrap_or_else(|| cx.dest.to_path_buf());
+    let dir = match cx.root.dir(&parent_path, Some(NewDir::default()))? {
+        Some(r) => r.dir,
+        None => cx.root.top()?,
+    };
+    let oname = OsStr::new(name.as_str());
+    let rel = dir.rel_of(oname);
+    // Protection is judged on the resolved path: a symlink planted by the layer
+    // cannot lead an entry into a protected directory.
+    match cx.root.protection(&rel) {
+        Protection::Inside => return Ok(()),
+        // Only a directory can stand where a protected path's parent is.
+        Protection::Ancestor if kind != tar::EntryType::Directory => return Ok(()),
+        _ => {}
+    }
     ensure_writable(cx, &dir)?;
-    let path = dir.join(name);
-    let existing = fs::symlink_metadata(&path).ok();
+    let existing = dir.lstat(oname)?;
     let export = cx.tracker.is_some();
+    let host = cx.root.path().join(&rel);
     let record = |cx: &mut Ctx<'_>, k: EntryKind| {
-        let r = rel(cx, &path);
         if let Some(t) = cx.tracker.as_deref_mut() {
             t.insert(
-                r.clone(),
+                rel.clone(),
                 LayerEntry {
-                    path: r,
+                    path: rel.clone(),
                     kind: k,
                     mode,
                     uid,
@@ -535,43 +438,33 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
     use tar::EntryType as T;
     match kind {
         T::Directory => {
-            if !existing.as_ref().is_some_and(|m| m.is_dir()) {
-                remove_guarded(cx, &path)?;
-                fs::create_dir(&path).ctx(|| format!("mkdir {}", path.display()))?;
+            if !existing.is_some_and(|m| m.is_dir()) {
+                remove_guarded(cx, &dir, oname)?;
+                dir.mkdir(oname, 0o700)?;
             }
-            set_xattrs(&path, &xattrs);
-            cx.dirs.push(DeferredDir {
-                path: path.clone(),
-                mode: if export { mode | 0o700 } else { mode },
-                uid,
-                gid,
-                mtime,
-            });
+            set_xattrs(&dir, oname, &xattrs);
+            cx.dirs.insert(
+                rel.clone(),
+                DeferredDir {
+                    mode: if export { mode | 0o700 } else { mode },
+                    uid,
+                    gid,
+                    mtime,
+                },
+            );
             record(cx, EntryKind::Dir);
         }
         T::Regular | T::Continuous | T::GNUSparse => {
-            remove_guarded(cx, &path)?;
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&path)
-                .ctx(|| format!("create {}", path.display()))?;
-            let size = io::copy(entry, &mut f).ctx(|| format!("write {}", path.display()))?;
+            remove_guarded(cx, &dir, oname)?;
+            let mut f = dir.create_file(oname, 0o600)?;
+            let size = io::copy(entry, &mut f).ctx(|| format!("write {}", host.display()))?;
             drop(f);
             let m = if export { mode | 0o600 } else { mode };
-            finish_meta(cx, &path, m, uid, gid, mtime, false)?;
+            finish_meta(cx, &dir, oname, m, uid, gid, mtime, false)?;
             // After the chown: the kernel drops security.capability on
             // every chown, so file capabilities must be set last.
-            set_xattrs(&path, &xattrs);
-            record(
-                cx,
-                EntryKind::File {
-                    source: path.clone(),
-                    size,
-                },
-            );
+            set_xattrs(&dir, oname, &xattrs);
+            record(cx, EntryKind::File { source: host, size });
         }
         T::Symlink => {
             let target = entry
@@ -579,10 +472,9 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
                 .ctx(|| "read link target")?
                 .ok_or_else(|| unsafe_entry(&raw, "symlink without target"))?
                 .into_owned();
-            remove_guarded(cx, &path)?;
-            std::os::unix::fs::symlink(&target, &path)
-                .ctx(|| format!("symlink {}", path.display()))?;
-            finish_meta(cx, &path, mode, uid, gid, mtime, true)?;
+            remove_guarded(cx, &dir, oname)?;
+            dir.symlink(oname, target.as_os_str())?;
+            finish_meta(cx, &dir, oname, mode, uid, gid, mtime, true)?;
             record(
                 cx,
                 EntryKind::Symlink {
@@ -600,20 +492,26 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
             let Some((tname, tparent)) = tcomps.split_last() else {
                 return Err(unsafe_entry(&raw, "hardlink to the root"));
             };
-            let tdir = resolve_dir(cx.dest, tparent, false)?
-                .ok_or_else(|| unsafe_entry(&raw, "hardlink target does not exist"))?;
-            let tpath = tdir.join(tname);
-            if path == tpath {
+            let tdir = cx
+                .root
+                .dir(&tparent.join("/"), None)?
+                .ok_or_else(|| unsafe_entry(&raw, "hardlink target does not exist"))?
+                .dir;
+            let tname = OsStr::new(tname.as_str());
+            let trel = tdir.rel_of(tname);
+            if trel == rel {
                 return Ok(());
             }
-            remove_guarded(cx, &path)?;
-            fs::hard_link(&tpath, &path)
-                .ctx(|| format!("link {} to {}", path.display(), tpath.display()))?;
-            let trel = rel(cx, &tpath);
+            if cx.root.protection(&trel) == Protection::Inside {
+                tracing::warn!(path = %raw.display(), target = %trel, "skipping hardlink to a protected path");
+                return Ok(());
+            }
+            remove_guarded(cx, &dir, oname)?;
+            dir.link_from(oname, &tdir, tname)?;
             record(cx, EntryKind::Hardlink { target: trel });
         }
         T::Char | T::Block | T::Fifo => {
-            remove_guarded(cx, &path)?;
+            remove_guarded(cx, &dir, oname)?;
             let (ft, k) = match kind {
                 T::Char => (
                     rustix::fs::FileType::CharacterDevice,
@@ -625,64 +523,57 @@ fn extract_one<R: Read>(cx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Resu
                 ),
                 _ => (rustix::fs::FileType::Fifo, EntryKind::Fifo),
             };
-            match rustix::fs::mknodat(
-                CWD,
-                &path,
-                ft,
-                rustix::fs::Mode::from_raw_mode(0o600),
-                rustix::fs::makedev(major, minor),
-            ) {
-                Ok(()) => finish_meta(cx, &path, mode, uid, gid, mtime, false)?,
-                Err(e) if e == rustix::io::Errno::PERM || e == rustix::io::Errno::ACCESS => {
-                    tracing::warn!(path = %path.display(), "skipping device node: not permitted");
+            match dir.mknod(oname, ft, 0o600, rustix::fs::makedev(major, minor)) {
+                Ok(()) => finish_meta(cx, &dir, oname, mode, uid, gid, mtime, false)?,
+                Err(RootError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::PermissionDenied =>
+                {
+                    tracing::warn!(path = %raw.display(), "skipping device node: not permitted");
                 }
-                Err(e) => {
-                    return Err(Error::Io {
-                        context: format!("mknod {}", path.display()),
-                        source: e.into(),
-                    })
-                }
+                Err(e) => return Err(e.into()),
             }
             record(cx, k);
         }
-        T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => {}
+        T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => return Ok(()),
         other => {
             tracing::warn!(path = %raw.display(), kind = ?other, "skipping unsupported tar entry type");
+            return Ok(());
         }
     }
-    cx.created.insert(path);
+    cx.created.insert(rel);
     Ok(())
 }
 
 /// Without root, a directory a lower layer made read-only (e.g. `0555`) cannot take new
 /// entries: make it owner-writable for the duration of this layer.
-fn ensure_writable(cx: &mut Ctx<'_>, dir: &Path) -> Result<()> {
-    if cx.root {
+fn ensure_writable(cx: &mut Ctx<'_>, dir: &Dir) -> Result<()> {
+    if cx.is_root {
         return Ok(());
     }
-    let m = fs::symlink_metadata(dir).ctx(|| format!("stat {}", dir.display()))?;
-    let mode = m.permissions().mode() & 0o7777;
-    if mode & 0o300 != 0o300 && !cx.widened.iter().any(|(p, _)| p == dir) {
-        fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700))
-            .ctx(|| format!("chmod {}", dir.display()))?;
-        cx.widened.push((dir.to_path_buf(), mode));
+    let mode = dir.stat_self()?.mode;
+    let rel = dir.rel();
+    if mode & 0o300 != 0o300 && !cx.widened.iter().any(|(p, _)| *p == rel) {
+        dir.chmod_self(mode | 0o700)?;
+        cx.widened.push((rel, mode));
     }
     Ok(())
 }
 
-fn set_xattrs(path: &Path, xattrs: &[(String, Vec<u8>)]) {
+fn set_xattrs(dir: &Dir, name: &OsStr, xattrs: &[(String, Vec<u8>)]) {
     for (k, v) in xattrs {
-        if let Err(e) = rustix::fs::lsetxattr(path, k.as_str(), v, rustix::fs::XattrFlags::empty())
-        {
-            tracing::warn!(path = %path.display(), xattr = %k, error = %e, "could not set xattr");
+        if let Err(e) = dir.set_xattr(name, k, v) {
+            tracing::warn!(error = %e, xattr = %k, "could not set xattr");
         }
     }
 }
 
-/// Ownership (when permitted), then mode (chown clears setuid), then mtime.
+/// Ownership (when permitted), then mode (chown clears setuid), then mtime; all through
+/// the directory's descriptor, never following `name`.
+#[allow(clippy::too_many_arguments)]
 fn finish_meta(
     cx: &Ctx<'_>,
-    path: &Path,
+    dir: &Dir,
+    name: &OsStr,
     mode: u32,
     uid: u64,
     gid: u64,
@@ -690,35 +581,15 @@ fn finish_meta(
     symlink: bool,
 ) -> Result<()> {
     if cx.opts.same_owner {
-        let u = u32::try_from(uid).map_err(|_| unsafe_entry(path, "uid out of range"))?;
-        let g = u32::try_from(gid).map_err(|_| unsafe_entry(path, "gid out of range"))?;
-        rustix::fs::chownat(
-            CWD,
-            path,
-            Some(rustix::fs::Uid::from_raw(u)),
-            Some(rustix::fs::Gid::from_raw(g)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .ctx(|| format!("chown {}", path.display()))?;
+        let p = Path::new(name);
+        let u = u32::try_from(uid).map_err(|_| unsafe_entry(p, "uid out of range"))?;
+        let g = u32::try_from(gid).map_err(|_| unsafe_entry(p, "gid out of range"))?;
+        dir.chown(name, u, g)?;
     }
     if !symlink {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .ctx(|| format!("chmod {}", path.display()))?;
+        dir.chmod(name, mode)?;
     }
-    let ts = Timespec {
-        tv_sec: mtime,
-        tv_nsec: 0,
-    };
-    rustix::fs::utimensat(
-        CWD,
-        path,
-        &Timestamps {
-            last_access: ts,
-            last_modification: ts,
-        },
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .ctx(|| format!("set mtime of {}", path.display()))?;
+    dir.set_times(name, (mtime, 0), (mtime, 0))?;
     Ok(())
 }
 
@@ -835,5 +706,94 @@ mod tests {
             .expect_err("a dead thread must fail the read");
         assert!(err.to_string().contains("stopped"), "{err}");
         assert!(r.read(&mut [0u8; 4]).is_err());
+    }
+
+    /// A raw tar (entries in the given order, names unchecked) as a stored layer.
+    fn raw_layer(store: &BlobStore, entries: &[(&str, tar::EntryType, u32, &str)]) -> Digest {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, mode, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(*mode);
+            h.set_size(0);
+            h.set_mtime(1);
+            {
+                let gnu = h.as_gnu_mut().unwrap();
+                gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+                if !link.is_empty() {
+                    gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+                }
+            }
+            h.set_cksum();
+            b.append(&h, std::io::empty()).unwrap();
+        }
+        store.put_bytes(&b.into_inner().unwrap()).unwrap()
+    }
+
+    fn canary(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let f = dir.join("canary-file");
+        let d = dir.join("canary-dir");
+        fs::write(&f, b"keep").unwrap();
+        fs::create_dir(&d).unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o750)).unwrap();
+        (f, d)
+    }
+
+    #[test]
+    fn a_directory_replaced_by_a_symlink_keeps_its_metadata_to_itself() {
+        use tar::EntryType as T;
+        let t = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&t.path().join("s")).unwrap();
+        let (f, d) = canary(t.path());
+        let (fs_, ds) = (f.display().to_string(), d.display().to_string());
+        let layer = raw_layer(
+            &store,
+            &[
+                ("a", T::Directory, 0o6777, ""),
+                ("a", T::Symlink, 0o777, &fs_),
+                ("b", T::Directory, 0o777, ""),
+                ("b", T::Symlink, 0o777, &ds),
+            ],
+        );
+        let root = t.path().join("root");
+        apply_layer(&store, &layer, &root, &ApplyOptions::default()).unwrap();
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o640);
+        assert_eq!(fs::metadata(&d).unwrap().mode() & 0o7777, 0o750);
+        assert_ne!(fs::metadata(&f).unwrap().mtime(), 1);
+        assert!(fs::symlink_metadata(root.join("a")).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn a_protected_path_is_judged_after_symlinks_are_resolved() {
+        use tar::EntryType as T;
+        let t = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&t.path().join("s")).unwrap();
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join("kiln")).unwrap();
+        fs::write(root.join("kiln/keep"), b"keep").unwrap();
+        let layer = raw_layer(
+            &store,
+            &[
+                ("kl", T::Symlink, 0o777, "/kiln"),
+                ("kl/x", T::Regular, 0o755, ""),
+                ("kl/sub/", T::Directory, 0o755, ""),
+                ("kl/.wh.keep", T::Regular, 0o644, ""),
+                ("up", T::Symlink, 0o777, "../../kiln"),
+                ("up/y", T::Regular, 0o755, ""),
+            ],
+        );
+        let opts = ApplyOptions {
+            same_owner: false,
+            protected: vec!["kiln".into()],
+        };
+        apply_layer(&store, &layer, &root, &opts).unwrap();
+        let mut names: Vec<_> = fs::read_dir(root.join("kiln"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![std::ffi::OsString::from("keep")]);
     }
 }

@@ -21,6 +21,7 @@ mod import;
 mod layer;
 mod media;
 mod output;
+pub mod root;
 mod store;
 mod tarheader;
 

@@ -13,10 +13,10 @@
 //! to hold stubs (empty, not opaque, metadata equal to the lower's) are
 //! removed as well, so an untouched `/etc` does not show up as a change.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
@@ -27,59 +27,19 @@ use serde::{Deserialize, Serialize};
 use crate::error::{IoContext, Result, SandboxError};
 use crate::spec::{Isolation, MountKind, Network, RunSpec};
 
-/// Symlink hops allowed while resolving one target (as the kernel's ELOOP limit).
-const MAX_SYMLINKS: usize = 40;
-
 /// Resolves `path` (absolute, container view) inside `root` the way the
 /// kernel would after a chroot: `..` never leaves the root and absolute
 /// symlinks restart at the root. Returns the path relative to the root, with
 /// no symlink components; missing trailing components are kept as given.
-///
-/// Hand-written because it only needs std and runs before the container
-/// starts (nothing else can change the tree meanwhile, so there is no race).
+/// This is [`kiln_image::root::Root::resolve`], the resolution every write
+/// into a root uses.
 pub(crate) fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf> {
-    let mut todo: VecDeque<String> = components(path).into();
-    let mut cur = PathBuf::new();
-    let mut hops = 0;
-    while let Some(c) = todo.pop_front() {
-        if c == ".." {
-            cur.pop();
-            continue;
-        }
-        let cand = cur.join(&c);
-        match fs::symlink_metadata(root.join(&cand)) {
-            Ok(m) if m.file_type().is_symlink() => {
-                hops += 1;
-                if hops > MAX_SYMLINKS {
-                    return Err(SandboxError::InvalidSpec(format!(
-                        "too many symlinks while resolving {path}"
-                    )));
-                }
-                let target = fs::read_link(root.join(&cand))
-                    .ctx(|| format!("read symlink {}", cand.display()))?;
-                let target = target.to_string_lossy().into_owned();
-                if target.starts_with('/') {
-                    cur = PathBuf::new();
-                }
-                for t in components(&target).into_iter().rev() {
-                    todo.push_front(t);
-                }
-            }
-            _ => cur = cand,
-        }
-    }
-    Ok(cur)
-}
-
-fn components(p: &str) -> Vec<String> {
-    Path::new(p)
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-            Component::ParentDir => Some("..".to_string()),
-            _ => None,
-        })
-        .collect()
+    let r = kiln_image::root::Root::open(root)
+        .map_err(|e| SandboxError::InvalidSpec(format!("resolve {path}: {e}")))?;
+    let rel = r
+        .resolve(path, true, false)
+        .map_err(|e| SandboxError::InvalidSpec(format!("resolve {path}: {e}")))?;
+    Ok(rel.iter().collect())
 }
 
 /// What to mount at one target.

@@ -2,18 +2,13 @@
 //! directory as if it were `/` (symlinks included), creating directories and
 //! entries, and setting owner, mode, times and xattrs on what was written.
 
-use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, Timestamps, CWD};
-
-/// Symlinks followed while resolving one path before giving up (Linux uses 40).
-const MAX_LINKS: usize = 40;
 
 /// How a resolution that climbs above the root is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,55 +64,18 @@ pub fn resolve_in_root(
     follow_last: bool,
     escape: Escape,
 ) -> Result<Resolved, ResolveError> {
-    let mut pending: VecDeque<OsString> = split(path.as_bytes()).into();
-    let mut out: Vec<OsString> = Vec::new();
-    let mut links = 0;
-    while let Some(comp) = pending.pop_front() {
-        if comp == "." || comp.is_empty() {
-            continue;
-        }
-        if comp == ".." {
-            if out.pop().is_none() && escape == Escape::Reject {
-                return Err(ResolveError::Escapes);
-            }
-            continue;
-        }
-        let mut host = root.to_path_buf();
-        host.extend(&out);
-        host.push(&comp);
-        let is_last = pending.iter().all(|c| c == "." || c.is_empty());
-        match std::fs::symlink_metadata(&host) {
-            Ok(md) if md.file_type().is_symlink() && (!is_last || follow_last) => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(ResolveError::TooManyLinks);
-                }
-                let target = std::fs::read_link(&host).map_err(ResolveError::Io)?;
-                let bytes = target.as_os_str().as_bytes();
-                if bytes.first() == Some(&b'/') {
-                    out.clear();
-                }
-                for c in split(bytes).into_iter().rev() {
-                    pending.push_front(c);
-                }
-            }
-            Ok(_) => out.push(comp),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => out.push(comp),
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
-                out.push(comp)
-            }
-            Err(e) => return Err(ResolveError::Io(e)),
-        }
-    }
-    Ok(Resolved { rel: out })
-}
-
-fn split(bytes: &[u8]) -> Vec<OsString> {
-    bytes
-        .split(|b| *b == b'/')
-        .filter(|c| !c.is_empty())
-        .map(|c| OsStr::from_bytes(c).to_os_string())
-        .collect()
+    use kiln_image::root::{Root, RootError};
+    let conv = |e: RootError| match e {
+        RootError::Escapes { .. } => ResolveError::Escapes,
+        RootError::TooManyLinks { .. } => ResolveError::TooManyLinks,
+        RootError::Io { source, .. } => ResolveError::Io(source),
+        other => ResolveError::Io(io::Error::other(other.to_string())),
+    };
+    let r = Root::open(root).map_err(conv)?;
+    let rel = r
+        .resolve(path, follow_last, escape == Escape::Reject)
+        .map_err(conv)?;
+    Ok(Resolved { rel })
 }
 
 /// Lexically cleans a `/`-separated path into components; `None` when `..`
@@ -160,9 +118,49 @@ pub fn apply_meta(path: &Path, meta: &Meta, is_symlink: bool) -> io::Result<()> 
         Err(e) => return Err(e),
     }
     if !is_symlink {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.perm & 0o7777))?;
+        chmod_nofollow(path, meta.perm)?;
     }
     set_times(path, meta.atime.or(meta.mtime), meta.mtime)
+}
+
+/// Sets the permission bits of the entry at `path` itself: a symlink there
+/// (planted after kiln looked) is left alone instead of being followed.
+pub fn chmod_nofollow(path: &Path, perm: u32) -> io::Result<()> {
+    let fd = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode)
+        == rustix::fs::FileType::Symlink
+    {
+        return Ok(());
+    }
+    kiln_image::root::chmod_fd(&fd, perm & 0o7777)
+}
+
+/// [`apply_meta`] on the entry `name` of a directory resolved inside a root: every
+/// call acts on the directory's descriptor and never follows `name`.
+pub fn apply_meta_at(
+    dir: &kiln_image::root::Dir,
+    name: &OsStr,
+    meta: &Meta,
+    is_symlink: bool,
+) -> Result<(), kiln_image::root::RootError> {
+    match dir.chown(name, meta.uid, meta.gid) {
+        Ok(()) => {}
+        Err(e)
+            if e.kind() == Some(io::ErrorKind::PermissionDenied)
+                || e.kind() == Some(io::ErrorKind::InvalidInput) => {}
+        Err(e) => return Err(e),
+    }
+    if !is_symlink {
+        dir.chmod(name, meta.perm & 0o7777)?;
+    }
+    if let Some(m) = meta.mtime {
+        dir.set_times(name, meta.atime.unwrap_or(m), m)?;
+    }
+    Ok(())
 }
 
 /// Sets access and modification times, not following a final symlink.

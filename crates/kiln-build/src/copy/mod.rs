@@ -526,40 +526,43 @@ impl<'r, 'a> Copier<'r, 'a> {
     }
 
     /// [`Self::mkdir_all`], but `path` itself, when created, gets `leaf_perm`.
+    /// Made through [`kiln_image::root::Root`]: symlinks on the way are
+    /// followed inside the stage root only.
     fn mkdir_all_leaf(&mut self, path: &str, leaf_perm: u32) -> Result<PathBuf, CopyError> {
-        let resolved = resolve_in_root(self.root(), path, true, Escape::Clamp)
-            .map_err(|e| resolve_err(e, path))?;
-        let mut host = self.root().to_path_buf();
+        use kiln_image::root::{NewDir, Root, RootError};
         let (uid, gid) = self.chown.unwrap_or((0, 0));
-        let last = resolved.rel.len().saturating_sub(1);
-        for (i, comp) in resolved.rel.iter().enumerate() {
-            host.push(comp);
-            let perm = if i == last {
-                leaf_perm
-            } else {
-                PARENT_DIR_PERM
-            };
-            match std::fs::symlink_metadata(&host) {
-                Ok(md) if md.is_dir() => {}
-                Ok(_) => {
-                    return Err(CopyError::NotADirectory {
-                        path: rel_of(self.root(), &host),
-                    })
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    std::fs::create_dir(&host).map_err(io_err(&host))?;
-                    let meta = Meta {
-                        uid,
-                        gid,
-                        perm,
-                        mtime: None,
-                        atime: None,
-                    };
-                    apply_meta(&host, &meta, false).map_err(io_err(&host))?;
-                    self.record(&host.clone(), uid, gid);
-                }
-                Err(e) => return Err(io_err(&host)(e)),
-            }
+        let root_err = |e: RootError| match e {
+            RootError::NotADirectory { at, .. } => CopyError::NotADirectory { path: at },
+            RootError::TooManyLinks { .. } => resolve_err(ResolveError::TooManyLinks, path),
+            e => CopyError::Io {
+                path: path.to_string(),
+                error: io::Error::other(e.to_string()),
+            },
+        };
+        let root = Root::open(self.root()).map_err(root_err)?;
+        let resolved = root
+            .dir(
+                path,
+                Some(NewDir {
+                    mode: PARENT_DIR_PERM,
+                    owner: Some((uid, gid)),
+                }),
+            )
+            .map_err(root_err)?
+            .ok_or_else(|| CopyError::NotADirectory {
+                path: path.to_string(),
+            })?;
+        let rel = resolved.dir.rel();
+        if resolved.created.last() == Some(&rel) && leaf_perm != PARENT_DIR_PERM {
+            resolved.dir.chmod_self(leaf_perm).map_err(root_err)?;
+        }
+        let host = self.root().join(&rel);
+        for c in &resolved.created {
+            self.changed.push(Changed {
+                path: c.clone(),
+                uid,
+                gid,
+            });
         }
         Ok(host)
     }
