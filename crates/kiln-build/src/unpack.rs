@@ -353,4 +353,62 @@ mod tests {
         assert_eq!(sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
         assert_eq!(sniff(b"hello"), Compression::None);
     }
+
+    /// A raw tar whose entries come in the given order, names unchecked.
+    fn raw_tar(path: &Path, entries: &[(&str, tar::EntryType, u32, &str, &[u8])]) {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, mode, link, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(*mode);
+            h.set_size(data.len() as u64);
+            h.set_mtime(1);
+            {
+                let gnu = h.as_gnu_mut().expect("gnu header");
+                gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+                gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+            }
+            h.set_cksum();
+            b.append(&h, *data).expect("append");
+        }
+        std::fs::write(path, b.into_inner().expect("tar")).expect("write tar");
+    }
+
+    #[test]
+    fn an_archive_cannot_chmod_or_write_through_its_own_symlinks() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use tar::EntryType as T;
+        let t = tempfile::tempdir().expect("tempdir");
+        let canary = t.path().join("canary");
+        std::fs::write(&canary, b"keep").expect("canary");
+        std::fs::set_permissions(&canary, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let outside = t.path().join("outside");
+        std::fs::create_dir(&outside).expect("outside");
+        let c = canary.display().to_string();
+        let o = outside.display().to_string();
+        let archive = t.path().join("a.tar");
+        raw_tar(
+            &archive,
+            &[
+                ("d/", T::Directory, 0o6777, "", b""),
+                ("d", T::Symlink, 0o777, &c, b""),
+                ("l", T::Symlink, 0o777, &o, b""),
+                ("l/x", T::Regular, 0o644, "", b"x"),
+                ("up", T::Symlink, 0o777, "../../../..", b""),
+                ("up/y", T::Regular, 0o644, "", b"y"),
+            ],
+        );
+        let root = t.path().join("root");
+        let dest = root.join("app");
+        std::fs::create_dir_all(&dest).expect("dest");
+        unpack_archive(&archive, &root, &dest, None).expect("unpack");
+        let md = std::fs::metadata(&canary).expect("canary");
+        assert_eq!(md.mode() & 0o7777, 0o640);
+        assert_ne!(md.mtime(), 1);
+        assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
+        // What the symlinks led to landed inside the destination.
+        assert!(dest.join(&o[1..]).join("x").is_file());
+        assert!(dest.join("y").is_file());
+    }
+
 }
