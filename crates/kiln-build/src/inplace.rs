@@ -179,20 +179,38 @@ pub(crate) fn place_mounts(
                 "RUN --mount: in-place builds cannot mount over /".into(),
             ));
         }
-        let target = root.join(rel);
-        // Create missing parents (recorded) and move an existing entry aside.
-        let mut missing = Vec::new();
-        let mut p = target.parent();
-        while let Some(dir) = p {
-            if dir.exists() || dir == root {
-                break;
-            }
-            missing.push(dir.to_path_buf());
-            p = dir.parent();
+        // The target is resolved inside the root first (symlinks the image
+        // planted are followed there, never out of it), and judged on where
+        // it leads: a mount may not stand on kiln's own files or a mount point.
+        let fail = |e: kiln_image::root::RootError| {
+            BuildError::Message(format!("RUN --mount target {}: {e}", m.target))
+        };
+        let r = kiln_image::root::Root::open(root).map_err(fail)?;
+        let resolved: PathBuf = r.resolve(rel, false, false).map_err(fail)?.iter().collect();
+        if resolved.as_os_str().is_empty()
+            || ignore.is_ignored(&resolved)
+            || ignore.has_ignored_below(&resolved)
+        {
+            return Err(BuildError::Message(format!(
+                "RUN --mount target {} leads to /{}, which an in-place build must not touch",
+                m.target,
+                resolved.display()
+            )));
         }
-        for dir in missing.iter().rev() {
-            std::fs::create_dir(dir).map_err(io(dir))?;
-            placed.parents.push(dir.clone());
+        let target = root.join(&resolved);
+        // Create missing parents (recorded) and move an existing entry aside.
+        if let Some(parent) = resolved.parent() {
+            let made = r
+                .dir(
+                    &parent.to_string_lossy(),
+                    Some(kiln_image::root::NewDir::default()),
+                )
+                .map_err(fail)?;
+            if let Some(made) = made {
+                placed
+                    .parents
+                    .extend(made.created.iter().map(|c| root.join(c)));
+            }
         }
         if std::fs::symlink_metadata(&target).is_ok() {
             let aside = target.with_file_name(format!(
@@ -301,5 +319,37 @@ mod tests {
             vec![std::ffi::OsString::from("apt")],
             "no aside left"
         );
+    }
+
+    #[test]
+    fn a_mount_target_through_an_image_symlink_cannot_reach_kilns_files() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("kiln")).expect("mkdir");
+        std::fs::write(root.join("kiln/executor"), "kiln").expect("write");
+        std::os::unix::fs::symlink("/kiln", root.join("kl")).expect("symlink");
+        std::os::unix::fs::symlink("../../kiln", root.join("up")).expect("symlink");
+        let src = tmp.path().join("src");
+        std::fs::write(&src, "hostile").expect("write");
+        for target in ["/kl/executor", "/up/new/x"] {
+            let mounts = vec![Mount {
+                target: target.into(),
+                kind: MountKind::Bind {
+                    source: src.clone(),
+                    readonly: true,
+                },
+            }];
+            let mut ignore = IgnoreSet::new(&root, Path::new("/kiln"), &[]);
+            let err = match place_mounts(&root, &mounts, &mut ignore) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{target}: placed through the symlink"),
+            };
+            assert!(err.contains("must not touch"), "{target}: {err}");
+            assert_eq!(
+                std::fs::read_to_string(root.join("kiln/executor")).expect("read"),
+                "kiln"
+            );
+            assert!(!root.join("kiln/new").exists());
+        }
     }
 }

@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::copy::fsops::{atime_of, copy_xattrs, mtime_of, set_times};
@@ -346,7 +346,7 @@ pub fn link_tree(from: &Path, to: &Path, frozen: Option<&Frozen>) -> io::Result<
         if root {
             std::os::unix::fs::lchown(&dst, Some(md.uid()), Some(md.gid()))?;
         }
-        fs::set_permissions(&dst, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+        kiln_image::root::chmod_nofollow(&dst, md.mode() & 0o7777)?;
         match frozen.filter(|f| f.dir == src) {
             Some(f) => set_times(&dst, Some(f.atime), Some(f.mtime))?,
             None => set_times(&dst, Some(atime_of(&md)), Some(mtime_of(&md)))?,
@@ -510,7 +510,7 @@ impl Drop for GateHold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{symlink, PermissionsExt};
 
     #[test]
     fn linked_copy_shares_files_and_keeps_directory_metadata() {

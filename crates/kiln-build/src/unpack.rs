@@ -410,5 +410,4 @@ mod tests {
         assert!(dest.join(&o[1..]).join("x").is_file());
         assert!(dest.join("y").is_file());
     }
-
 }

@@ -567,6 +567,20 @@ pub fn chmod_fd(fd: &OwnedFd, mode: u32) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
+/// Sets the permission bits of the entry at `path` itself, for code that walks a tree
+/// it made and holds no [`Dir`]: a symlink found there is left alone, never followed.
+pub fn chmod_nofollow(path: &Path, mode: u32) -> io::Result<()> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) == FileType::Symlink {
+        return Ok(());
+    }
+    chmod_fd(&fd, mode)
+}
+
 fn chown_fd(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
     rustix::fs::chownat(
         fd,

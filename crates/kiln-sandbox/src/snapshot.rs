@@ -444,12 +444,12 @@ fn copy_dir_metadata(src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
             .ctx(|| format!("chown {}", dst.display()))?;
     }
     if d.mode() & 0o7777 != md.mode() & 0o7777 {
-        rustix::fs::chmod(dst, rustix::fs::Mode::from_raw_mode(md.mode() & 0o7777)).map_err(
-            |e| SandboxError::Io {
+        kiln_image::root::chmod_nofollow(dst, md.mode() & 0o7777).map_err(|e| {
+            SandboxError::Io {
                 context: format!("chmod {}", dst.display()),
-                source: e.into(),
-            },
-        )?;
+                source: e,
+            }
+        })?;
     }
     let want = xattrs(src)?;
     let have = xattrs(dst)?;

@@ -118,25 +118,9 @@ pub fn apply_meta(path: &Path, meta: &Meta, is_symlink: bool) -> io::Result<()> 
         Err(e) => return Err(e),
     }
     if !is_symlink {
-        chmod_nofollow(path, meta.perm)?;
+        kiln_image::root::chmod_nofollow(path, meta.perm & 0o7777)?;
     }
     set_times(path, meta.atime.or(meta.mtime), meta.mtime)
-}
-
-/// Sets the permission bits of the entry at `path` itself: a symlink there
-/// (planted after kiln looked) is left alone instead of being followed.
-pub fn chmod_nofollow(path: &Path, perm: u32) -> io::Result<()> {
-    let fd = rustix::fs::open(
-        path,
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )?;
-    if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode)
-        == rustix::fs::FileType::Symlink
-    {
-        return Ok(());
-    }
-    kiln_image::root::chmod_fd(&fd, perm & 0o7777)
 }
 
 /// [`apply_meta`] on the entry `name` of a directory resolved inside a root: every
