@@ -217,7 +217,10 @@ impl HostCanary {
             (dir.clone(), 0o755),
         ] {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
-            std::os::unix::fs::chown(&p, Some(CANARY_OWNER), Some(CANARY_OWNER)).expect("chown");
+            if running_as_root() {
+                std::os::unix::fs::chown(&p, Some(CANARY_OWNER), Some(CANARY_OWNER))
+                    .expect("chown");
+            }
             set_mtime(&p, CANARY_MTIME);
         }
         let before = snapshot(&dir);
@@ -291,6 +294,17 @@ impl Drop for MustNotExist {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
 }
 
 fn set_mtime(p: &Path, secs: i64) {
@@ -690,29 +704,41 @@ under_userns_and_root!(mount_targets_through_image_symlinks => mount_targets_thr
 
 fn mount_sources_through_symlinks(isolation: &str) {
     let c = HostCanary::new("mount-source");
-    let sb = Sandbox::new();
-    sb.busybox();
-    std::fs::create_dir_all(sb.context()).expect("mkdir");
-    std::os::unix::fs::symlink(c.path(), sb.context().join("link")).expect("symlink");
-    std::os::unix::fs::symlink(
-        format!("{}{}", "../".repeat(40), c.rel()),
-        sb.context().join("rel"),
-    )
-    .expect("symlink");
-    sb.dockerfile(
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
-         RUN --mount=type=bind,source=link,target=/m,rw (cat /m/canary || true) > /leak1; touch /m/pwn || true\n\
-         RUN --mount=type=bind,source=rel,target=/m,rw (cat /m/canary || true) > /leak2; chmod 6777 /m/canary || true\n\
-         RUN --mount=type=bind,source=link/cdir,target=/m,rw (cat /m/keep || true) > /leak3; rm -f /m/keep || true\n",
-    );
-    let (out, rootfs) = build(&sb, isolation);
-    c.assert_unchanged(&out);
-    if let Some(r) = rootfs {
-        for leak in ["leak1", "leak2", "leak3"] {
-            let text = std::fs::read_to_string(r.join(leak)).unwrap_or_default();
+    // Each source in a build of its own: the first refusal would hide the
+    // others.
+    for (source, step) in [
+        (
+            "link",
+            "(cat /m/canary || true) > /leak; touch /m/pwn || true",
+        ),
+        (
+            "rel",
+            "(cat /m/canary || true) > /leak; chmod 6777 /m/canary || true",
+        ),
+        (
+            "link/cdir",
+            "(cat /m/keep || true) > /leak; rm -f /m/keep || true",
+        ),
+    ] {
+        let sb = Sandbox::new();
+        sb.busybox();
+        std::os::unix::fs::symlink(c.path(), sb.context().join("link")).expect("symlink");
+        std::os::unix::fs::symlink(
+            format!("{}{}", "../".repeat(40), c.rel()),
+            sb.context().join("rel"),
+        )
+        .expect("symlink");
+        sb.dockerfile(&format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+             RUN --mount=type=bind,source={source},target=/m,rw {step}\n"
+        ));
+        let (out, rootfs) = build(&sb, isolation);
+        c.assert_unchanged(&out);
+        if let Some(r) = rootfs {
+            let text = std::fs::read_to_string(r.join("leak")).unwrap_or_default();
             assert!(
                 !text.contains("host canary") && !text.contains("keep me"),
-                "{leak}: a host file was mounted: {text:?}"
+                "{source}: a host file was mounted: {text:?}"
             );
         }
     }
@@ -833,11 +859,13 @@ impl Drop for KilnImage {
 }
 
 /// What the probe prints about kiln's and Kaniko's files: modes, owners,
-/// mtimes, sizes and contents' sums, and the whole listing.
+/// mtimes, sizes and contents' sums, and the whole listing (but `/`, whose
+/// mtime the build changes, and kiln's scratch dir /kiln/tmp).
 const PROBE: &str = "cd / && for f in /kiln/kiln /kiln /kaniko/.docker /kaniko/.docker/config.json /kaniko/executor; do \
   /probe/busybox stat -c '%n %f %a %u:%g %Y %s %h' \"$f\"; done; \
   /probe/busybox md5sum /kiln/kiln /kaniko/.docker/config.json; \
-  /probe/busybox ls -lan --full-time /kiln /kaniko /kaniko/.docker";
+  /probe/busybox ls -lan --full-time /kiln /kaniko /kaniko/.docker \
+  | /probe/busybox grep -v -e ' \\.\\.$' -e ' tmp$'";
 
 /// Runs an in-place build of `dockerfile` in kiln's image under podman
 /// (as an ordinary container: default capabilities, the host's loopback
@@ -963,4 +991,36 @@ fn finding5_inplace_protected_path_through_parent_symlink_in_place() {
             "a file was planted in /kiln:\n{after}"
         );
     }
+}
+
+/// The control for the two tests above: an in-place build of a benign base
+/// (with a legitimate symlink and a directory) leaves the probe's view of
+/// kiln's files exactly as it was, so any difference they see is the
+/// layer's doing.
+#[test]
+fn in_place_probe_sees_no_change_from_a_benign_base() {
+    if !have_podman("in_place_probe_sees_no_change_from_a_benign_base") {
+        return;
+    }
+    let reg = Registry::start();
+    let image = push_hostile(
+        &reg,
+        "benign",
+        Tar::default()
+            .dir("d/", 0o6777)
+            .symlink("l", "/kiln")
+            .dir("opt/", 0o755)
+            .file("opt/f", b"f", 0o644)
+            .finish(),
+    );
+    let sb = Sandbox::new();
+    let kiln = KilnImage::build(&sb, "benign");
+    let (before, after, log) = in_place_probe(
+        &sb,
+        &kiln,
+        &format!("FROM {image}\nRUN echo ran > /opt/ran\n"),
+    );
+    assert!(log.contains("built stage-0"), "the build failed:\n{log}");
+    assert_kiln_untouched(&before, &after, &log);
+    assert!(before.contains("/kiln/kiln 81ed 755"), "{before}");
 }
