@@ -1024,3 +1024,53 @@ fn in_place_probe_sees_no_change_from_a_benign_base() {
     assert_kiln_untouched(&before, &after, &log);
     assert!(before.contains("/kiln/kiln 81ed 755"), "{before}");
 }
+
+// ---------------------------------------------------------------------------
+// Sources read from another image through its symlinks.
+
+/// Every file below `root` whose contents are the host canaries'.
+fn leaked(root: &Path) -> Vec<String> {
+    entries(root)
+        .into_iter()
+        .filter(|(p, e)| {
+            e.kind == "file"
+                && std::fs::read(root.join(p))
+                    .is_ok_and(|b| b == b"host canary\n" || b == b"keep me\n")
+        })
+        .map(|(p, _)| p)
+        .collect()
+}
+
+fn sources_through_image_symlinks(isolation: &str) {
+    let c = HostCanary::new("from-source");
+    let reg = Registry::start();
+    let climb = format!("{}{}", "../".repeat(40), c.rel());
+    let image = push_hostile(
+        &reg,
+        "from-source",
+        Tar::default()
+            .symlink("app", c.path())
+            .symlink("rel", &climb)
+            .symlink("f", &c.file())
+            .finish(),
+    );
+    for step in [
+        format!("COPY --from={image} /app/ /x/"),
+        format!("COPY --from={image} /rel/cdir/ /x/"),
+        format!("COPY --from={image} /f /x"),
+        format!("RUN --mount=type=bind,from={image},source=app,target=/m (cat /m/canary || true) > /leak"),
+        format!("RUN --mount=type=bind,from={image},source=rel/cdir,target=/m (cat /m/keep || true) > /leak"),
+    ] {
+        let sb = Sandbox::new();
+        sb.dockerfile(&format!("FROM {image}\n{step}\n"));
+        let (out, rootfs) = build(&sb, isolation);
+        c.assert_unchanged(&out);
+        if let Some(r) = rootfs {
+            let found = leaked(&r);
+            assert!(found.is_empty(), "{step}: host files in the image: {found:?}");
+            let leak = std::fs::read_to_string(r.join("leak")).unwrap_or_default();
+            assert!(leak.is_empty(), "{step}: a host file was mounted: {leak:?}");
+        }
+    }
+}
+under_userns_and_root!(sources_through_another_image_s_symlinks => sources_through_image_symlinks);
