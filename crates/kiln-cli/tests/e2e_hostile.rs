@@ -1074,3 +1074,76 @@ fn sources_through_image_symlinks(isolation: &str) {
     }
 }
 under_userns_and_root!(sources_through_another_image_s_symlinks => sources_through_image_symlinks);
+
+// ---------------------------------------------------------------------------
+// An ADDed gzip bomb: streamed, not held in memory.
+
+/// 256 MiB of zeros in one file, tarred and gzipped (about 250 KiB).
+const ADD_BOMB_MIB: usize = 256;
+
+fn add_gzip_bomb(isolation: &str) {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.context()).expect("mkdir");
+    let bomb = sb.context().join("bomb.tar.gz");
+    // Through gzip's stdin, so the test never holds the bomb either.
+    let script = format!(
+        "import sys, tarfile, io\n\
+         class Zeros(io.RawIOBase):\n\
+         \x20   def __init__(self, n): self.n = n\n\
+         \x20   def readable(self): return True\n\
+         \x20   def readinto(self, b):\n\
+         \x20       k = min(len(b), self.n); b[:k] = bytes(k); self.n -= k; return k\n\
+         t = tarfile.open(fileobj=sys.stdout.buffer, mode='w|')\n\
+         i = tarfile.TarInfo('bomb'); i.size = {size}\n\
+         t.addfile(i, io.BufferedReader(Zeros({size})))\n\
+         t.close()\n",
+        size = ADD_BOMB_MIB << 20
+    );
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("python3 -c \"$1\" | gzip -1 -n > \"$2\"")
+        .args(["sh", &script, &bomb.to_string_lossy()])
+        .status()
+        .expect("python3 and gzip");
+    assert!(status.success(), "making the bomb failed");
+    assert!(std::fs::metadata(&bomb).expect("bomb").len() < 4 << 20);
+    sb.dockerfile("FROM scratch\nADD bomb.tar.gz /x/\n");
+    // kiln under python's wait, which reports the children's peak RSS.
+    let layout = sb.path("out");
+    let measure = "import resource, subprocess, sys\n\
+                   r = subprocess.run(sys.argv[1:])\n\
+                   print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+                   sys.exit(r.returncode)\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", measure, env!("CARGO_BIN_EXE_kiln")])
+        .args([
+            "build",
+            "--isolation",
+            isolation,
+            "-t",
+            "bomb:latest",
+            "--output",
+        ])
+        .arg(format!("type=oci,dest={}", layout.display()))
+        .arg(sb.context())
+        .env("KILN_CACHE_DIR", sb.path("cache"))
+        .output()
+        .expect("python3");
+    assert_success(&out);
+    let kib: u64 = stdout(&out)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("peak RSS");
+    eprintln!("ADD of a {ADD_BOMB_MIB} MiB gzip bomb: kiln's peak RSS {kib} KiB");
+    assert!(
+        kib < 160 * 1024,
+        "kiln's peak RSS {kib} KiB for a {ADD_BOMB_MIB} MiB bomb"
+    );
+    let r = umoci_unpack(&layout, "latest", &sb.path("bundle"));
+    assert_eq!(
+        std::fs::metadata(r.join("x/bomb")).expect("bomb").len(),
+        (ADD_BOMB_MIB as u64) << 20
+    );
+}
+under_userns_and_root!(add_archive_gzip_bomb_in_bounded_memory => add_gzip_bomb);
