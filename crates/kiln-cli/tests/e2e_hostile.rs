@@ -519,12 +519,26 @@ fn add_dotdot_and_absolute(isolation: &str) {
         format!("{}{}/canary", "../".repeat(40), c.rel()),
         c.file(),
         format!("a/../../../../../../../../../../..{}", c.file()),
+        // A GNU long name that climbs, before an innocent ustar name.
+        format!("long:{}{}/canary", "../".repeat(40), c.rel()),
     ]
     .iter()
     .enumerate()
     {
         let sb = Sandbox::new();
-        let tar = Tar::default().file(name, b"pwn", 0o4777).finish();
+        let tar = match name.strip_prefix("long:") {
+            Some(long) => Tar::default()
+                .entry(
+                    "././@LongLink",
+                    b'L',
+                    "",
+                    0,
+                    &[long.as_bytes(), b"\0"].concat(),
+                )
+                .file("innocent", b"pwn", 0o4777)
+                .finish(),
+            None => Tar::default().file(name, b"pwn", 0o4777).finish(),
+        };
         context_targz(&sb, "evil.tar.gz", &tar);
         sb.dockerfile("FROM scratch\nADD evil.tar.gz /x/\n");
         let (out, rootfs) = build(&sb, isolation);
@@ -535,7 +549,18 @@ fn add_dotdot_and_absolute(isolation: &str) {
             let inside = r.join("x").join(c.rel()).join("canary");
             assert_eq!(std::fs::read(inside).expect("inside"), b"pwn");
         }
+        if let Some(r) = rootfs_if_built(&sb, &out) {
+            assert!(!r.join("x/innocent").exists(), "the ustar name was used");
+        }
     }
+}
+
+/// The unpacked output of a build that succeeded.
+fn rootfs_if_built(sb: &Sandbox, out: &Output) -> Option<PathBuf> {
+    out.status
+        .success()
+        .then(|| sb.path("bundle/rootfs"))
+        .filter(|r| r.is_dir())
 }
 under_userns_and_root!(add_archive_dotdot_and_absolute_names => add_dotdot_and_absolute);
 
