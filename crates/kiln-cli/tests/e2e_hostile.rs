@@ -447,7 +447,6 @@ fn finding1_base_image(isolation: &str) {
     }
 }
 under_userns_and_root!(
-    #[ignore = "fails until the fd-based root resolver lands"]
     finding1_chmod_through_symlink_replacing_dir_base_image => finding1_base_image
 );
 
@@ -461,7 +460,6 @@ fn finding1_copy_from(isolation: &str) {
     c.assert_unchanged(&out);
 }
 under_userns_and_root!(
-    #[ignore = "fails until the fd-based root resolver lands"]
     finding1_chmod_through_symlink_replacing_dir_copy_from => finding1_copy_from
 );
 
@@ -483,7 +481,6 @@ fn finding1_add_archive(isolation: &str) {
     c.assert_unchanged(&out);
 }
 under_userns_and_root!(
-    #[ignore = "fails until the fd-based root resolver lands"]
     finding1_chmod_through_symlink_replacing_dir_add_archive => finding1_add_archive
 );
 
@@ -585,7 +582,6 @@ fn finding2_run_escape(isolation: &str) {
     );
 }
 under_userns_and_root!(
-    #[ignore = "fails until the fd-based root resolver lands"]
     finding2_workdir_through_image_symlink_run_escape => finding2_run_escape
 );
 
@@ -608,7 +604,6 @@ fn finding2_base_absolute(isolation: &str) {
     );
 }
 under_userns_and_root!(
-    #[ignore = "fails until the fd-based root resolver lands"]
     finding2_workdir_through_image_symlink_absolute => finding2_base_absolute
 );
 
@@ -631,7 +626,6 @@ fn finding2_base_dotdot(isolation: &str) {
     assert!(r.join(c.rel()).join("data/here").is_file());
 }
 under_userns_and_root!(
-    #[ignore = "fails until the fd-based root resolver lands"]
     finding2_workdir_through_image_symlink_dotdot => finding2_base_dotdot
 );
 
@@ -660,7 +654,6 @@ fn finding2_var_run(isolation: &str) {
     assert!(r.join(format!("run/{name}/here")).is_file());
 }
 under_userns_and_root!(
-    #[ignore = "fails until the fd-based root resolver lands"]
     finding2_workdir_through_image_symlink_var_run => finding2_var_run
 );
 
@@ -953,7 +946,6 @@ fn assert_kiln_untouched(before: &str, after: &str, log: &str) {
 }
 
 #[test]
-#[ignore = "fails until the fd-based root resolver lands"]
 fn finding1_chmod_through_symlink_replacing_dir_in_place() {
     if !have_podman("finding1_chmod_through_symlink_replacing_dir_in_place") {
         return;
@@ -978,7 +970,6 @@ fn finding1_chmod_through_symlink_replacing_dir_in_place() {
 }
 
 #[test]
-#[ignore = "fails until the fd-based root resolver lands"]
 fn finding5_inplace_protected_path_through_parent_symlink_in_place() {
     if !have_podman("finding5_inplace_protected_path_through_parent_symlink_in_place") {
         return;

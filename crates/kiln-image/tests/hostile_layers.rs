@@ -605,7 +605,6 @@ fn symlink_loops_are_refused() {
 /// `d/` (mode 6777), then `d -> <host file>`: the deferred chmod of `d`
 /// must not reach the host file.
 #[test]
-#[ignore = "fails until the fd-based root resolver lands"]
 fn finding1_chmod_through_symlink_replacing_dir_file() {
     let s = Scene::new();
     let tar = RawTar::new()
@@ -622,7 +621,6 @@ fn finding1_chmod_through_symlink_replacing_dir_file() {
 
 /// The same with a relative link that climbs out of the root.
 #[test]
-#[ignore = "fails until the fd-based root resolver lands"]
 fn finding1_chmod_through_symlink_replacing_dir_relative() {
     let s = Scene::new();
     let up = s.climb(1, "outside/canary");
@@ -638,7 +636,6 @@ fn finding1_chmod_through_symlink_replacing_dir_relative() {
 /// `d/` (mode 0777), then `d -> <host dir>`: the host directory keeps its
 /// mode.
 #[test]
-#[ignore = "fails until the fd-based root resolver lands"]
 fn finding1_chmod_through_symlink_replacing_dir_directory() {
     let s = Scene::new();
     let tar = RawTar::new()
@@ -652,7 +649,6 @@ fn finding1_chmod_through_symlink_replacing_dir_directory() {
 /// As root with ownership applied: the directory entry's owner (and its
 /// setuid/setgid mode) must not reach the host file or directory either.
 #[test]
-#[ignore = "fails until the fd-based root resolver lands"]
 fn finding1_chmod_through_symlink_replacing_dir_chown_as_root() {
     assert!(
         is_root(),
@@ -677,7 +673,6 @@ fn finding1_chmod_through_symlink_replacing_dir_chown_as_root() {
 /// a file removing it, then the symlink; and a directory whose own child
 /// entry comes after the replacement.
 #[test]
-#[ignore = "fails until the fd-based root resolver lands"]
 fn finding1_chmod_through_symlink_replacing_dir_after_detours() {
     let s = Scene::new();
     let tar = RawTar::new()
@@ -807,7 +802,6 @@ fn duplicate_entries_end_as_the_last_one() {
 /// entry of the same layer replaces it (a file, a symlink, a device), the
 /// replacement keeps its own mode and owner.
 #[test]
-#[ignore = "fails until the fd-based root resolver lands"]
 fn deferred_dir_metadata_is_dropped_when_a_later_entry_replaces_it() {
     let s = Scene::new();
     let tar = RawTar::new()
@@ -1127,7 +1121,6 @@ fn assert_protected(s: &Scene, before: &str) {
 }
 
 #[test]
-#[ignore = "fails until the fd-based root resolver lands"]
 fn finding5_inplace_protected_path_through_parent_symlink_write() {
     let (s, opts, before) = inplace_scene();
     let tar = RawTar::new()
@@ -1173,7 +1166,6 @@ fn finding5_inplace_protected_path_through_parent_symlink_opaque() {
 
 /// A symlink planted in a first layer, used by a second.
 #[test]
-#[ignore = "fails until the fd-based root resolver lands"]
 fn finding5_inplace_protected_path_through_parent_symlink_across_layers() {
     let (s, opts, before) = inplace_scene();
     let first = RawTar::new()
@@ -1197,7 +1189,6 @@ fn finding5_inplace_protected_path_through_parent_symlink_across_layers() {
 /// Finding 1's shape against a protected file: `d/` 6777 then
 /// `d -> /kiln/kiln` must not chmod kiln's binary.
 #[test]
-#[ignore = "fails until the fd-based root resolver lands"]
 fn finding5_inplace_protected_path_through_parent_symlink_chmod() {
     let (s, opts, before) = inplace_scene();
     let kiln_abs = s.root.join("kiln/kiln");
