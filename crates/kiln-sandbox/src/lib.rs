@@ -33,6 +33,7 @@
 //! in `main()`: each step runs in a fresh copy of the binary (see the `init`
 //! module for why).
 
+mod confine;
 mod error;
 mod idmap;
 mod init;
@@ -45,6 +46,7 @@ mod spec;
 
 use std::io::Write;
 
+pub use confine::{DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
 pub use error::{Result, SandboxError};
 pub use idmap::{IdMap, IdRange, OVERFLOW_ID};
 pub use init::INIT_MARKER;
@@ -55,7 +57,7 @@ pub use inplace::{
 };
 pub use run::{Sandbox, TAIL_LINES};
 pub use snapshot::{merge_upper, merge_upper_discarding, upper_changes, upper_changes_since};
-pub use spec::{Isolation, Mount, MountKind, Network, RunResult, RunSpec};
+pub use spec::{Isolation, Mount, MountKind, Network, RunResult, RunSpec, Security};
 
 /// Takes over the process when it was started as a sandbox init
 /// (`argv[1] == INIT_MARKER`), and never returns then. Otherwise returns at
