@@ -353,4 +353,100 @@ mod tests {
         let f = filters().unwrap();
         assert!(f.iter().all(|p| !p.is_empty() && p.len() < 4096));
     }
+
+    /// The errno of a raw system call just made (0 when it succeeded).
+    fn errno_of(rc: libc::c_long) -> i32 {
+        if rc < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+        } else {
+            0
+        }
+    }
+
+    /// Installs the filters in a forked child and checks what each call
+    /// answers there; every call is chosen so that, unfiltered, the kernel
+    /// answers something else (or succeeds harmlessly).
+    #[test]
+    fn filters_refuse_what_they_should_and_nothing_else() {
+        let progs = filters().unwrap();
+        // SAFETY: the child only makes raw system calls and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            for p in &progs {
+                if install(p).is_err() {
+                    unsafe { libc::_exit(100) };
+                }
+            }
+            // SAFETY (all calls): raw system calls with null or scalar
+            // arguments that the filter answers before the kernel reads them.
+            let checks: Vec<(i32, i32)> = unsafe {
+                vec![
+                    // mount(NULL, NULL, ...): EFAULT unfiltered.
+                    (
+                        errno_of(libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0)),
+                        libc::EPERM,
+                    ),
+                    (errno_of(libc::syscall(libc::SYS_unshare, 0)), libc::EPERM),
+                    (
+                        errno_of(libc::syscall(libc::SYS_keyctl, 0, 0, 0, 0, 0)),
+                        libc::EPERM,
+                    ),
+                    (errno_of(libc::syscall(libc::SYS_bpf, 0, 0, 0)), libc::EPERM),
+                    // CLONE_NEWUSER|CLONE_FS: EINVAL unfiltered.
+                    (
+                        errno_of(libc::syscall(
+                            libc::SYS_clone,
+                            (libc::CLONE_NEWUSER | libc::CLONE_FS) as libc::c_ulong,
+                            0,
+                            0,
+                            0,
+                            0,
+                        )),
+                        libc::EPERM,
+                    ),
+                    // clone3(NULL, 0): EINVAL unfiltered.
+                    (
+                        errno_of(libc::syscall(libc::SYS_clone3, 0, 0)),
+                        libc::ENOSYS,
+                    ),
+                    // READ_IMPLIES_EXEC is not one of Docker's personalities.
+                    (
+                        errno_of(libc::syscall(libc::SYS_personality, 0x0040_0000)),
+                        libc::EPERM,
+                    ),
+                    // The query is allowed.
+                    (
+                        errno_of(libc::syscall(libc::SYS_personality, 0xffff_ffffu32)),
+                        0,
+                    ),
+                    (errno_of(libc::syscall(libc::SYS_getpid)), 0),
+                ]
+            };
+            #[allow(unused_mut)]
+            let mut checks = checks;
+            #[cfg(target_arch = "x86_64")]
+            {
+                // x32 getpid: ENOSYS or a pid unfiltered, EPERM with the guard.
+                let rc = unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) };
+                checks.push((errno_of(rc), libc::EPERM));
+            }
+            // Exit with 1 + the index of the first wrong answer, 0 if none.
+            let first_wrong = checks
+                .iter()
+                .position(|(got, want)| got != want)
+                .map_or(0, |i| i as i32 + 1);
+            unsafe { libc::_exit(first_wrong) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid);
+        assert!(libc::WIFEXITED(status), "child died: {status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "1 + the index of the check that answered wrongly"
+        );
+    }
 }
