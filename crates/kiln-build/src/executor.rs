@@ -172,6 +172,9 @@ pub struct BuildRequest<'a> {
     /// Allow an in-place build where nothing shows kiln is in a container
     /// (Kaniko's `--force`).
     pub force_in_place: bool,
+    /// The `security.insecure` entitlement (`--allow security.insecure`):
+    /// without it `RUN --security=insecure` is an error.
+    pub allow_insecure: bool,
     /// Called with each layer of the target image as soon as it is in the
     /// store (written or taken from a cache), so uploads can overlap the
     /// steps that follow.

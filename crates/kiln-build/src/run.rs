@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use kiln_dockerfile::ast::{Instruction, Run};
 use kiln_dockerfile::mount::{parse_mount, Mount as MountSpec, MountType, Sharing};
 use kiln_dockerfile::parser::{run_script, RunScript};
-use kiln_sandbox::{Isolation, Mount, MountKind, Network, RunSpec};
+use kiln_sandbox::{Isolation, Mount, MountKind, Network, RunSpec, Security};
 
 use crate::cache::KeyBuilder;
 use crate::executor::{Executor, Results, StageState, StageVars};
@@ -223,6 +223,24 @@ impl Executor<'_> {
             }
         };
 
+        let security = match run.security.as_deref() {
+            None | Some("sandbox") => Security::Sandbox,
+            Some("insecure") if self.req.allow_insecure => Security::Insecure,
+            Some("insecure") => {
+                return Err(self.loc.at(
+                    span,
+                    "RUN --security=insecure needs the security.insecure entitlement: \
+                     pass --allow security.insecure to kiln build",
+                ))
+            }
+            Some(other) => {
+                return Err(self.loc.at(
+                    span,
+                    format!("RUN --security={other}: expected sandbox or insecure"),
+                ))
+            }
+        };
+
         let cwd = if state.config.config.working_dir.is_empty() {
             "/".to_string()
         } else {
@@ -347,6 +365,7 @@ impl Executor<'_> {
             network,
             mounts,
             isolation,
+            security,
         };
         if isolation == Isolation::InPlace {
             let outcome = self.run_in_place(state, &spec, key, id, span);

@@ -52,6 +52,7 @@ fn run(dockerfile: &str, args: &[(&str, &str)]) -> Result<BuildOutput, BuildErro
         jobs: 0,
         ignore_paths: Vec::new(),
         force_in_place: false,
+        allow_insecure: false,
         on_layer: None,
         snapshot_dir: None,
         reuse_snapshots: false,

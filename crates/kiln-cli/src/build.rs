@@ -97,6 +97,12 @@ pub struct BuildArgs {
     /// How RUN steps are isolated: auto, userns, root or in-place.
     #[arg(long, default_value = "auto", env = "KILN_ISOLATION")]
     pub isolation: String,
+    /// Grant an entitlement: security.insecure (lets `RUN --security=insecure`
+    /// run with every capability and no seccomp filter); network.host is
+    /// accepted for buildx compatibility (RUN --network=host needs nothing).
+    /// Repeatable or comma-separated.
+    #[arg(long = "allow")]
+    pub allow: Vec<String>,
     /// In-place builds: a path the build never touches; repeatable.
     #[arg(long = "ignore-path")]
     pub ignore_paths: Vec<PathBuf>,
@@ -130,6 +136,20 @@ fn parse_cache_specs(
         .iter()
         .map(|s| kiln_build::remote_cache::CacheSpec::parse(s, export).map_err(anyhow::Error::msg))
         .collect()
+}
+
+/// `--allow`: whether `security.insecure` is granted; unknown entitlements
+/// are errors.
+fn allows_insecure(allow: &[String]) -> Result<bool> {
+    let mut insecure = false;
+    for e in allow.iter().flat_map(|a| a.split(',')).map(str::trim) {
+        match e {
+            "security.insecure" => insecure = true,
+            "network.host" => {}
+            other => bail!("--allow {other}: expected security.insecure or network.host"),
+        }
+    }
+    Ok(insecure)
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
@@ -212,6 +232,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         isolation: job::parse_isolation(&args.isolation)?,
         ignore_paths: args.ignore_paths.clone(),
         force_in_place: job::force_in_place_env(),
+        allow_insecure: allows_insecure(&args.allow)?,
         registry: job::registry_options(
             args.insecure_registries,
             &args.registry_mirrors,

@@ -52,6 +52,8 @@ pub struct Job {
     pub ignore_paths: Vec<PathBuf>,
     /// In-place builds even where nothing shows a container.
     pub force_in_place: bool,
+    /// `--allow security.insecure`.
+    pub allow_insecure: bool,
     pub registry: kiln_registry::RegistryOptions,
     /// Result files.
     pub digest_file: Option<PathBuf>,
@@ -394,6 +396,7 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
                     jobs: job.jobs,
                     ignore_paths: job.ignore_paths.clone(),
                     force_in_place: job.force_in_place,
+                    allow_insecure: job.allow_insecure,
                     on_layer,
                     snapshot_dir: job.cache.local.then(|| job.cache_dir.join("snapshots")),
                     reuse_snapshots: job.cache.lookup,

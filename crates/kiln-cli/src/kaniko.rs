@@ -300,6 +300,7 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         isolation: job::parse_isolation(&args.isolation)?,
         ignore_paths: args.ignore_paths.iter().map(PathBuf::from).collect(),
         force_in_place: on(args.force) || job::force_in_place_env(),
+        allow_insecure: false,
         registry: job::registry_options(
             insecure,
             &args.registry_mirrors,

@@ -156,6 +156,7 @@ fn one_step(
         network: Network::Default,
         mounts: vec![],
         isolation,
+        security: kiln_sandbox::Security::Sandbox,
     };
     let t1 = Instant::now();
     let mut out = Vec::new();

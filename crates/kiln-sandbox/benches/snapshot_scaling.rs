@@ -186,6 +186,7 @@ fn one_step(
             },
         }],
         isolation,
+        security: kiln_sandbox::Security::Sandbox,
     };
     let t = Instant::now();
     let mut out = Vec::new();

@@ -21,8 +21,12 @@
 //!    forks the command. It reaps every child; when the command exits it
 //!    kills whatever is left in the PID namespace and exits with the
 //!    command's code.
-//! 3. **the command**: sets groups, gid, uid, umask 022, the default SIGPIPE
-//!    disposition and cwd, and execs `argv` with exactly `env`.
+//!    With `--security=sandbox` (the default) it also masks Docker's
+//!    `/proc` and `/sys` paths (see the `confine` module).
+//! 3. **the command**: sets umask 022 and the default SIGPIPE disposition;
+//!    with `--security=sandbox` drops to Docker's default capabilities and
+//!    installs the seccomp filter; then sets groups, gid, uid and cwd, and
+//!    execs `argv` with exactly `env`.
 //!
 //! Setup errors travel to the parent as `error <message>` lines on the
 //! socket; the command's output goes to stdout/stderr, a pipe the parent
@@ -52,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, SandboxError};
 use crate::idmap::IdMap;
 use crate::mounts::{self, EtcFiles, Plan};
-use crate::spec::{Isolation, Network, RunSpec};
+use crate::spec::{Isolation, Network, RunSpec, Security};
 
 /// `argv[1]` that makes [`crate::maybe_run_init`] take over the process.
 pub const INIT_MARKER: &str = "__kiln-sandbox-init";
@@ -238,6 +242,14 @@ fn pid1(req: &InitRequest, plan: &Plan, writer: &mut File) -> Result<i32> {
     for n in notes {
         tracing::debug!("{n}");
     }
+    // Compiled here so a failure is a setup error, not the command's.
+    let filters = match req.spec.security {
+        Security::Sandbox => {
+            mounts::mask_paths(plan, merged)?;
+            Some(crate::confine::filters()?)
+        }
+        Security::Insecure => None,
+    };
     sethostname(&req.spec.hostname).map_err(|e| setup("sethostname", e))?;
     if req.spec.network == Network::None {
         loopback_up()?;
@@ -254,7 +266,7 @@ fn pid1(req: &InitRequest, plan: &Plan, writer: &mut File) -> Result<i32> {
     // SAFETY: PID 1 is single-threaded (forked from the single-threaded stage 1).
     match unsafe { fork() }.map_err(|e| setup("fork the command", e))? {
         ForkResult::Child => {
-            let e = exec_command(req, &exe, &argv, &env);
+            let e = exec_command(req, filters.as_deref(), &exe, &argv, &env);
             send_error(writer, &e);
             std::process::exit(127);
         }
@@ -327,6 +339,7 @@ fn find_executable(spec: &RunSpec) -> Result<CString> {
 /// Becomes the command; returns only on failure.
 fn exec_command(
     req: &InitRequest,
+    filters: Option<&[seccompiler::BpfProgram]>,
     exe: &CString,
     argv: &[CString],
     env: &[CString],
@@ -352,6 +365,13 @@ fn exec_command(
         return SandboxError::Setup(format!(
             "gid {g} is not mapped in the user namespace (no /etc/subgid range for the calling user?)"
         ));
+    }
+    // Capabilities and seccomp (see the confine module); a user other
+    // than root then loses its effective and permitted sets on setresuid.
+    if let Some(filters) = filters {
+        if let Err(e) = crate::confine::confine(filters) {
+            return e;
+        }
     }
     let groups: Vec<Gid> = spec
         .supplementary_gids

@@ -6,18 +6,24 @@
 //!   the caller's `/etc/subuid`/`/etc/subgid` ranges through newuidmap and
 //!   newgidmap when present, else the single id), plus private mount, PID,
 //!   IPC and UTS namespaces; the root is overlayfs mounted with `userxattr`.
-//!   In a user namespace `/dev` nodes are bind-mounted from the host (mknod is
-//!   not permitted) and `/sys` is the host's, read-only, when the kernel
+//!   In a user namespace `/sys` is the host's, read-only, when the kernel
 //!   allows it (a fresh sysfs with `Network::None`); when it refuses, the step
 //!   runs without `/sys`.
-//! - `Root`: the same without a user namespace, for real root; `/dev` nodes
-//!   are made with mknod and `/sys` is a fresh read-only sysfs.
-//! - `Auto`: [`probe`] decides.
+//! - `Root`: the same without a user namespace, for real root; `/sys` is a
+//!   fresh read-only sysfs.
+//! - `Auto`: [`probe`] decides (`Root` for real root; see the `probe`
+//!   module for why).
+//!
+//! In both, the command is confined as under `docker build` unless the
+//! step is [`Security::Insecure`]: Docker's default capabilities, a seccomp
+//! filter, masked `/proc` and `/sys` paths (the `confine` module), and no
+//! usable device node but kiln's own `/dev` nodes (the `mounts` module).
 //!
 //! In both, the step sees a fresh `/proc`, a minimal `/dev` (null, zero,
-//! full, random, urandom, tty, pts, shm), generated `/etc/hosts`,
-//! `/etc/resolv.conf` (the host's) and `/etc/hostname` bind-mounted over the
-//! image's, and the `RUN --mount` bind and tmpfs mounts. Mount points that
+//! full, random, urandom and tty bind-mounted from the host, pts, shm),
+//! generated `/etc/hosts`, `/etc/resolv.conf` (the host's) and
+//! `/etc/hostname` bind-mounted over the image's, and the `RUN --mount`
+//! bind and tmpfs mounts. Mount points that
 //! had to be created are removed from the upper dir afterwards, so none of
 //! this reaches a layer. The step's root is the overlay of the (never
 //! modified) stage rootfs and the upper dir; afterwards [`upper_changes`]
@@ -33,6 +39,7 @@
 //! in `main()`: each step runs in a fresh copy of the binary (see the `init`
 //! module for why).
 
+mod confine;
 mod error;
 mod idmap;
 mod init;
@@ -45,6 +52,7 @@ mod spec;
 
 use std::io::Write;
 
+pub use confine::{DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
 pub use error::{Result, SandboxError};
 pub use idmap::{IdMap, IdRange, OVERFLOW_ID};
 pub use init::INIT_MARKER;
@@ -55,7 +63,7 @@ pub use inplace::{
 };
 pub use run::{Sandbox, TAIL_LINES};
 pub use snapshot::{merge_upper, merge_upper_discarding, upper_changes, upper_changes_since};
-pub use spec::{Isolation, Mount, MountKind, Network, RunResult, RunSpec};
+pub use spec::{Isolation, Mount, MountKind, Network, RunResult, RunSpec, Security};
 
 /// Takes over the process when it was started as a sandbox init
 /// (`argv[1] == INIT_MARKER`), and never returns then. Otherwise returns at

@@ -12,6 +12,13 @@
 //! in gets its timestamps back, and directories that overlayfs copied up only
 //! to hold stubs (empty, not opaque, metadata equal to the lower's) are
 //! removed as well, so an untouched `/etc` does not show up as a change.
+//!
+//! No device node is usable outside kiln's own `/dev` nodes: the overlay
+//! root, every bind mount (RUN mounts, cache mounts, the /etc files), the
+//! tmpfs mounts and the `/dev` tmpfs itself are `nodev`; the standard nodes
+//! are bind mounts of the host's. The /etc files are `nosuid` too; the
+//! root and RUN bind mounts are not (setuid programs of the image work, as
+//! under Docker).
 
 use std::collections::HashSet;
 use std::fs;
@@ -19,11 +26,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
-use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::sys::time::TimeSpec;
 use serde::{Deserialize, Serialize};
 
+use crate::confine::{MASKED_PATHS, READONLY_PATHS};
 use crate::error::{IoContext, Result, SandboxError};
 use crate::spec::{Isolation, MountKind, Network, RunSpec};
 
@@ -208,10 +216,18 @@ fn do_mount(
 /// Makes an existing mount at `target` read-only, keeping the flags the
 /// kernel locks in a user namespace (nosuid, nodev, noexec, atime).
 fn remount_readonly(target: &Path) -> Result<()> {
+    remount_bind(target, MsFlags::MS_RDONLY)
+}
+
+/// Adds `extra` (`MS_RDONLY`, `MS_NODEV`, `MS_NOSUID`, …) to the bind
+/// mount at `target`, keeping the flags it has (the kernel locks them in a
+/// user namespace: nosuid, nodev, noexec, read-only, atime).
+fn remount_bind(target: &Path, extra: MsFlags) -> Result<()> {
     let st = statvfs(target).map_err(|e| ms(e, || format!("statvfs {}", target.display())))?;
     let f = st.flags();
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra;
     for (sf, mf) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
         (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
@@ -257,11 +273,13 @@ pub(crate) fn mount_overlay(spec: &RunSpec, isolation: Isolation, merged: &Path)
         let _ = std::fs::remove_dir_all(&marker);
     }
     let volatile = format!("{data},volatile");
+    // nodev: device nodes of the image (or made by the step) stay in the
+    // layer but cannot be opened; only kiln's /dev works.
     do_mount(
         Some(Path::new("overlay")),
         merged,
         Some("overlay"),
-        MsFlags::empty(),
+        MsFlags::MS_NODEV,
         Some(&volatile),
     )
     .or_else(|_| {
@@ -269,21 +287,14 @@ pub(crate) fn mount_overlay(spec: &RunSpec, isolation: Isolation, merged: &Path)
             Some(Path::new("overlay")),
             merged,
             Some("overlay"),
-            MsFlags::empty(),
+            MsFlags::MS_NODEV,
             Some(&data),
         )
     })
 }
 
-/// Device nodes every container gets: name, major, minor.
-const DEVICES: [(&str, u64, u64); 6] = [
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-];
+/// Device nodes every container gets (bind mounts of the host's).
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Creates the stubs and performs every planned mount under `root`.
 /// Returns notes about things skipped (e.g. /sys in a user namespace).
@@ -313,7 +324,7 @@ pub(crate) fn mount_all(
                 nosuid_nodev_noexec,
                 None,
             )?,
-            What::Dev => mount_dev(&target, isolation)?,
+            What::Dev => mount_dev(&target)?,
             What::Sys => {
                 // A fresh sysfs needs a network namespace owned by our user
                 // namespace; otherwise bind the host's read-only.
@@ -346,6 +357,7 @@ pub(crate) fn mount_all(
             }
             What::File(source) => {
                 do_mount(Some(source), &target, None, MsFlags::MS_BIND, None)?;
+                remount_bind(&target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
             }
             What::Bind { source, readonly } => {
                 do_mount(
@@ -355,9 +367,13 @@ pub(crate) fn mount_all(
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None,
                 )?;
+                // No device node that a step left in a cache mount (or
+                // that a source holds) can be opened.
+                let mut extra = MsFlags::MS_NODEV;
                 if *readonly {
-                    remount_readonly(&target)?;
+                    extra |= MsFlags::MS_RDONLY;
                 }
+                remount_bind(&target, extra)?;
             }
             What::Tmpfs { size } => {
                 let mut data = "mode=1777".to_string();
@@ -377,32 +393,25 @@ pub(crate) fn mount_all(
     Ok(notes)
 }
 
-/// A tmpfs /dev with the standard nodes (made with mknod as root, bind-mounted
-/// from the host in a user namespace, where mknod is not permitted), pts, shm
-/// and the usual symlinks.
-fn mount_dev(dev: &Path, isolation: Isolation) -> Result<()> {
+/// A tmpfs /dev with the standard nodes, pts, shm and the usual symlinks.
+///
+/// The tmpfs is `nodev`, so a node the step makes there (it has
+/// CAP_MKNOD, as under Docker, which relies on the devices cgroup instead)
+/// cannot be opened; the standard nodes are bind mounts of the host's,
+/// which keep their own (device-permitting) mount flags.
+fn mount_dev(dev: &Path) -> Result<()> {
     do_mount(
         Some(Path::new("tmpfs")),
         dev,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
-    for (name, major, minor) in DEVICES {
+    for name in DEVICES {
         let p = dev.join(name);
-        if isolation == Isolation::Root {
-            mknod(
-                &p,
-                SFlag::S_IFCHR,
-                Mode::from_bits_truncate(0o666),
-                makedev(major, minor),
-            )
-            .map_err(|e| ms(e, || format!("mknod {}", p.display())))?;
-        } else {
-            fs::File::create(&p).ctx(|| format!("create {}", p.display()))?;
-            let host = Path::new("/dev").join(name);
-            do_mount(Some(&host), &p, None, MsFlags::MS_BIND, None)?;
-        }
+        fs::File::create(&p).ctx(|| format!("create {}", p.display()))?;
+        let host = Path::new("/dev").join(name);
+        do_mount(Some(&host), &p, None, MsFlags::MS_BIND, None)?;
     }
     let pts = dev.join("pts");
     fs::create_dir(&pts).ctx(|| format!("create {}", pts.display()))?;
@@ -444,6 +453,76 @@ fn mount_dev(dev: &Path, isolation: Isolation) -> Result<()> {
         std::os::unix::fs::symlink(target, &p).ctx(|| format!("symlink {}", p.display()))?;
     }
     let _ = fs::set_permissions(dev, fs::Permissions::from_mode(0o755));
+    Ok(())
+}
+
+/// Hides [`MASKED_PATHS`] and makes [`READONLY_PATHS`] read-only under the
+/// step's `/proc` and `/sys` (mounted below `root` by [`mount_all`]), as
+/// Docker does; see the `confine` module. Paths this kernel lacks (or a
+/// `/sys` a user namespace could not mount) are skipped.
+pub(crate) fn mask_paths(plan: &Plan, root: &Path) -> Result<()> {
+    let mount_of = |want: fn(&What) -> bool| {
+        plan.mounts
+            .iter()
+            .find(|m| want(&m.what))
+            .map(|m| root.join(&m.rel))
+    };
+    let proc_dir = mount_of(|w| matches!(w, What::Proc));
+    let sys_dir = mount_of(|w| matches!(w, What::Sys));
+    let place = |p: &str| -> Option<PathBuf> {
+        if let Some(rest) = p.strip_prefix("/proc/") {
+            proc_dir.as_ref().map(|d| d.join(rest))
+        } else {
+            let rest = p.strip_prefix("/sys/")?;
+            sys_dir.as_ref().map(|d| d.join(rest))
+        }
+    };
+    let present = |target: &Path| match fs::symlink_metadata(target) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SandboxError::Io {
+            context: format!("stat {}", target.display()),
+            source: e,
+        }),
+    };
+    let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for p in MASKED_PATHS {
+        let Some(target) = place(p) else { continue };
+        let Some(md) = present(&target)? else {
+            continue;
+        };
+        if md.is_dir() {
+            do_mount(
+                Some(Path::new("tmpfs")),
+                &target,
+                Some("tmpfs"),
+                hidden | MsFlags::MS_RDONLY,
+                Some("size=4k,mode=555"),
+            )?;
+        } else {
+            do_mount(
+                Some(Path::new("/dev/null")),
+                &target,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
+        }
+    }
+    for p in READONLY_PATHS {
+        let Some(target) = place(p) else { continue };
+        if present(&target)?.is_none() {
+            continue;
+        }
+        do_mount(
+            Some(&target),
+            &target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        remount_readonly(&target)?;
+    }
     Ok(())
 }
 

@@ -12,6 +12,18 @@
 //! not see them as written. Without a user namespace, ownership and
 //! `security.capability` reach the layer exactly as the step left them,
 //! which is also how builders running as root under Docker behave.
+//!
+//! And `root` is a real boundary, the one `docker build` (BuildKit on
+//! rootful runc) draws: Docker's default capabilities, a seccomp filter,
+//! masked `/proc` paths, and no usable device node outside kiln's `/dev`
+//! (see the `confine` and `mounts` modules). A user namespace would be
+//! stronger only with subordinate ids (root in the step mapped to an
+//! unprivileged host uid); as root, kiln's `userns` maps every id to
+//! itself (the stage roots hold image ownership as is), so it would add no
+//! uid separation. Mapping root's `/etc/subuid` range would mean shifting
+//! the ownership of every unpacked file into that range and back for each
+//! layer (Docker's `userns-remap`), at a cost per file and with the
+//! file-capability loss above; `--isolation userns` stays available.
 
 use std::fs;
 use std::path::Path;

@@ -60,7 +60,8 @@ impl Sandbox {
         if crate::probe::real_root() {
             return Ok((
                 Isolation::Root,
-                "running as root with CAP_SYS_ADMIN: full-fidelity ownership and file capabilities"
+                "running as root with CAP_SYS_ADMIN: full-fidelity ownership and file capabilities; \
+                 steps keep Docker's default capabilities under a seccomp filter"
                     .into(),
             ));
         }

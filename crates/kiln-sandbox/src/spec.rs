@@ -46,6 +46,20 @@ pub enum Network {
     Host,
 }
 
+/// `RUN --security=…`: how much the command is confined (see the
+/// `confine` module).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Security {
+    /// Docker's default capabilities, the default seccomp profile, masked
+    /// `/proc` and `/sys` paths (BuildKit's `sandbox`, the default).
+    #[default]
+    Sandbox,
+    /// Every capability, no seccomp filter, nothing masked (BuildKit's
+    /// `insecure`; the build must be given the `security.insecure`
+    /// entitlement).
+    Insecure,
+}
+
 /// A mount added to the step's root (`RUN --mount`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
@@ -85,6 +99,9 @@ pub struct RunSpec {
     pub network: Network,
     pub mounts: Vec<Mount>,
     pub isolation: Isolation,
+    /// How much the command is confined.
+    #[serde(default)]
+    pub security: Security,
 }
 
 /// How a step ended.

@@ -349,3 +349,171 @@ impl FifoLike for fs::FileType {
         std::os::unix::fs::FileTypeExt::is_fifo(self)
     }
 }
+
+// ---- root mode as a sandbox: capabilities, seccomp, masked paths, nodev ----
+
+/// A block device node in `dir` (returned) that the host opens: the
+/// device holding `/` (what an escape would read) when it opens, else the
+/// first that does of those the kernel lists. A machine where none opens
+/// cannot run these tests: that is a failure, not a skip.
+fn openable_host_block_device(dir: &std::path::Path) -> (std::path::PathBuf, u64, u64) {
+    let dev = fs::metadata("/").unwrap().dev();
+    let root = (rustix::fs::major(dev) as u64, rustix::fs::minor(dev) as u64);
+    let listed = fs::read_dir("/sys/dev/block")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| {
+            let (a, b) = n.split_once(':')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        });
+    let node = dir.join("hostdisk");
+    for (major, minor) in std::iter::once(root).chain(listed) {
+        let _ = fs::remove_file(&node);
+        nix::sys::stat::mknod(
+            &node,
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(major, minor),
+        )
+        .unwrap();
+        if fs::File::open(&node).is_ok() {
+            return (node, major, minor);
+        }
+    }
+    panic!("no block device of this machine opens: nothing to test the sandbox against");
+}
+
+/// The `Cap*`, `Seccomp` and `NoNewPrivs` lines of /proc/self/status as
+/// seen by a step, by name.
+fn status_fields(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn run_ok(spec: &kiln_sandbox::RunSpec) -> String {
+    let mut out = Vec::new();
+    let r = sandbox().run(spec, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(r.exit_code, 0, "{text}");
+    text
+}
+
+#[test]
+fn run_has_dockers_default_capabilities_and_a_seccomp_filter() {
+    let s = Step::new();
+    let f = status_fields(&run_ok(&s.spec("cat /proc/self/status")));
+    assert_eq!(f["CapEff"], "00000000a80425fb", "{f:?}");
+    assert_eq!(f["CapPrm"], "00000000a80425fb");
+    assert_eq!(f["CapBnd"], "00000000a80425fb");
+    assert_eq!(f["CapInh"], "0000000000000000");
+    assert_eq!(f["CapAmb"], "0000000000000000");
+    assert_eq!(f["Seccomp"], "2", "no seccomp filter: {f:?}");
+    assert_eq!(
+        kiln_sandbox::DEFAULT_CAPS.bits(),
+        0xa804_25fb,
+        "Docker's default set"
+    );
+
+    // Another user keeps the bounding set and nothing effective.
+    let mut spec = s.spec("cat /proc/self/status");
+    spec.uid = 1000;
+    spec.gid = 1000;
+    let f = status_fields(&run_ok(&spec));
+    assert_eq!(f["CapEff"], "0000000000000000", "{f:?}");
+    assert_eq!(f["CapPrm"], "0000000000000000");
+    assert_eq!(f["CapBnd"], "00000000a80425fb");
+}
+
+#[test]
+fn run_cannot_mount_unshare_or_load_keys() {
+    let s = Step::new();
+    // Each refused call prints its name; "ok" only when all were refused.
+    let script = "mkdir -p /mnt; \
+        busybox mount -t tmpfs t /mnt 2>/dev/null && echo MOUNTED; \
+        busybox unshare -m true 2>/dev/null && echo UNSHARED; \
+        busybox unshare -U true 2>/dev/null && echo USERNS; \
+        echo ok";
+    assert_eq!(run_ok(&s.spec(script)), "ok\n");
+}
+
+#[test]
+fn host_block_device_cannot_be_opened_from_a_step() {
+    let s = Step::new();
+    // The test can fail: on the host the node opens.
+    let (node, major, minor) = openable_host_block_device(s.tmp.path());
+    // A node shipped in the image (lower dir) and nodes the step makes in
+    // the root and in /dev: made (CAP_MKNOD, as under Docker), never opened.
+    fs::rename(&node, s.root().join("layerdisk")).unwrap();
+    let script = format!(
+        "busybox mknod /tmp-disk b {major} {minor} && busybox mknod /dev/disk b {major} {minor} \
+         && for d in /layerdisk /tmp-disk /dev/disk; do \
+              if busybox head -c 512 $d > /dev/null 2>&1; then echo \"$d READ\"; \
+              else echo \"$d refused\"; fi; \
+            done"
+    );
+    assert_eq!(
+        run_ok(&s.spec(&script)),
+        "/layerdisk refused\n/tmp-disk refused\n/dev/disk refused\n"
+    );
+    // kiln's own /dev nodes still work.
+    assert_eq!(
+        run_ok(&s.spec("busybox head -c 4 /dev/zero | busybox wc -c; echo x > /dev/null")),
+        "4\n"
+    );
+}
+
+#[test]
+fn proc_and_sys_paths_are_masked_or_read_only() {
+    let s = Step::new();
+    let text = run_ok(&s.spec("cat /proc/self/mountinfo; echo ---; cat /proc/keys /proc/timer_list | busybox wc -c; busybox ls /sys/firmware | busybox wc -l"));
+    let (mountinfo, rest) = text.split_once("---\n").unwrap();
+    assert_eq!(rest, "0\n0\n", "masked files and dirs are empty");
+    // mount point -> options of the topmost mount there.
+    let mut at = std::collections::BTreeMap::new();
+    for l in mountinfo.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        at.insert(f[4].to_string(), f[5].to_string());
+    }
+    for p in kiln_sandbox::MASKED_PATHS {
+        if fs::symlink_metadata(p).is_ok() {
+            assert!(at.contains_key(p), "{p} is not masked:\n{mountinfo}");
+        }
+    }
+    for p in kiln_sandbox::READONLY_PATHS {
+        if fs::symlink_metadata(p).is_ok() {
+            let opts = at
+                .get(p)
+                .unwrap_or_else(|| panic!("{p}: no mount\n{mountinfo}"));
+            assert!(opts.split(',').any(|o| o == "ro"), "{p} is {opts}");
+        }
+    }
+    // The root is nodev, and so is /dev itself.
+    for p in ["/", "/dev", "/etc/hosts"] {
+        let opts = &at[p];
+        assert!(opts.split(',').any(|o| o == "nodev"), "{p} is {opts}");
+    }
+}
+
+#[test]
+fn insecure_runs_with_every_capability_and_no_filter() {
+    let s = Step::new();
+    let mut spec = s.spec(
+        "cat /proc/self/status; mkdir -p /mnt; busybox mount -t tmpfs t /mnt && echo MOUNTED",
+    );
+    spec.security = kiln_sandbox::Security::Insecure;
+    let text = run_ok(&spec);
+    let f = status_fields(&text);
+    let host = status_fields(&fs::read_to_string("/proc/self/status").unwrap());
+    assert_eq!(f["CapEff"], host["CapBnd"], "{f:?}");
+    assert_eq!(f["Seccomp"], "0");
+    assert!(text.ends_with("MOUNTED\n"), "{text}");
+}
+
+#[test]
+fn auto_picks_root_when_running_as_root() {
+    let (isolation, why) = sandbox().probe().unwrap();
+    assert_eq!(isolation, kiln_sandbox::Isolation::Root);
+    assert!(why.contains("Docker's default capabilities"), "{why}");
+}

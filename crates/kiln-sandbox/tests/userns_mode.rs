@@ -217,3 +217,29 @@ fn subordinate_ids_let_the_step_chown() {
     let entries = upper_changes(&s.upper(), &id_map(&result)).unwrap();
     assert_eq!(describe(&entries), ["owned file(2) 644 1000:33"]);
 }
+
+/// The user namespace's root gets Docker's default set too (capabilities
+/// there only reach the namespace's objects, but Docker drops them as well),
+/// and the seccomp filter.
+#[test]
+fn userns_step_has_dockers_default_capabilities_and_a_seccomp_filter() {
+    if let Some(why) = userns_unavailable(65534, 65534) {
+        panic!("user namespaces unavailable for nobody: {why}");
+    }
+    let s = Step::new();
+    let mut spec = s.spec(
+        "cat /proc/self/status; mkdir -p /mnt; busybox mount -t tmpfs t /mnt 2>/dev/null && echo MOUNTED; true",
+    );
+    spec.isolation = Isolation::Userns;
+    let (out, _) = run_as(65534, 65534, &s, &spec);
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("CapEff:"), "00000000a80425fb", "{out}");
+    assert_eq!(field("CapBnd:"), "00000000a80425fb");
+    assert_eq!(field("Seccomp:"), "2");
+    assert!(!out.contains("MOUNTED"), "{out}");
+}

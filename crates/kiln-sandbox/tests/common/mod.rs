@@ -63,6 +63,7 @@ impl Step {
             network: Network::Default,
             mounts: vec![],
             isolation: Isolation::Root,
+            security: kiln_sandbox::Security::Sandbox,
         }
     }
 }
