@@ -203,6 +203,9 @@ pub struct BuildOutput {
     pub stored: StoredImage,
     /// Build args given but never declared (BuildKit warns about them).
     pub unused_args: Vec<String>,
+    /// Lint warnings on the stages built (BuildKit's checks, e.g.
+    /// `SecretsUsedInArgOrEnv`), in file order.
+    pub lint_warnings: Vec<kiln_dockerfile::lint::Warning>,
     /// Every keyed step of the build, in order.
     pub cache_entries: Vec<CacheEntry>,
     /// Steps taken from a cache, and steps that ran.
@@ -487,6 +490,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
 
     let graph = graph::resolve(&df, &MapVars(&global), req.target.as_deref())
         .map_err(|e| loc.locate(Span { line: 1, column: 1 }, e))?;
+    let lint_warnings = kiln_dockerfile::lint::lint_stages(&df, |i| graph.order.contains(&i));
     let stage_names: Vec<String> = df
         .stages()
         .iter()
@@ -780,6 +784,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         image,
         stored,
         unused_args,
+        lint_warnings,
         cache_entries,
         cache_hits: hits,
         cache_misses: misses,

@@ -412,6 +412,9 @@ fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
             built_one?
         };
         if i == 0 {
+            for warning in &out.lint_warnings {
+                eprintln!("warning: {warning}");
+            }
             for arg in &out.unused_args {
                 eprintln!("warning: build arg {arg} was given but no ARG instruction declares it");
             }

@@ -10,11 +10,14 @@
 //!   (`**`, `!` exceptions, last match wins), shared by `.dockerignore` and
 //!   `COPY --exclude`.
 //! - [`mount`] parses `RUN --mount` specifications.
+//! - [`lint`] holds BuildKit's lint rules (`SecretsUsedInArgOrEnv`) as pure
+//!   checks on the syntax tree.
 
 pub mod ast;
 pub mod dockerignore;
 pub mod error;
 pub mod expand;
+pub mod lint;
 pub mod mount;
 pub mod parser;
 pub mod pattern;

@@ -25,6 +25,13 @@ mod reference;
 mod secret;
 mod transport;
 
+/// The pure steps of pulling a manifest (media type negotiation, platform
+/// selection on an index), for the fuzz targets in `fuzz/`; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::pull::{classify, select_platform};
+}
+
 pub use client::RegistryClient;
 pub use cloud::{parse_cloud_override, CloudRegistry};
 pub use credentials::{default_docker_config_path, Credential};

@@ -35,7 +35,7 @@ fn platform_string(p: &Platform) -> String {
 
 /// The media type of manifest JSON `bytes`: the declared one (`Content-Type` or the
 /// `mediaType` field), else inferred from its shape. Schema 1 is an error.
-fn classify(
+pub fn classify(
     registry: &str,
     reference: &str,
     content_type: Option<&str>,
@@ -75,7 +75,7 @@ fn classify(
 }
 
 /// Chooses the first index entry whose platform satisfies `wanted`.
-fn select_platform(
+pub fn select_platform(
     registry: &str,
     reference: &str,
     index: &Index,
