@@ -78,7 +78,8 @@ fn open(file: &Path) -> io::Result<(Compression, Box<dyn Read>)> {
         Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(f)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(f)?),
     };
-    Ok((kind, r))
+    // PAX and GNU long-name records are read whole by the tar reader: bound them.
+    Ok((kind, Box::new(kiln_image::tarlimit::MetaLimit::new(r))))
 }
 
 /// `Some(compression)` when `file` is a tar archive (its first header

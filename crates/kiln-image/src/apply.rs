@@ -62,7 +62,7 @@ pub(crate) fn open_layer(store: &BlobStore, layer: &Digest) -> Result<Box<dyn Re
     let f = store.open_blob(layer)?;
     let mut r = BufReader::with_capacity(256 * 1024, f);
     let head = r.fill_buf().ctx(|| format!("read layer {layer}"))?;
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+    let stream: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
         read_ahead(Box::new(flate2::read::MultiGzDecoder::new(r)))
             .ctx(|| format!("decompress layer {layer}"))?
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -70,7 +70,10 @@ pub(crate) fn open_layer(store: &BlobStore, layer: &Digest) -> Result<Box<dyn Re
         read_ahead(Box::new(d)).ctx(|| format!("decompress layer {layer}"))?
     } else {
         Box::new(r)
-    })
+    };
+    // Metadata records (PAX, GNU long names) are read whole by the tar
+    // reader: bound them before it sees them.
+    Ok(Box::new(crate::tarlimit::MetaLimit::new(stream)))
 }
 
 /// How far [`read_ahead`] decompresses ahead of its reader.

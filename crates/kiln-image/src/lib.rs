@@ -24,6 +24,7 @@ mod output;
 pub mod root;
 mod store;
 mod tarheader;
+pub mod tarlimit;
 
 pub use apply::{apply_layer, ApplyOptions};
 pub use config::{ContainerConfig, EmptyObject, HealthConfig, History, ImageConfig, RootFs};
