@@ -5,8 +5,10 @@
 //!
 //! Nothing a mount brings in reaches the layer: mounts live outside the
 //! overlay, and the sandbox removes the mount points it had to create.
-//! Secrets are copied into a private temporary directory that is deleted
-//! after the step; they never enter the config, the history or a log line.
+//! Secret values stay in memory until the sandbox writes them on a tmpfs of
+//! the step's own (in place: a file at the target, removed after the step);
+//! they never enter the cache directory, the config, the history or a log
+//! line.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -619,21 +621,15 @@ impl Executor<'_> {
                     env.push(format!("{var}={text}"));
                 }
                 if let Some(target) = m.secret_target() {
-                    let file = private.join(format!("secret-{}", mounts.len()));
-                    std::fs::write(&file, &value).map_err(io_err(&file))?;
-                    let mode = m.effective_mode().unwrap_or(0o400);
-                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
-                        .map_err(io_err(&file))?;
-                    let _ = std::os::unix::fs::chown(
-                        &file,
-                        Some(m.uid.unwrap_or(0)),
-                        Some(m.gid.unwrap_or(0)),
-                    );
+                    // Kept in memory: the sandbox writes it on a tmpfs of
+                    // the step's own, never in the cache directory.
                     mounts.push(Mount {
                         target: absolute(&target),
-                        kind: MountKind::Bind {
-                            source: file,
-                            readonly: true,
+                        kind: MountKind::Secret {
+                            data: kiln_sandbox::SecretData(value),
+                            mode: m.effective_mode().unwrap_or(0o400),
+                            uid: m.uid.unwrap_or(0),
+                            gid: m.gid.unwrap_or(0),
                         },
                     });
                 }
