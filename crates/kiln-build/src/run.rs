@@ -268,12 +268,27 @@ impl Executor<'_> {
             let reads_source = matches!(m.kind, MountType::Bind)
                 || (matches!(m.kind, MountType::Cache) && m.from.is_some());
             if reads_source {
+                // A source that climbs out of its root is refused before
+                // anything is read.
+                let rel = m.source.as_deref().unwrap_or("/");
+                if crate::copy::fsops::clean_components(rel).is_none() {
+                    return Err(self.loc.at(
+                        span,
+                        format!("--mount source {rel}: points outside its root"),
+                    ));
+                }
                 let identity =
                     self.source_identity(m.from.as_deref(), state.index, results, span)?;
                 key.field(&identity);
                 if m.from.is_none() {
-                    let rel = m.source.as_deref().unwrap_or("").trim_start_matches('/');
-                    self.hash_context(&mut key, rel)?;
+                    // The key hashes what is mounted: the source resolved
+                    // inside the context (symlinks followed there), then
+                    // the tree it names.
+                    let root = self.req.context.root().to_path_buf();
+                    let (_, resolved) = resolve_source(&root, rel)
+                        .map_err(|e| self.loc.at(span, format!("--mount source {rel}: {e}")))?;
+                    key.field(&resolved);
+                    self.hash_context(&mut key, &resolved)?;
                 }
             }
         }
@@ -510,7 +525,7 @@ impl Executor<'_> {
                     .ok_or_else(|| self.loc.at(span, "--mount=type=bind needs target="))?;
                 let (root, filtered) = self.mount_source_root(m, results, span)?;
                 let rel = m.source.as_deref().unwrap_or("/");
-                let source = resolve_source(&root, rel)
+                let (source, resolved) = resolve_source(&root, rel)
                     .map_err(|e| self.loc.at(span, format!("--mount source {rel}: {e}")))?;
                 if filtered || !m.readonly {
                     // The context is shown without ignored files, and a
@@ -521,7 +536,7 @@ impl Executor<'_> {
                         &source,
                         &copy,
                         &|p| filtered && self.req.context.is_excluded(p),
-                        rel,
+                        &resolved,
                     )?;
                     mounts.push(Mount {
                         target: absolute(target),
@@ -579,9 +594,9 @@ impl Executor<'_> {
                     if let Some(from) = &m.from {
                         let (root, _) = self.stage_or_image_root(from, results, span)?;
                         let rel = m.source.as_deref().unwrap_or("/");
-                        let src = resolve_source(&root, rel)
+                        let (src, resolved) = resolve_source(&root, rel)
                             .map_err(|e| self.loc.at(span, format!("--mount source {rel}: {e}")))?;
-                        copy_tree(&src, &dir, &|_| false, rel)?;
+                        copy_tree(&src, &dir, &|_| false, &resolved)?;
                     }
                     let mode = m.effective_mode().unwrap_or(0o755);
                     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
@@ -698,14 +713,15 @@ impl Executor<'_> {
 }
 
 /// Resolves a mount source inside its root: symlinks followed within the
-/// root, `..` that climbs out rejected.
-fn resolve_source(root: &Path, rel: &str) -> Result<PathBuf, String> {
+/// root, `..` that climbs out rejected. Returns the host path and the path
+/// below the root (`/`-separated, empty for the root itself).
+fn resolve_source(root: &Path, rel: &str) -> Result<(PathBuf, String), String> {
     use crate::copy::fsops::{resolve_in_root, Escape, ResolveError};
     match resolve_in_root(root, rel, true, Escape::Reject) {
         Ok(r) => {
             let p = r.host(root);
-            if p.exists() {
-                Ok(p)
+            if p.symlink_metadata().is_ok() {
+                Ok((p, r.rel_string()))
             } else {
                 Err("not found".to_string())
             }
