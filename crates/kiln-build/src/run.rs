@@ -380,6 +380,12 @@ impl Executor<'_> {
         drop(locks);
         if result.exit_code != 0 {
             let mut message = format!("RUN failed with exit code {}", result.exit_code);
+            // A step that died writing to a full disk mostly says only
+            // that it failed: the full filesystem is named while the
+            // step's files still fill it.
+            if let Some(full) = crate::scratch::full_filesystem(&upper) {
+                message.push_str(&format!(" ({full})"));
+            }
             if !result.tail.trim().is_empty() {
                 message.push_str(":\n");
                 message.push_str(result.tail.trim_end());
