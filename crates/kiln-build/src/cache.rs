@@ -106,7 +106,7 @@ pub struct StepCache {
 impl StepCache {
     pub fn open(cache_dir: &Path) -> std::io::Result<Self> {
         let dir = cache_dir.join("steps");
-        std::fs::create_dir_all(&dir)?;
+        crate::scratch::private_dir(&dir)?;
         Ok(StepCache { dir })
     }
 
@@ -237,9 +237,52 @@ impl CacheLock {
             .ok_or_else(|| std::io::Error::other("cache lock not taken"))
     }
 
+    /// [`CacheLock::shared`], calling `alone` first when no other build (nor
+    /// a prune) holds the lock: then nothing is being written, and what
+    /// dead builds left half-written can go.
+    pub fn shared_after(cache_dir: &Path, alone: &mut dyn FnMut()) -> std::io::Result<Self> {
+        match Self::take(cache_dir, true, false)? {
+            Some(lock) => {
+                alone();
+                // Converted in place: another build may join from now on.
+                rustix::fs::flock(&lock._file, rustix::fs::FlockOperation::LockShared)?;
+                Ok(lock)
+            }
+            None => Self::shared(cache_dir),
+        }
+    }
+
     /// Held by a prune; `None` when builds are running.
     pub fn try_exclusive(cache_dir: &Path) -> std::io::Result<Option<Self>> {
         Self::take(cache_dir, true, false)
+    }
+
+    /// Held by a prune: waits for running builds to finish, calling
+    /// `waiting` with the time waited so far when it starts waiting and
+    /// about every `report_every` after; `None` when they still run after
+    /// `timeout`.
+    pub fn exclusive_waiting(
+        cache_dir: &Path,
+        timeout: std::time::Duration,
+        report_every: std::time::Duration,
+        waiting: &mut dyn FnMut(std::time::Duration),
+    ) -> std::io::Result<Option<Self>> {
+        let start = std::time::Instant::now();
+        let mut next_report = std::time::Duration::ZERO;
+        loop {
+            if let Some(lock) = Self::try_exclusive(cache_dir)? {
+                return Ok(Some(lock));
+            }
+            let waited = start.elapsed();
+            if waited >= timeout {
+                return Ok(None);
+            }
+            if waited >= next_report {
+                waiting(waited);
+                next_report = waited + report_every;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100).min(timeout - waited));
+        }
     }
 }
 
@@ -269,6 +312,25 @@ pub struct CachePruneReport {
 pub fn prune_cache(cache_dir: &Path, opts: &PruneOptions) -> std::io::Result<CachePruneReport> {
     let mut report = CachePruneReport::default();
     let steps = StepCache::open(cache_dir)?;
+    // Scratch space of builds that died, and what finished builds left to
+    // their background cleaners.
+    crate::scratch::sweep_dead(cache_dir)?;
+    crate::scratch::remove_partial_writes(cache_dir)?;
+    if let Ok(rd) = std::fs::read_dir(cache_dir.join("trash")) {
+        for e in rd.flatten() {
+            let p = e.path();
+            // A finished build's cleaner may be deleting it too.
+            let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match removed {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
     if opts.all {
         let r = steps.prune(Some(std::time::Duration::ZERO), Some(0))?;
         report.records = r.removed;

@@ -224,6 +224,9 @@ pub(crate) fn place_mounts(
             ignore.insert(&Path::new("/").join(aside.strip_prefix(root).unwrap_or(&aside)));
             placed.moved.push((target.clone(), aside));
         }
+        // Listed before it is made: whatever fails below, `restore` (or
+        // the drop) removes it.
+        placed.targets.push(target.clone());
         match &m.kind {
             MountKind::Bind { source, .. } => {
                 let meta = std::fs::metadata(source).map_err(io(source))?;
@@ -239,9 +242,35 @@ pub(crate) fn place_mounts(
             MountKind::Tmpfs { .. } => {
                 std::fs::create_dir(&target).map_err(io(&target))?;
             }
+            MountKind::Secret {
+                data,
+                mode,
+                uid,
+                gid,
+            } => {
+                // Without mounts the value has to be a file in the root for
+                // the step: created private (never a wider mode), and
+                // removed by `restore` on every path.
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&target)
+                    .map_err(io(&target))?;
+                f.write_all(&data.0).map_err(io(&target))?;
+                let _ = rustix::fs::fchown(
+                    &f,
+                    Some(rustix::fs::Uid::from_raw(*uid)),
+                    Some(rustix::fs::Gid::from_raw(*gid)),
+                );
+                rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(*mode & 0o7777))
+                    .map_err(|e| io(&target)(e.into()))?;
+            }
         }
         ignore.insert(Path::new(&m.target));
-        placed.targets.push(target);
     }
     Ok(placed)
 }

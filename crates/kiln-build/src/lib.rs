@@ -12,6 +12,8 @@
 //! - [`snapshot`] turns the paths a step changed into layer entries.
 //! - [`snapshots`] keeps stage root filesystems between builds.
 //! - [`placement`] has the filesystem spread stage roots and snapshots.
+//! - [`scratch`] keeps the cache directory private, leases each build its
+//!   scratch directory and sweeps those of dead builds.
 
 pub mod cache;
 pub mod chmod;
@@ -26,6 +28,7 @@ pub mod progress;
 pub mod registry;
 pub mod remote_cache;
 pub mod run;
+pub mod scratch;
 pub mod snapshot;
 pub mod snapshots;
 pub mod unpack;

@@ -5,8 +5,10 @@
 //!
 //! Nothing a mount brings in reaches the layer: mounts live outside the
 //! overlay, and the sandbox removes the mount points it had to create.
-//! Secrets are copied into a private temporary directory that is deleted
-//! after the step; they never enter the config, the history or a log line.
+//! Secret values stay in memory until the sandbox writes them on a tmpfs of
+//! the step's own (in place: a file at the target, removed after the step);
+//! they never enter the cache directory, the config, the history or a log
+//! line.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -284,12 +286,27 @@ impl Executor<'_> {
             let reads_source = matches!(m.kind, MountType::Bind)
                 || (matches!(m.kind, MountType::Cache) && m.from.is_some());
             if reads_source {
+                // A source that climbs out of its root is refused before
+                // anything is read.
+                let rel = m.source.as_deref().unwrap_or("/");
+                if crate::copy::fsops::clean_components(rel).is_none() {
+                    return Err(self.loc.at(
+                        span,
+                        format!("--mount source {rel}: points outside its root"),
+                    ));
+                }
                 let identity =
                     self.source_identity(m.from.as_deref(), state.index, results, span)?;
                 key.field(&identity);
                 if m.from.is_none() {
-                    let rel = m.source.as_deref().unwrap_or("").trim_start_matches('/');
-                    self.hash_context(&mut key, rel)?;
+                    // The key hashes what is mounted: the source resolved
+                    // inside the context (symlinks followed there), then
+                    // the tree it names.
+                    let root = self.req.context.root().to_path_buf();
+                    let (_, resolved) = resolve_source(&root, rel)
+                        .map_err(|e| self.loc.at(span, format!("--mount source {rel}: {e}")))?;
+                    key.field(&resolved);
+                    self.hash_context(&mut key, &resolved)?;
                 }
             }
         }
@@ -382,6 +399,12 @@ impl Executor<'_> {
         drop(locks);
         if result.exit_code != 0 {
             let mut message = format!("RUN failed with exit code {}", result.exit_code);
+            // A step that died writing to a full disk mostly says only
+            // that it failed: the full filesystem is named while the
+            // step's files still fill it.
+            if let Some(full) = crate::scratch::full_filesystem(&upper) {
+                message.push_str(&format!(" ({full})"));
+            }
             if !result.tail.trim().is_empty() {
                 message.push_str(":\n");
                 message.push_str(result.tail.trim_end());
@@ -527,7 +550,7 @@ impl Executor<'_> {
                     .ok_or_else(|| self.loc.at(span, "--mount=type=bind needs target="))?;
                 let (root, filtered) = self.mount_source_root(m, results, span)?;
                 let rel = m.source.as_deref().unwrap_or("/");
-                let source = resolve_source(&root, rel)
+                let (source, resolved) = resolve_source(&root, rel)
                     .map_err(|e| self.loc.at(span, format!("--mount source {rel}: {e}")))?;
                 if filtered || !m.readonly {
                     // The context is shown without ignored files, and a
@@ -538,7 +561,7 @@ impl Executor<'_> {
                         &source,
                         &copy,
                         &|p| filtered && self.req.context.is_excluded(p),
-                        rel,
+                        &resolved,
                     )?;
                     mounts.push(Mount {
                         target: absolute(target),
@@ -596,9 +619,9 @@ impl Executor<'_> {
                     if let Some(from) = &m.from {
                         let (root, _) = self.stage_or_image_root(from, results, span)?;
                         let rel = m.source.as_deref().unwrap_or("/");
-                        let src = resolve_source(&root, rel)
+                        let (src, resolved) = resolve_source(&root, rel)
                             .map_err(|e| self.loc.at(span, format!("--mount source {rel}: {e}")))?;
-                        copy_tree(&src, &dir, &|_| false, rel)?;
+                        copy_tree(&src, &dir, &|_| false, &resolved)?;
                     }
                     let mode = m.effective_mode().unwrap_or(0o755);
                     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
@@ -638,21 +661,15 @@ impl Executor<'_> {
                     env.push(format!("{var}={text}"));
                 }
                 if let Some(target) = m.secret_target() {
-                    let file = private.join(format!("secret-{}", mounts.len()));
-                    std::fs::write(&file, &value).map_err(io_err(&file))?;
-                    let mode = m.effective_mode().unwrap_or(0o400);
-                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
-                        .map_err(io_err(&file))?;
-                    let _ = std::os::unix::fs::chown(
-                        &file,
-                        Some(m.uid.unwrap_or(0)),
-                        Some(m.gid.unwrap_or(0)),
-                    );
+                    // Kept in memory: the sandbox writes it on a tmpfs of
+                    // the step's own, never in the cache directory.
                     mounts.push(Mount {
                         target: absolute(&target),
-                        kind: MountKind::Bind {
-                            source: file,
-                            readonly: true,
+                        kind: MountKind::Secret {
+                            data: kiln_sandbox::SecretData(value),
+                            mode: m.effective_mode().unwrap_or(0o400),
+                            uid: m.uid.unwrap_or(0),
+                            gid: m.gid.unwrap_or(0),
                         },
                     });
                 }
@@ -721,14 +738,15 @@ impl Executor<'_> {
 }
 
 /// Resolves a mount source inside its root: symlinks followed within the
-/// root, `..` that climbs out rejected.
-fn resolve_source(root: &Path, rel: &str) -> Result<PathBuf, String> {
+/// root, `..` that climbs out rejected. Returns the host path and the path
+/// below the root (`/`-separated, empty for the root itself).
+fn resolve_source(root: &Path, rel: &str) -> Result<(PathBuf, String), String> {
     use crate::copy::fsops::{resolve_in_root, Escape, ResolveError};
     match resolve_in_root(root, rel, true, Escape::Reject) {
         Ok(r) => {
             let p = r.host(root);
-            if p.exists() {
-                Ok(p)
+            if p.symlink_metadata().is_ok() {
+                Ok((p, r.rel_string()))
             } else {
                 Err("not found".to_string())
             }

@@ -33,6 +33,9 @@ pub struct PruneArgs {
     /// Remove everything, cache mounts included.
     #[arg(long)]
     pub all: bool,
+    /// How long to wait for running builds to finish (Go duration).
+    #[arg(long, default_value = "30m")]
+    pub wait_timeout: String,
 }
 
 /// `10G`, `500M`, `1024` → bytes.
@@ -78,11 +81,33 @@ fn prune(args: PruneArgs) -> Result<()> {
         },
         all: args.all,
     };
-    let Some(_lock) = kiln_build::cache::CacheLock::try_exclusive(&dir)
-        .with_context(|| format!("locking the cache directory {}", dir.display()))?
+    let timeout = job::parse_ttl("--wait-timeout", &args.wait_timeout)?;
+    let mut waiting = |waited: std::time::Duration| {
+        if waited.is_zero() {
+            eprintln!(
+                "waiting for the builds using {} to finish (at most {})",
+                dir.display(),
+                args.wait_timeout
+            );
+        } else {
+            eprintln!(
+                "still waiting for the builds using {} after {}s",
+                dir.display(),
+                waited.as_secs()
+            );
+        }
+    };
+    let Some(_lock) = kiln_build::cache::CacheLock::exclusive_waiting(
+        &dir,
+        timeout,
+        std::time::Duration::from_secs(30),
+        &mut waiting,
+    )
+    .with_context(|| format!("locking the cache directory {}", dir.display()))?
     else {
         bail!(
-            "the cache directory {} is in use by a running build; prune it when no build runs",
+            "timed out after {} waiting for the builds using the cache directory {} to finish; nothing was pruned",
+            args.wait_timeout,
             dir.display()
         );
     };

@@ -17,7 +17,7 @@ pub const SUBCOMMAND: &str = "internal-cleanup";
 /// cleaner; falls back to deleting in place when either step fails.
 pub fn discard(cache_dir: &Path, work: &Path) {
     let trash = cache_dir.join("trash");
-    let moved = std::fs::create_dir_all(&trash).is_ok()
+    let moved = kiln_build::scratch::private_dir(&trash).is_ok()
         && work
             .file_name()
             .map(|n| std::fs::rename(work, trash.join(n)).is_ok())

@@ -236,15 +236,87 @@ pub fn source_date_epoch(reproducible: bool) -> Result<Option<i64>> {
 
 /// Runs the job; prints the image digest on stdout.
 pub fn execute(job: Job) -> Result<()> {
+    // Every name is checked before anything is written.
+    validate_names(&job)?;
     // Shared with other builds; `kiln cache prune` waits for none to run.
-    let _lock = kiln_build::cache::CacheLock::shared(&job.cache_dir)
+    // A build that finds itself alone first removes what killed builds
+    // left half-written.
+    let mut alone = || {
+        if let Err(e) = kiln_build::scratch::remove_partial_writes(&job.cache_dir) {
+            eprintln!(
+                "warning: cannot remove unfinished writes in {}: {e}",
+                job.cache_dir.display()
+            );
+        }
+    };
+    let _lock = kiln_build::cache::CacheLock::shared_after(&job.cache_dir, &mut alone)
         .with_context(|| format!("locking the cache directory {}", job.cache_dir.display()))?;
     let store = BlobStore::open(&job.cache_dir)
         .with_context(|| format!("opening the cache directory {}", job.cache_dir.display()))?;
-    let work = scratch_dir(&job.cache_dir)?;
+    // In place, the build is the container's only tenant, and steps run
+    // as the image's users reach mounts placed under the cache directory
+    // through symlinks: it keeps its mode there.
+    if job.isolation != kiln_sandbox::Isolation::InPlace {
+        kiln_build::scratch::make_private(&job.cache_dir)
+            .with_context(|| format!("securing the cache directory {}", job.cache_dir.display()))?;
+    }
+    if let Err(e) = kiln_build::scratch::sweep_dead(&job.cache_dir) {
+        eprintln!(
+            "warning: cannot remove the scratch space of earlier builds in {}: {e}",
+            job.cache_dir.display()
+        );
+    }
+    let lease = kiln_build::scratch::ScratchLease::create(&job.cache_dir).with_context(|| {
+        format!(
+            "creating a scratch directory in {}",
+            job.cache_dir.join("work").display()
+        )
+    })?;
+    let work = lease.path().to_path_buf();
     let result = build_and_export(&job, &store, &work);
+    // Before the scratch space goes: what a failed write left there is
+    // part of why the filesystem is full.
+    let result = explain_full_cache(result, &job.cache_dir);
     crate::cleanup::discard(&job.cache_dir, &work);
+    lease.release();
     result
+}
+
+/// Image names (`--tag`, `--destination`, `type=image,name=`) are valid
+/// references.
+fn validate_names(job: &Job) -> Result<()> {
+    let mut names: Vec<&String> = job.tags.iter().chain(&job.push_to).collect();
+    for o in &job.outputs {
+        if let Output::Image { names: n, .. } = o {
+            names.extend(n);
+        }
+    }
+    for name in names {
+        name.parse::<kiln_registry::Reference>()
+            .with_context(|| format!("invalid image name {name:?}"))?;
+    }
+    Ok(())
+}
+
+/// A build that failed because the cache filesystem filled up says so,
+/// naming it, whatever step or file met the full disk.
+fn explain_full_cache(result: Result<()>, cache_dir: &Path) -> Result<()> {
+    let Err(e) = result else {
+        return result;
+    };
+    if format!("{e:#}").contains("the cache filesystem") {
+        return Err(e);
+    }
+    if let Some(full) = kiln_build::scratch::full_filesystem(cache_dir) {
+        return Err(e.context(full));
+    }
+    if kiln_build::scratch::is_no_space(e.chain()) {
+        let name = kiln_build::scratch::filesystem_name(cache_dir);
+        return Err(e.context(format!(
+            "the cache filesystem {name} is full (no space left on device)"
+        )));
+    }
+    Err(e)
 }
 
 fn build_and_export(job: &Job, store: &BlobStore, work: &Path) -> Result<()> {
@@ -785,18 +857,6 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
-}
-
-fn scratch_dir(cache_dir: &Path) -> Result<PathBuf> {
-    let base = cache_dir.join("work");
-    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    kiln_build::placement::spread_subtrees(&base);
-    let dir = base.join(format!("build-{}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }
 
 /// Built-in cloud registry auth settings (both front-ends).

@@ -182,7 +182,7 @@ fn write_compressed(
                 }
             }
             // The producer failed: drop the blob without committing it.
-            Err(Error::Image("layer writing was aborted".into()))
+            Err(Error::Image(WRITE_ABORTED.into()))
         })
         .ctx(|| "start blob writer thread")?;
     let produced = (|| -> Result<Digest> {
@@ -206,9 +206,15 @@ fn write_compressed(
     let written = sink
         .join()
         .map_err(|_| Error::Image("blob writer thread panicked".into()))?;
-    // Report the producer's error first; a writer error (e.g. disk full) otherwise.
-    let diff_id = produced?;
-    let (digest, size) = written?;
+    // The writer's own failure (e.g. a full disk) is why the producer
+    // stopped ("blob writer stopped"): report it. Otherwise the producer's
+    // error comes first (the writer then only says it was aborted).
+    let (diff_id, (digest, size)) = match (produced, written) {
+        (Ok(d), Ok(w)) => (d, w),
+        (Err(p), Err(Error::Image(m))) if m == WRITE_ABORTED => return Err(p),
+        (_, Err(w)) => return Err(w),
+        (Err(p), Ok(_)) => return Err(p),
+    };
     if !done {
         return Err(Error::Image("blob writer stopped early".into()));
     }
@@ -221,6 +227,9 @@ fn write_compressed(
 }
 
 const CHUNK: usize = 256 * 1024;
+
+/// What the blob writer says when the producer gave up first.
+const WRITE_ABORTED: &str = "layer writing was aborted";
 
 enum Sink {
     Data(Vec<u8>),

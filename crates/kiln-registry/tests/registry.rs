@@ -504,6 +504,52 @@ fn faults_are_retried_and_the_manifest_goes_last() {
     assert_eq!(dead.pending().len(), 5, "1 try + 4 retries");
 }
 
+/// Twenty pushes through a proxy that fails a fifth of all requests at random
+/// (5xx, 429, dropped connections, responses cut half-way): every push lands with
+/// the digest of the image pushed, and the registry serves that manifest.
+#[test]
+fn twenty_pushes_at_a_twenty_percent_error_rate_all_land() {
+    use harness::proxy::Proxy;
+    let reg = Registry::start(Mode::Plain);
+    let proxy = Proxy::start_random(&reg.host, 20, 0x6b69_6c6e);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&tmp.path().join("s")).unwrap();
+    let client = RegistryClient::new(RegistryOptions {
+        chunk_size: 100_000,
+        retry_base_delay: std::time::Duration::from_millis(10),
+        ..opts(tmp.path())
+    })
+    .unwrap();
+    let rt = rt();
+    for i in 0..20 {
+        let img = build_image(&store, &format!("flaky-{i:02}"), 2, 60_000 + i * 1_000);
+        let repo = format!("flaky/app{i}:v1");
+        let dest = r(&format!("{}/{repo}", proxy.addr));
+        let d = rt
+            .block_on(client.push(&store, &img, &dest, &kiln_registry::NoProgress))
+            .unwrap_or_else(|e| panic!("push {i} failed: {e}"));
+        assert_eq!(d, img.manifest.digest, "push {i}");
+        assert_eq!(
+            Digest::sha256(&reg.skopeo_raw_manifest(&repo)),
+            d,
+            "push {i}"
+        );
+    }
+    let guard = proxy.random.lock().unwrap();
+    let faults = guard.as_ref().unwrap();
+    let rate = faults.injected * 100 / faults.seen.max(1);
+    eprintln!(
+        "20 pushes: {} of {} requests failed by the proxy",
+        faults.injected, faults.seen
+    );
+    assert!(
+        faults.seen >= 100 && (12..=28).contains(&rate),
+        "{} of {} requests failed",
+        faults.injected,
+        faults.seen
+    );
+}
+
 #[test]
 fn index_platform_selection_and_mirrors() {
     let origin = Registry::start(Mode::Plain);

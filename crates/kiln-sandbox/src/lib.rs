@@ -63,7 +63,7 @@ pub use inplace::{
 };
 pub use run::{Sandbox, TAIL_LINES};
 pub use snapshot::{merge_upper, merge_upper_discarding, upper_changes, upper_changes_since};
-pub use spec::{Isolation, Mount, MountKind, Network, RunResult, RunSpec, Security};
+pub use spec::{Isolation, Mount, MountKind, Network, RunResult, RunSpec, SecretData, Security};
 
 /// Takes over the process when it was started as a sandbox init
 /// (`argv[1] == INIT_MARKER`), and never returns then. Otherwise returns at

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::confine::{MASKED_PATHS, READONLY_PATHS};
 use crate::error::{IoContext, Result, SandboxError};
-use crate::spec::{Isolation, MountKind, Network, RunSpec};
+use crate::spec::{Isolation, MountKind, Network, RunSpec, SecretData};
 
 /// Resolves `path` (absolute, container view) inside `root` the way the
 /// kernel would after a chroot: `..` never leaves the root and absolute
@@ -64,6 +64,12 @@ pub(crate) enum What {
     },
     Tmpfs {
         size: Option<u64>,
+    },
+    Secret {
+        data: SecretData,
+        mode: u32,
+        uid: u32,
+        gid: u32,
     },
 }
 
@@ -141,6 +147,20 @@ pub(crate) fn plan(spec: &RunSpec, etc: &EtcFiles<'_>) -> Result<Plan> {
                 )
             }
             MountKind::Tmpfs { size } => (What::Tmpfs { size: *size }, true),
+            MountKind::Secret {
+                data,
+                mode,
+                uid,
+                gid,
+            } => (
+                What::Secret {
+                    data: data.clone(),
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                },
+                false,
+            ),
         };
         wanted.push((target, what, is_dir));
     }
@@ -305,6 +325,7 @@ pub(crate) fn mount_all(
     network: Network,
 ) -> Result<Vec<String>> {
     let mut notes = Vec::new();
+    let mut secrets: Option<SecretStage> = None;
     for m in &plan.mounts {
         for (rel, is_dir) in &m.create {
             let p = root.join(rel);
@@ -324,7 +345,16 @@ pub(crate) fn mount_all(
                 nosuid_nodev_noexec,
                 None,
             )?,
-            What::Dev => mount_dev(&target)?,
+            What::Dev => {
+                mount_dev(&target)?;
+                if plan
+                    .mounts
+                    .iter()
+                    .any(|m| matches!(m.what, What::Secret { .. }))
+                {
+                    secrets = Some(SecretStage::new(&target)?);
+                }
+            }
             What::Sys => {
                 // A fresh sysfs needs a network namespace owned by our user
                 // namespace; otherwise bind the host's read-only.
@@ -388,9 +418,114 @@ pub(crate) fn mount_all(
                     Some(&data),
                 )?;
             }
+            What::Secret {
+                data,
+                mode,
+                uid,
+                gid,
+            } => {
+                let stage = secrets.as_mut().ok_or_else(|| {
+                    SandboxError::Setup("a secret mount without /dev to stage it on".into())
+                })?;
+                let source = stage.write(data, *mode, *uid, *gid)?;
+                do_mount(Some(&source), &target, None, MsFlags::MS_BIND, None)?;
+                remount_readonly(&target)?;
+            }
         }
     }
+    if let Some(stage) = secrets {
+        stage.finish()?;
+    }
     Ok(notes)
+}
+
+/// Where secret files are written before they are bind-mounted at their
+/// targets: a directory on the step's own `/dev` tmpfs, made right after
+/// that tmpfs is mounted (so before any RUN mount can cover `/dev`) and
+/// reached through file descriptors from then on. Once every secret is
+/// mounted the names are removed; each file lives on in its bind mount
+/// only, and goes with the step's mount namespace.
+struct SecretStage {
+    dev: std::os::fd::OwnedFd,
+    dir: std::os::fd::OwnedFd,
+    names: Vec<String>,
+}
+
+const SECRET_STAGE: &str = ".kiln-secrets";
+
+impl SecretStage {
+    fn new(dev: &Path) -> Result<SecretStage> {
+        use rustix::fs::{Mode as RMode, OFlags};
+        let err = |what: &str, e: rustix::io::Errno| {
+            SandboxError::Setup(format!("{what} {}/{SECRET_STAGE}: {e}", dev.display()))
+        };
+        let dev_fd = rustix::fs::open(
+            dev,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            RMode::empty(),
+        )
+        .map_err(|e| err("open", e))?;
+        rustix::fs::mkdirat(&dev_fd, SECRET_STAGE, RMode::from_raw_mode(0o700))
+            .map_err(|e| err("create", e))?;
+        let dir = rustix::fs::openat(
+            &dev_fd,
+            SECRET_STAGE,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            RMode::empty(),
+        )
+        .map_err(|e| err("open", e))?;
+        Ok(SecretStage {
+            dev: dev_fd,
+            dir,
+            names: Vec::new(),
+        })
+    }
+
+    /// Writes one secret; returns a path to bind-mount it from.
+    fn write(&mut self, data: &SecretData, mode: u32, uid: u32, gid: u32) -> Result<PathBuf> {
+        use rustix::fs::{Mode as RMode, OFlags};
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd;
+        let name = self.names.len().to_string();
+        let err = |what: &str, e: std::io::Error| {
+            SandboxError::Setup(format!("{what} a secret file on /dev: {e}"))
+        };
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            RMode::from_raw_mode(0o600),
+        )
+        .map_err(|e| err("create", e.into()))?;
+        self.names.push(name.clone());
+        let mut f = fs::File::from(fd);
+        f.write_all(&data.0).map_err(|e| err("write", e))?;
+        rustix::fs::fchown(
+            &f,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .map_err(|e| err("chown", e.into()))?;
+        rustix::fs::fchmod(&f, RMode::from_raw_mode(mode & 0o7777))
+            .map_err(|e| err("chmod", e.into()))?;
+        Ok(PathBuf::from(format!(
+            "/proc/self/fd/{}/{name}",
+            self.dir.as_raw_fd()
+        )))
+    }
+
+    /// Removes the staged names (the mounted files stay).
+    fn finish(self) -> Result<()> {
+        use rustix::fs::AtFlags;
+        let err = |e: rustix::io::Errno| {
+            SandboxError::Setup(format!("remove the staged secrets from /dev: {e}"))
+        };
+        for name in &self.names {
+            rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty()).map_err(err)?;
+        }
+        rustix::fs::unlinkat(&self.dev, SECRET_STAGE, AtFlags::REMOVEDIR).map_err(err)?;
+        Ok(())
+    }
 }
 
 /// A tmpfs /dev with the standard nodes, pts, shm and the usual symlinks.

@@ -75,6 +75,27 @@ pub enum MountKind {
     Bind { source: PathBuf, readonly: bool },
     /// An empty tmpfs (mode 1777), optionally limited to `size` bytes.
     Tmpfs { size: Option<u64> },
+    /// A file holding `data` (a `RUN --mount=type=secret` value), with
+    /// this mode and owner, read-only. It only ever exists on a tmpfs of
+    /// the step's own: the value travels to the sandbox init over its
+    /// socket and never touches the host's disks.
+    Secret {
+        data: SecretData,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// A secret's bytes: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretData(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretData({} bytes)", self.0.len())
+    }
 }
 
 /// One RUN step.

@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP/1.1 proxy in front of a test registry: forwards each request
 //! on a fresh connection (`Connection: close`), and lets a test make chosen requests
 //! fail with a status, fail with 429 + `Retry-After`, lose the connection before an
-//! answer, or have their response cut off half-way.
+//! answer, or have their response cut off half-way; or fail a share of all requests
+//! at random (seeded), never the same request more than twice in a row.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -26,9 +27,69 @@ pub struct Rule {
     pub fault: Fault,
 }
 
+/// Random faults: each request fails with probability `percent`% (a random kind of
+/// fault), except that a request (method and path) that just failed twice in a row
+/// goes through.
+pub struct RandomFaults {
+    percent: u64,
+    state: u64,
+    streak: std::collections::HashMap<(String, String), u32>,
+    /// Requests failed so far, and requests seen.
+    pub injected: u64,
+    pub seen: u64,
+}
+
+impl RandomFaults {
+    pub fn new(percent: u64, seed: u64) -> RandomFaults {
+        RandomFaults {
+            percent,
+            state: seed,
+            streak: Default::default(),
+            injected: 0,
+            seen: 0,
+        }
+    }
+
+    /// splitmix64.
+    fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn pick(&mut self, method: &str, path: &str) -> Option<Fault> {
+        self.seen += 1;
+        // Upload locations carry a fresh session id each time: key by the path
+        // without its query.
+        let key = (
+            method.to_string(),
+            path.split('?').next().unwrap_or_default().to_string(),
+        );
+        let hit = self.next() % 100 < self.percent;
+        let streak = self.streak.entry(key).or_insert(0);
+        if !hit || *streak >= 2 {
+            *streak = 0;
+            return None;
+        }
+        *streak += 1;
+        self.injected += 1;
+        Some(match self.next() % 5 {
+            0 => Fault::Status(500),
+            1 => Fault::Status(503),
+            2 => Fault::TooManyRequests { retry_after: 0 },
+            3 => Fault::DropBeforeResponse,
+            _ => Fault::CutResponseHalfway,
+        })
+    }
+}
+
 pub struct Proxy {
     pub addr: String,
     rules: Arc<Mutex<Vec<Rule>>>,
+    /// Random faults, when started with [`Proxy::start_random`].
+    pub random: Arc<Mutex<Option<RandomFaults>>>,
     /// (method, path, what happened) for every request seen.
     pub log: Arc<Mutex<Vec<(String, String, String)>>>,
     stop: Arc<AtomicBool>,
@@ -42,17 +103,26 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
+    /// A proxy failing `percent`% of requests at random (see [`RandomFaults`]).
+    pub fn start_random(upstream: &str, percent: u64, seed: u64) -> Proxy {
+        let p = Proxy::start(upstream, Vec::new());
+        *p.random.lock().unwrap() = Some(RandomFaults::new(percent, seed));
+        p
+    }
+
     pub fn start(upstream: &str, rules: Vec<Rule>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let rules = Arc::new(Mutex::new(rules));
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (r2, l2, s2, up) = (
+        let random: Arc<Mutex<Option<RandomFaults>>> = Arc::default();
+        let (r2, l2, s2, up, rnd2) = (
             rules.clone(),
             log.clone(),
             stop.clone(),
             upstream.to_string(),
+            random.clone(),
         );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -60,15 +130,16 @@ impl Proxy {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (r3, l3, up) = (r2.clone(), l2.clone(), up.clone());
+                let (r3, l3, up, rnd3) = (r2.clone(), l2.clone(), up.clone(), rnd2.clone());
                 std::thread::spawn(move || {
-                    let _ = handle(conn, &up, &r3, &l3);
+                    let _ = handle(conn, &up, &r3, &l3, &rnd3);
                 });
             }
         });
         Proxy {
             addr,
             rules,
+            random,
             log,
             stop,
         }
@@ -85,6 +156,7 @@ fn handle(
     upstream: &str,
     rules: &Mutex<Vec<Rule>>,
     log: &Mutex<Vec<(String, String, String)>>,
+    random: &Mutex<Option<RandomFaults>>,
 ) -> std::io::Result<()> {
     client.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     // A TLS ClientHello (kiln probing for HTTPS): this proxy speaks plain HTTP only.
@@ -123,7 +195,13 @@ fn handle(
         let i = rs
             .iter()
             .position(|r| r.method == method && path.contains(r.path_part));
-        i.map(|i| rs.remove(i).fault)
+        i.map(|i| rs.remove(i).fault).or_else(|| {
+            random
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|r| r.pick(&method, &path))
+        })
     };
     let note = |what: String| {
         log.lock()
