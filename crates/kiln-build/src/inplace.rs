@@ -280,6 +280,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secrets_are_private_files_removed_on_every_path() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+        let secret = |target: &str| Mount {
+            target: target.into(),
+            kind: MountKind::Secret {
+                data: kiln_sandbox::SecretData(b"s3cr3t".to_vec()),
+                mode: 0o440,
+                uid: 0,
+                gid: 0,
+            },
+        };
+        let mut ignore = IgnoreSet::new(&root, Path::new("/kiln"), &[]);
+        let mut placed =
+            place_mounts(&root, &[secret("/run/secrets/tok")], &mut ignore).expect("place");
+        let file = root.join("run/secrets/tok");
+        assert_eq!(std::fs::read(&file).expect("read"), b"s3cr3t");
+        assert_eq!(
+            std::fs::metadata(&file).expect("stat").mode() & 0o7777,
+            0o440
+        );
+        assert!(ignore.is_ignored(Path::new("run/secrets/tok")));
+        placed.restore().expect("restore");
+        assert!(!root.join("run").exists());
+        // A later mount failing: the secret placed before it goes with the
+        // error (the drop).
+        let bad = Mount {
+            target: "/etc/missing-source".into(),
+            kind: MountKind::Bind {
+                source: tmp.path().join("no-such-file"),
+                readonly: true,
+            },
+        };
+        let mut ignore = IgnoreSet::new(&root, Path::new("/kiln"), &[]);
+        assert!(place_mounts(&root, &[secret("/run/secrets/tok"), bad], &mut ignore).is_err());
+        assert!(!root.join("run/secrets/tok").exists());
+        assert!(!root.join("etc/missing-source").exists());
+    }
+
+    #[test]
     fn mounts_are_placed_and_everything_is_put_back() {
         let tmp = tempfile::tempdir().expect("tmp");
         let root = tmp.path().join("root");

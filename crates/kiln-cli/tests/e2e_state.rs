@@ -65,7 +65,7 @@ fn setuid_files_from_images_are_out_of_other_users_reach() {
     let sb = Sandbox::new();
     sb.busybox();
     sb.dockerfile(
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"cp\", \"/bin/busybox\", \"/suid-shell\"]\nRUN [\"/bin/busybox\", \"chmod\", \"4755\", \"/suid-shell\"]\n",
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"cp\", \"/bin/busybox\", \"/id\"]\nRUN [\"/bin/busybox\", \"chmod\", \"4755\", \"/id\"]\n",
     );
     // A cache directory that exists with a wide mode is tightened.
     // Everything above the cache directory is open to other users, as a
@@ -89,7 +89,7 @@ fn setuid_files_from_images_are_out_of_other_users_reach() {
             );
         }
     }
-    // The image's setuid-root shell is kept in the cache (a stage root
+    // The image's setuid-root binary is kept in the cache (a stage root
     // snapshot) ...
     let setuid: Vec<PathBuf> = files_under(&cache)
         .into_iter()
@@ -108,7 +108,10 @@ fn setuid_files_from_images_are_out_of_other_users_reach() {
         let p = p.to_string_lossy();
         let stat = as_nobody("/usr/bin/stat", &[&p]);
         assert!(!stat.status.success(), "nobody can stat {p}");
-        let run = as_nobody(&p, &["id", "-u"]);
+        // A setuid busybox named `id`: anyone who can reach it runs it.
+        // (Through a shell: setpriv itself finds the program before its
+        // capabilities go.)
+        let run = as_nobody("/bin/sh", &["-c", "exec \"$0\" -u", &p]);
         assert!(
             !run.status.success(),
             "nobody ran {p}: {}",
@@ -188,6 +191,13 @@ fn holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 
 #[test]
 fn secrets_never_reach_the_cache_dir_even_from_a_killed_build() {
+    // Root isolation (kiln as root) and a user namespace.
+    for isolation in ["root", "userns"] {
+        secret_killed_mid_step(isolation);
+    }
+}
+
+fn secret_killed_mid_step(isolation: &str) {
     let sb = Sandbox::new();
     sb.busybox();
     let value = format!("kiln-secret-{}-{}", std::process::id(), line!());
@@ -206,6 +216,8 @@ fn secrets_never_reach_the_cache_dir_even_from_a_killed_build() {
     let (mut child, rx) = spawn_build(
         &sb,
         &[
+            "--isolation",
+            isolation,
             "--progress",
             "plain",
             "--secret",
@@ -218,7 +230,7 @@ fn secrets_never_reach_the_cache_dir_even_from_a_killed_build() {
     let lines = wait_for_line(&rx, "ok-42", Duration::from_secs(60));
     assert!(
         lines.iter().any(|l| l.contains("ok-42 mode=400")),
-        "{lines:?}"
+        "{isolation}: {lines:?}"
     );
     // While the step runs, the value is nowhere under the cache directory.
     let cache = sb.path("cache");
@@ -230,7 +242,7 @@ fn secrets_never_reach_the_cache_dir_even_from_a_killed_build() {
     assert_eq!(
         holding(&cache, value.as_bytes()),
         Vec::<PathBuf>::new(),
-        "a killed build left the secret value in the cache directory"
+        "{isolation}: a killed build left the secret value in the cache directory"
     );
     // Nor did it go to the host's shared memory instead.
     assert_eq!(
