@@ -405,6 +405,14 @@ impl Executor<'_> {
             if let Some(full) = crate::scratch::full_filesystem(&upper) {
                 message.push_str(&format!(" ({full})"));
             }
+            // 128 + SIGSYS: the seccomp filter refused a system call.
+            if result.exit_code == 159 && spec.security == kiln_sandbox::Security::Sandbox {
+                message.push_str(
+                    " (killed by SIGSYS: the RUN sandbox's seccomp filter refused a system \
+                     call; 32-bit x86 programs cannot run under it. `RUN --security=insecure` \
+                     with `--allow security.insecure` runs without the filter)",
+                );
+            }
             if !result.tail.trim().is_empty() {
                 message.push_str(":\n");
                 message.push_str(result.tail.trim_end());

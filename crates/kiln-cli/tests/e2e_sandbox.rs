@@ -181,3 +181,20 @@ fn security_sandbox_is_accepted_and_unknown_entitlements_are_not() {
     let out = build(&sb, &["--isolation", "root", "--allow", "network.host"]);
     assert_success(&out);
 }
+
+#[test]
+fn a_step_killed_by_sigsys_is_explained() {
+    // A step that dies of SIGSYS (what the filter's architecture check does
+    // to a 32-bit x86 program) gets a message that says why and what to do.
+    let sb = Sandbox::new();
+    context(&sb, "RUN kill -SYS $$");
+    let out = build(&sb, &["--isolation", "root"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("exit code 159")
+            && err.contains("SIGSYS")
+            && err.contains("--allow security.insecure"),
+        "{err}"
+    );
+}
