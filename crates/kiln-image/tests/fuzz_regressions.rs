@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use kiln_image::{apply_layer, ApplyOptions, BlobStore};
 
-/// Inputs that still fail because of a finding whose fix is under way
-/// elsewhere; replayed by their own `#[ignore]`d test below.
+/// Inputs the fuzz target's seeds found failing (issue 14, finding 1),
+/// replayed by their own test below.
 const PENDING: &[&str] = &[
     "symlink-replaces-dir-6777-gzip",
     "symlink-replaces-dir-6777-same-owner",
@@ -130,10 +130,10 @@ fn every_kept_input_stays_inside_the_root() {
 /// Found by the fuzz target's first seeds (issue 14, finding 1): a
 /// directory entry `d/` with mode 6777, then a symlink `d -> ../canary`;
 /// the directory's deferred mode is applied through the symlink, so the
-/// canary beside the root becomes 6777. Fails until apply.rs applies
-/// deferred directory metadata without following symlinks.
+/// canary beside the root became 6777. Held by the root resolver: deferred
+/// directory metadata is dropped when the path is replaced, and never
+/// follows a symlink.
 #[test]
-#[ignore = "fails until apply.rs stops following a symlink that replaced a directory (issue 14 item 1)"]
 fn deferred_dir_mode_does_not_follow_a_symlink_that_replaced_the_dir() {
     let failures: Vec<String> = PENDING.iter().filter_map(|n| replay(n).err()).collect();
     assert!(failures.is_empty(), "{failures:#?}");
