@@ -93,7 +93,11 @@ fn spawn_with(
 ) -> Child {
     let args = build_args(sb, out, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A private TMPDIR: what a killed build leaves there is seen.
+    let tmp = sb.path("tmpdir");
+    std::fs::create_dir_all(&tmp).expect("mkdir tmpdir");
     kiln_cmd(cache, sb.dir.path(), &args)
+        .env("TMPDIR", &tmp)
         .stdout(stdio())
         .stderr(stdio())
         .spawn()
@@ -214,6 +218,17 @@ fn builds_killed_at_random_points_never_break_the_next_one() {
     assert_eq!(work, Vec::<String>::new(), "scratch left in work/");
     let trash = wait_empty(&cache.join("trash"), Duration::from_secs(30));
     assert_eq!(trash, Vec::<String>::new(), "trash never emptied");
+    // Nothing of a killed step is left outside the cache dir either (the
+    // sandbox's /etc files live in the step's scratch).
+    let left: Vec<String> = std::fs::read_dir(sb.path("tmpdir"))
+        .expect("read tmpdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "left in TMPDIR by killed builds"
+    );
     eprintln!(
         "chaos: {kills} kills in {:.1}s ({finished} builds finished before their kill); an undisturbed build takes {:.2}s, {:.2}s from the cache",
         chaos_time.as_secs_f64(),

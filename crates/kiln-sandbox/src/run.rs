@@ -295,19 +295,23 @@ impl EtcTemp {
         );
         let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
         let hostname = format!("{}\n", spec.hostname);
+        // Beside the step's upper dir (the build's scratch space), not in
+        // $TMPDIR: a build killed meanwhile leaves them where the next
+        // build's sweep of dead scratch removes them.
+        let dir = spec.upper.parent().unwrap_or(Path::new("/tmp"));
         Ok(EtcTemp {
-            hosts: etc_file("hosts", hosts.as_bytes())?,
-            resolv: etc_file("resolv.conf", &resolv)?,
-            hostname: etc_file("hostname", hostname.as_bytes())?,
+            hosts: etc_file(dir, "hosts", hosts.as_bytes())?,
+            resolv: etc_file(dir, "resolv.conf", &resolv)?,
+            hostname: etc_file(dir, "hostname", hostname.as_bytes())?,
         })
     }
 }
 
-/// A temp file (mode 0644) holding `content`.
-fn etc_file(name: &str, content: &[u8]) -> Result<tempfile::NamedTempFile> {
+/// A temp file (mode 0644) in `dir` holding `content`.
+fn etc_file(dir: &Path, name: &str, content: &[u8]) -> Result<tempfile::NamedTempFile> {
     let mut f = tempfile::Builder::new()
         .prefix(&format!("kiln-sandbox-{name}-"))
-        .tempfile()
+        .tempfile_in(dir)
         .ctx(|| format!("create a temp file for /etc/{name}"))?;
     f.write_all(content)
         .ctx(|| format!("write the temp file for /etc/{name}"))?;
