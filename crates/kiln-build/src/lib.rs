@@ -29,6 +29,7 @@ pub mod registry;
 pub mod remote_cache;
 pub mod run;
 pub mod scratch;
+pub mod secrets;
 pub mod snapshot;
 pub mod snapshots;
 pub mod unpack;

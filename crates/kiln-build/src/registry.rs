@@ -5,6 +5,7 @@
 //! The build runs on plain threads; registry I/O is async, so this module
 //! owns the hop onto the tokio runtime.
 
+use crate::progress::human_bytes;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -50,22 +51,6 @@ impl<'a> TransferReport<'a> {
             self.skipped.load(Ordering::Relaxed),
             human_bytes(self.skipped_bytes.load(Ordering::Relaxed)),
         )
-    }
-}
-
-/// `1.5 MB`-style sizes.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
@@ -236,7 +221,7 @@ pub fn with_early_uploads<R>(
 
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use crate::progress::human_bytes;
 
     #[test]
     fn sizes() {

@@ -557,7 +557,7 @@ impl CacheTransport<'_> {
                 )?;
                 self.progress.info(&format!(
                     "cache mount {id}: {} exported",
-                    crate::registry::human_bytes(layer.size)
+                    crate::progress::human_bytes(layer.size)
                 ));
                 list.push(MountRecord {
                     id: id.clone(),

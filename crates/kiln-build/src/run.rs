@@ -24,58 +24,6 @@ use crate::executor::{Executor, Results, StageState, StageVars};
 use crate::progress::{Progress, StepOutcome};
 use crate::BuildError;
 
-/// Where a `--secret` comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    File(PathBuf),
-    Env(String),
-}
-
-impl SecretSource {
-    /// Parses `--secret id=ID,src=PATH` / `id=ID,env=VAR` (also `source=`,
-    /// `type=file|env`); returns the id and the source.
-    pub fn parse(spec: &str) -> Result<(String, SecretSource), BuildError> {
-        let bad = |m: &str| BuildError::Message(format!("--secret {spec}: {m}"));
-        let mut id = None;
-        let mut src = None;
-        let mut env = None;
-        let mut kind = None;
-        for field in spec.split(',') {
-            let (k, v) = field
-                .split_once('=')
-                .ok_or_else(|| bad("expected id=ID,src=PATH or id=ID,env=VAR"))?;
-            match k {
-                "id" => id = Some(v.to_string()),
-                "src" | "source" => src = Some(v.to_string()),
-                "env" => env = Some(v.to_string()),
-                "type" => kind = Some(v.to_string()),
-                other => return Err(bad(&format!("unknown key `{other}`"))),
-            }
-        }
-        let id = id
-            .or_else(|| src.clone())
-            .or_else(|| env.clone())
-            .ok_or_else(|| bad("missing id="))?;
-        let source = match (kind.as_deref(), src, env) {
-            (Some("env"), Some(v), None) | (_, None, Some(v)) => SecretSource::Env(v),
-            (Some("file") | None, Some(p), None) => SecretSource::File(PathBuf::from(p)),
-            (None | Some("env"), None, None) => SecretSource::Env(id.clone()),
-            _ => return Err(bad("give either src= or env=")),
-        };
-        Ok((id, source))
-    }
-
-    fn read(&self) -> Result<Option<Vec<u8>>, String> {
-        match self {
-            SecretSource::File(p) => match std::fs::read(p) {
-                Ok(b) => Ok(Some(b)),
-                Err(e) => Err(format!("secret file {}: {e}", p.display())),
-            },
-            SecretSource::Env(v) => Ok(std::env::var_os(v).map(|s| s.into_encoded_bytes())),
-        }
-    }
-}
-
 /// Streams a step's output to the progress sink line by line.
 struct StepOutput<'a> {
     progress: &'a dyn Progress,
@@ -831,24 +779,6 @@ mod tests {
         let mut env = vec!["HOME=".to_string(), "A=1".to_string()];
         set_default_home(&mut env, "/");
         assert_eq!(env, ["A=1", "HOME=/"]);
-    }
-
-    #[test]
-    fn secret_specs() {
-        assert_eq!(
-            SecretSource::parse("id=tok,src=/run/t").ok(),
-            Some(("tok".into(), SecretSource::File("/run/t".into())))
-        );
-        assert_eq!(
-            SecretSource::parse("id=tok,env=TOKEN").ok(),
-            Some(("tok".into(), SecretSource::Env("TOKEN".into())))
-        );
-        assert_eq!(
-            SecretSource::parse("id=TOKEN").ok(),
-            Some(("TOKEN".into(), SecretSource::Env("TOKEN".into())))
-        );
-        assert!(SecretSource::parse("src").is_err());
-        assert!(SecretSource::parse("id=a,bogus=1").is_err());
     }
 
     #[test]

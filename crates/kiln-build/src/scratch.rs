@@ -292,7 +292,7 @@ fn describe_filesystem(path: &Path, free: u64, no_inodes: bool) -> String {
     let what = if no_inodes {
         "no inodes left".to_string()
     } else {
-        format!("{} free", crate::registry::human_bytes(free))
+        format!("{} free", crate::progress::human_bytes(free))
     };
     format!(
         "the cache filesystem {} is full: {what}",

@@ -9,7 +9,16 @@ use std::path::{Path, PathBuf};
 use kiln_image::{EntryKind, LayerEntry};
 
 use crate::copy::fsops::read_xattrs;
-use crate::copy::Changed;
+
+/// A path a step wrote, with the owner it must have in the layer (even
+/// when this process could not chown it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// Relative to the stage root, `/`-separated, no leading `/`.
+    pub path: String,
+    pub uid: u32,
+    pub gid: u32,
+}
 
 /// Why a snapshot could not be taken.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use std::path::Path;
 use kiln_image::root::{Dir, NewDir, Root, RootError};
 
 use crate::copy::fsops::{apply_meta_at, clean_components, Meta};
-use crate::copy::Changed;
+use crate::snapshot::Changed;
 
 /// Errors while reading or extracting an archive.
 #[derive(Debug, thiserror::Error)]

@@ -117,7 +117,7 @@ fn prune(args: PruneArgs) -> Result<()> {
         "removed {} cached step(s) and {} blob(s) ({}) from {}",
         r.records,
         r.blobs,
-        kiln_build::registry::human_bytes(r.bytes),
+        kiln_build::progress::human_bytes(r.bytes),
         dir.display()
     );
     Ok(())

@@ -45,7 +45,7 @@ pub struct Job {
     pub source_date_epoch: Option<i64>,
     pub format: Format,
     pub compression: Compression,
-    pub secrets: BTreeMap<String, kiln_build::run::SecretSource>,
+    pub secrets: BTreeMap<String, kiln_build::secrets::SecretSource>,
     pub ssh: BTreeMap<String, PathBuf>,
     pub isolation: kiln_sandbox::Isolation,
     /// In-place builds: paths never touched.
@@ -174,10 +174,12 @@ pub fn parse_kv_list(
 }
 
 /// Repeated `--secret` flags into secret sources by id.
-pub fn parse_secrets(raw: &[String]) -> Result<BTreeMap<String, kiln_build::run::SecretSource>> {
+pub fn parse_secrets(
+    raw: &[String],
+) -> Result<BTreeMap<String, kiln_build::secrets::SecretSource>> {
     let mut map = BTreeMap::new();
     for s in raw {
-        let (id, src) = kiln_build::run::SecretSource::parse(s)?;
+        let (id, src) = kiln_build::secrets::SecretSource::parse(s)?;
         map.insert(id, src);
     }
     Ok(map)

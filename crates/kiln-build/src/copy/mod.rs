@@ -99,15 +99,7 @@ pub struct AddOptions<'a> {
     pub http: &'a HttpFetcher,
 }
 
-/// A path the step wrote, with the owner it must have in the layer (even
-/// when this process could not chown it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Changed {
-    /// Relative to the stage root, `/`-separated, no leading `/`.
-    pub path: String,
-    pub uid: u32,
-    pub gid: u32,
-}
+pub use crate::snapshot::Changed;
 
 /// Why a COPY/ADD failed.
 #[derive(Debug, thiserror::Error)]

@@ -167,7 +167,7 @@ pub struct BuildRequest<'a> {
     /// How RUN steps are isolated (`Auto` probes once per build).
     pub isolation: kiln_sandbox::Isolation,
     /// Secrets for `RUN --mount=type=secret`, by id.
-    pub secrets: BTreeMap<String, crate::run::SecretSource>,
+    pub secrets: BTreeMap<String, crate::secrets::SecretSource>,
     /// SSH agent sockets for `RUN --mount=type=ssh`, by id.
     pub ssh: BTreeMap<String, PathBuf>,
     /// Where `RUN --mount=type=cache` directories persist between builds.
