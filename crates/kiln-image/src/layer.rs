@@ -146,7 +146,7 @@ fn write_entries(
 /// checked. Used when a cached layer was stored compressed another way.
 pub fn recompress_layer(store: &BlobStore, layer: &Layer, opts: &LayerOptions) -> Result<Layer> {
     let out = write_compressed(store, opts, default_threads(), |w| {
-        let mut r = crate::apply::open_layer(store, &layer.digest)?;
+        let mut r = crate::blobread::open_layer(store, &layer.digest)?;
         io::copy(&mut r, w).ctx(|| format!("recompress layer {}", layer.digest))?;
         Ok(())
     })?;

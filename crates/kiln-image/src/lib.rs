@@ -12,6 +12,7 @@
 //! unit-tested on its own.
 
 mod apply;
+mod blobread;
 mod compress;
 mod config;
 mod digest;

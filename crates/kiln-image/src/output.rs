@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::apply::{apply_inner, open_layer, same_inode, ApplyOptions, Tracker};
+use crate::apply::{apply_inner, same_inode, ApplyOptions, Tracker};
+use crate::blobread::open_layer;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{from_json, read_manifest, to_json, Image, StoredImage};
