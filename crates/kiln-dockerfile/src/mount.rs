@@ -236,7 +236,7 @@ pub fn parse_mount(spec: &str) -> Result<Mount, MountError> {
         match key.as_str() {
             "type" => {
                 m.kind = MountType::parse(&value.to_ascii_lowercase()).ok_or_else(|| {
-                    let hint = crate::parser::suggest_word(
+                    let hint = crate::parser::lexer::suggest_word(
                         value,
                         &["bind", "cache", "tmpfs", "secret", "ssh"],
                     )
@@ -309,7 +309,7 @@ pub fn parse_mount(spec: &str) -> Result<Mount, MountError> {
             "env" => m.env = Some(value.to_string()),
             _ => {
                 let names: Vec<&str> = KEYS.to_vec();
-                let hint = crate::parser::suggest_word(&key, &names)
+                let hint = crate::parser::lexer::suggest_word(&key, &names)
                     .map(|s| format!(" (did you mean {s}?)"))
                     .unwrap_or_default();
                 return Err(MountError::new(format!(

@@ -15,7 +15,7 @@
 //! No I/O; every error is a [`ParseError`] at the line and column of the
 //! fault. Values stay unexpanded (see [`crate::ast`]).
 
-mod lexer;
+pub(crate) mod lexer;
 
 use crate::ast::*;
 use crate::error::ParseError;
@@ -60,11 +60,6 @@ fn fault(at: Span, message: impl Into<String>) -> Fault {
 }
 
 type Res<T> = Result<T, Fault>;
-
-/// The closest of `candidates` to `word` when it looks like a typo.
-pub(crate) fn suggest_word(word: &str, candidates: &[&str]) -> Option<String> {
-    lexer::suggest(word, candidates, true)
-}
 
 /// Parses a Dockerfile. `file` is the name shown in errors.
 pub fn parse(file: &str, text: &str) -> Result<Dockerfile, ParseError> {

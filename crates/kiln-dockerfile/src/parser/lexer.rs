@@ -573,6 +573,12 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     prev.last().copied().unwrap_or(0)
 }
 
+/// The closest of `candidates` to `word` (case-sensitive), for "did you
+/// mean" hints in parser and `--mount` errors.
+pub(crate) fn suggest_word(word: &str, candidates: &[&str]) -> Option<String> {
+    suggest(word, candidates, true)
+}
+
 /// Docker's "did you mean" rule: the first candidate at edit distance 1
 /// or 2 with no closer one after it; none when `word` is itself a
 /// candidate. Case-insensitive matching answers in the case of `word`
