@@ -198,7 +198,7 @@ pub(crate) async fn fetch_token(
     let resp = req.send().await.map_err(|e| Error::Connect {
         registry: registry.to_string(),
         what: format!("token server {realm}"),
-        reason: crate::transport::describe(&e),
+        reason: crate::error::describe(&e),
     })?;
     let status = resp.status();
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
@@ -227,7 +227,7 @@ pub(crate) async fn fetch_token(
     let body = resp.bytes().await.map_err(|e| Error::Connect {
         registry: registry.to_string(),
         what: format!("token server {realm}"),
-        reason: crate::transport::describe(&e),
+        reason: crate::error::describe(&e),
     })?;
     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| Error::Protocol {
         registry: registry.to_string(),

@@ -119,3 +119,16 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) 
     let context = context.into();
     move |source| Error::Io { context, source }
 }
+
+/// A reqwest error with its whole cause chain (they carry no credentials: kiln never
+/// puts secrets in URLs).
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}

@@ -14,10 +14,11 @@ use reqwest::StatusCode;
 
 use crate::auth::scope;
 use crate::client::{ManifestRecord, RegistryClient};
+use crate::error::describe;
 use crate::error::{io_err, Error, Result};
 use crate::progress::{SkipReason, TransferProgress};
 use crate::reference::Reference;
-use crate::transport::{describe, status_error, Direction, Endpoint};
+use crate::transport::{status_error, Direction, Endpoint};
 
 /// What kiln accepts when asking for a manifest.
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";

@@ -17,6 +17,7 @@ use url::Url;
 use crate::auth::{self, Challenge, TokenCache};
 use crate::cloud::{CloudAuth, CloudRegistry};
 use crate::credentials::{default_docker_config_path, Credential, CredentialStore};
+use crate::error::describe;
 use crate::error::{Error, Result};
 use crate::reference::api_host;
 use crate::secret::Secret;
@@ -196,19 +197,6 @@ pub(crate) struct Transport {
     tokens: Mutex<TokenCache>,
     cred_cache: tokio::sync::Mutex<HashMap<String, Option<Credential>>>,
     cloud: CloudAuth,
-}
-
-/// A reqwest error with its whole cause chain (they carry no credentials: kiln never
-/// puts secrets in URLs).
-pub(crate) fn describe(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -60,7 +60,7 @@ pub(crate) async fn credential(
     let resp = post_form(registry_http, url.clone(), &form)
         .send()
         .await
-        .map_err(|e| format!("cannot reach {url}: {}", crate::transport::describe(&e)))?;
+        .map_err(|e| format!("cannot reach {url}: {}", crate::error::describe(&e)))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!(
@@ -71,7 +71,7 @@ pub(crate) async fn credential(
     let body = resp
         .bytes()
         .await
-        .map_err(|e| format!("{url}: {}", crate::transport::describe(&e)))?;
+        .map_err(|e| format!("{url}: {}", crate::error::describe(&e)))?;
     let ex: Exchanged = serde_json::from_slice(&body)
         .map_err(|_| format!("{url} returned something other than a token JSON"))?;
     if ex.refresh_token.is_empty() {
@@ -124,7 +124,7 @@ async fn aad_token(http: &reqwest::Client, tenant: Option<&str>) -> Result<Secre
             let r = post_form(http, &url, &form)
                 .send()
                 .await
-                .map_err(|e| format!("cannot reach {url}: {}", crate::transport::describe(&e)))?;
+                .map_err(|e| format!("cannot reach {url}: {}", crate::error::describe(&e)))?;
             (r, url)
         }
         _ => {
@@ -145,7 +145,7 @@ async fn aad_token(http: &reqwest::Client, tenant: Option<&str>) -> Result<Secre
                 .map_err(|e| {
                     format!(
                         "no service principal (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_CLIENT_SECRET) and no managed identity endpoint: {}",
-                        crate::transport::describe(&e)
+                        crate::error::describe(&e)
                     )
                 })?;
             (r, IMDS_TOKEN_URL.to_string())
@@ -161,7 +161,7 @@ async fn aad_token(http: &reqwest::Client, tenant: Option<&str>) -> Result<Secre
     let body = resp
         .bytes()
         .await
-        .map_err(|e| format!("{what}: {}", crate::transport::describe(&e)))?;
+        .map_err(|e| format!("{what}: {}", crate::error::describe(&e)))?;
     let t: AadToken = serde_json::from_slice(&body)
         .map_err(|_| format!("{what} returned something other than a token JSON"))?;
     if t.access_token.is_empty() {

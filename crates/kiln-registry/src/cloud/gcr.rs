@@ -131,12 +131,7 @@ async fn from_key_file(
     let resp = post_form(http, &token_uri, &form)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "cannot reach {token_uri}: {}",
-                crate::transport::describe(&e)
-            )
-        })?;
+        .map_err(|e| format!("cannot reach {token_uri}: {}", crate::error::describe(&e)))?;
     token_response(resp, &token_uri).await
 }
 
@@ -176,7 +171,7 @@ async fn from_metadata(http: &reqwest::Client) -> Result<(Secret, SystemTime), S
         .map_err(|e| {
             format!(
                 "no GOOGLE_APPLICATION_CREDENTIALS and the metadata server {host} is unreachable: {}",
-                crate::transport::describe(&e)
+                crate::error::describe(&e)
             )
         })?;
     token_response(resp, &url).await
@@ -192,7 +187,7 @@ async fn token_response(
     let body = resp
         .bytes()
         .await
-        .map_err(|e| format!("{url}: {}", crate::transport::describe(&e)))?;
+        .map_err(|e| format!("{url}: {}", crate::error::describe(&e)))?;
     if !status.is_success() {
         let code = serde_json::from_slice::<OAuthError>(&body)
             .map(|e| e.error)

@@ -186,7 +186,7 @@ impl CloudAuth {
                     .map_err(|e| {
                         format!(
                             "cannot set up the cloud credentials HTTP client: {}",
-                            crate::transport::describe(&e)
+                            crate::error::describe(&e)
                         )
                     })
             })
