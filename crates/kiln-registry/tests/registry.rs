@@ -514,9 +514,16 @@ fn twenty_pushes_at_a_twenty_percent_error_rate_all_land() {
     let proxy = Proxy::start_random(&reg.host, 20, 0x6b69_6c6e);
     let tmp = tempfile::tempdir().unwrap();
     let store = BlobStore::open(&tmp.path().join("s")).unwrap();
+    // A failed blob upload is retried as a whole session (POST, then PUT),
+    // and each request fails a fifth of the time here, so one attempt fails
+    // about a third of the time: with the default 4 retries one of the ~60
+    // uploads runs out every few runs. 8 retries make a
+    // lost push a one-in-hundreds event; what the test pins is that retried
+    // pushes land whole and with the right digest.
     let client = RegistryClient::new(RegistryOptions {
         chunk_size: 100_000,
         retry_base_delay: std::time::Duration::from_millis(10),
+        max_retries: 8,
         ..opts(tmp.path())
     })
     .unwrap();
