@@ -56,6 +56,37 @@ pub fn make_private(cache_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Lets every user pass through `top` and the directories below it down to
+/// `dir` (adds search permission for group and others, never read): for an
+/// in-place build, whose steps run as the image's users and reach their cache
+/// mounts under the cache directory. Directories that do not exist yet are
+/// left to be made.
+pub fn traversable(top: &Path, dir: &Path) -> io::Result<()> {
+    let Ok(below) = dir.strip_prefix(top) else {
+        return Ok(());
+    };
+    let mut cur = top.to_path_buf();
+    let mut dirs = vec![cur.clone()];
+    for c in below.components() {
+        cur.push(c);
+        dirs.push(cur.clone());
+    }
+    for d in dirs {
+        match std::fs::symlink_metadata(&d) {
+            Ok(m) if m.is_dir() => {
+                let mode = m.permissions().mode() & 0o7777;
+                if mode & 0o011 != 0o011 {
+                    kiln_image::root::chmod_nofollow(&d, mode | 0o011)?;
+                }
+            }
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Creates `dir` (and missing parents) with mode 0700, or tightens an
 /// existing one to 0700.
 pub fn private_dir(dir: &Path) -> io::Result<()> {

@@ -308,6 +308,8 @@ USER app
 WORKDIR /home/app/work
 RUN echo "$(id -un):$(id -gn) in $(pwd) says $GREETING" > whoami.txt \
  && ls -n /srv/files | sed 1d | awk '{print $1, $3, $4, $9}' > listing.txt
+RUN --mount=type=cache,target=/home/app/.cache,uid=1000,gid=1000 \
+    echo cached > /home/app/.cache/c && cat /home/app/.cache/c > cached.txt
 LABEL org.example.built-by=kiln org.example.mode=compare
 CMD ["cat", "/home/app/work/whoami.txt"]
 "#;

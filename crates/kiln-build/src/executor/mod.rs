@@ -592,6 +592,16 @@ fn decide_isolation(
             "in-place isolation replaces the root filesystem's contents, and nothing shows kiln runs inside a container here; run it in a container, or force it (executor --force, or KILN_FORCE_IN_PLACE=1) if this machine is disposable".into(),
         ));
     }
+    // In place, the build is its container's only tenant, and a step run as
+    // the image's user reaches its cache mounts through symlinks into the
+    // cache directory: the directories on that way must be traversable
+    // (0711, never listable) even where the cache was made private.
+    crate::scratch::traversable(req.store.root(), &req.mount_cache_dir).map_err(|source| {
+        BuildError::Io {
+            path: req.mount_cache_dir.clone(),
+            source,
+        }
+    })?;
     let mut keep = vec![
         req.work_dir.clone(),
         req.store.root().to_path_buf(),
