@@ -39,6 +39,10 @@
 //! in `main()`: each step runs in a fresh copy of the binary (see the `init`
 //! module for why).
 
+// The sandbox is the one place that needs unsafe calls (fork, exec, signal
+// dispositions, raw syscalls for namespaces and seccomp).
+#![allow(unsafe_code)]
+
 mod confine;
 mod error;
 mod idmap;
