@@ -96,28 +96,21 @@ pub fn detect_archive(file: &Path) -> Result<Option<Compression>, UnpackError> {
     }
 }
 
-/// Extracts `file` into `dest_dir` (an existing directory inside
-/// `dest_root`), with every owner set to `chown` when given. Returns what it
-/// wrote, relative to `dest_root`. Every write goes through a
-/// [`Root`] at `dest_dir`: the archive's own symlinks are followed inside
-/// it, never out of it, and nothing is done through a path the kernel
-/// resolves again.
+/// Extracts `file` into `root`, the ADD destination directory (at `base`
+/// below the stage root), with every owner set to `chown` when given.
+/// Returns what it wrote, relative to the stage root. Every write goes
+/// through `root`: the archive's own symlinks are followed inside the
+/// destination, never out of it, and nothing is done through a path the
+/// kernel resolves again.
 pub fn unpack_archive(
     file: &Path,
-    dest_root: &Path,
-    dest_dir: &Path,
+    root: &Root,
+    base: &str,
     chown: Option<(u32, u32)>,
 ) -> Result<Vec<Changed>, UnpackError> {
     let (_, r) = open(file).map_err(UnpackError::Read)?;
     let mut ar = tar::Archive::new(r);
-    let root = Root::open(dest_dir).map_err(|e| UnpackError::Write {
-        path: dest_dir.display().to_string(),
-        error: e.into(),
-    })?;
-    let base = dest_dir
-        .strip_prefix(dest_root)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let base = base.to_string();
     let full = |rel: &str| -> String {
         match (base.is_empty(), rel.is_empty()) {
             (true, _) => rel.to_string(),
@@ -402,7 +395,8 @@ mod tests {
         let root = t.path().join("root");
         let dest = root.join("app");
         std::fs::create_dir_all(&dest).expect("dest");
-        unpack_archive(&archive, &root, &dest, None).expect("unpack");
+        let dest_root = Root::open(&dest).expect("dest root");
+        unpack_archive(&archive, &dest_root, "app", None).expect("unpack");
         let md = std::fs::metadata(&canary).expect("canary");
         assert_eq!(md.mode() & 0o7777, 0o640);
         assert_ne!(md.mtime(), 1);

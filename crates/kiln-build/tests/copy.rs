@@ -691,3 +691,92 @@ fn snapshot_entries_include_parents_owners_and_hardlinks() {
     );
     assert_eq!(entries[4].kind, EntryKind::Symlink { target: "a".into() });
 }
+
+/// A stage whose entries are symlinks to the host (absolute and climbing
+/// with `..`) where COPY writes: files, directories, hardlinks, `--parents`
+/// and heredocs land inside the stage root or fail, and the host canary
+/// keeps its content, mode and owner. Every write acts on a directory
+/// descriptor and never follows the name it writes.
+#[test]
+fn writes_into_a_hostile_stage_never_reach_the_host() {
+    let d = dirs();
+    let (c, r) = (d.ctx.path(), d.root.path());
+    let host = tempfile::tempdir().unwrap();
+    let canary = host.path().join("canary");
+    fs::write(&canary, "host").unwrap();
+    fs::set_permissions(&canary, fs::Permissions::from_mode(0o640)).unwrap();
+    let canary_dir = host.path().join("dir");
+    mkdir(host.path(), "dir", 0o750);
+    let climb = format!("../../../../../../../..{}", canary.display());
+    // The stage has the host path's parent, so the links resolve to a
+    // place in the stage (a dangling destination is an error).
+    mkdir(
+        r,
+        canary
+            .parent()
+            .unwrap()
+            .strip_prefix("/")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        0o755,
+    );
+    symlink(&canary, r.join("abs")).unwrap();
+    symlink(&climb, r.join("up")).unwrap();
+    symlink(&canary_dir, r.join("absdir")).unwrap();
+    // Sources: a file, a hardlinked pair, a directory tree, a symlink.
+    write(c, "f", "new", 0o4777);
+    write(c, "t/a", "a", 0o644);
+    fs::hard_link(c.join("t/a"), c.join("t/b")).unwrap();
+    symlink("/", c.join("t/l")).unwrap();
+    // A file onto each symlink: followed inside the stage only.
+    copy(&req(c, r, &["f"], "/abs")).unwrap();
+    copy(&req(c, r, &["f"], "/up")).unwrap();
+    let inside = r.join(canary.strip_prefix("/").unwrap());
+    assert_eq!(fs::read_to_string(&inside).unwrap(), "new");
+    // A tree into a symlinked directory: created inside the stage.
+    copy(&req(c, r, &["t"], "/absdir/")).unwrap();
+    let inside_dir = r.join(canary_dir.strip_prefix("/").unwrap());
+    assert_eq!(fs::read_to_string(inside_dir.join("b")).unwrap(), "a");
+    assert_eq!(
+        md(
+            r,
+            &format!("{}/a", canary_dir.strip_prefix("/").unwrap().display())
+        )
+        .ino(),
+        md(
+            r,
+            &format!("{}/b", canary_dir.strip_prefix("/").unwrap().display())
+        )
+        .ino(),
+        "the hardlink pair stays one inode"
+    );
+    assert!(md(
+        r,
+        &format!("{}/l", canary_dir.strip_prefix("/").unwrap().display())
+    )
+    .file_type()
+    .is_symlink());
+    // --parents through a stage symlink below the destination: refused.
+    mkdir(r, "p", 0o755);
+    symlink(&canary_dir, r.join("p/t")).unwrap();
+    let mut q = req(c, r, &["t/a"], "/p/");
+    q.parents = true;
+    assert!(matches!(copy(&q), Err(CopyError::NotADirectory { .. })));
+    // A directory copied onto an entry that is a symlink to a host dir.
+    mkdir(r, "q", 0o755);
+    symlink(&canary_dir, r.join("q/t")).unwrap();
+    let mut q = req(c, r, &["/"], "/q/");
+    q.exclude = vec!["f".into()];
+    assert!(matches!(copy(&q), Err(CopyError::DirOntoFile { .. })));
+    // A heredoc onto the climbing symlink.
+    let mut q = req(c, r, &[], "/up");
+    q.heredocs = vec![("EOF".into(), "doc".into())];
+    copy(&q).unwrap();
+    assert_eq!(fs::read_to_string(&inside).unwrap(), "doc");
+    // The host is as it was.
+    assert_eq!(fs::read_to_string(&canary).unwrap(), "host");
+    assert_eq!(fs::metadata(&canary).unwrap().mode() & 0o7777, 0o640);
+    assert_eq!(fs::metadata(&canary_dir).unwrap().mode() & 0o7777, 0o750);
+    assert_eq!(fs::read_dir(&canary_dir).unwrap().count(), 0);
+}

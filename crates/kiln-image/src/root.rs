@@ -224,6 +224,19 @@ impl Root {
         &self.path
     }
 
+    /// A root at `dir` (a directory resolved inside this one): what lies below `dir` is
+    /// confined to it. Archives that ADD extracts use it, as Docker's builder extracts
+    /// them with the destination directory as their root.
+    pub fn below(&self, dir: &Dir) -> RootResult<Root> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&dir.fd, 0)
+            .map_err(|e| RootError::io("dup", format!("/{}", dir.rel()), e))?;
+        Ok(Root {
+            fd,
+            path: self.path.join(dir.rel()),
+            protected: Vec::new(),
+        })
+    }
+
     /// The root directory itself.
     pub fn top(&self) -> RootResult<Dir> {
         let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
@@ -721,6 +734,23 @@ impl Dir {
     pub fn link_from(&self, name: &OsStr, src: &Dir, src_name: &OsStr) -> RootResult<()> {
         rustix::fs::linkat(&src.fd, src_name, &self.fd, name, AtFlags::empty())
             .map_err(|e| self.err("link", name, e))
+    }
+
+    /// Makes `name` a hard link to `src`, a file outside every root kiln writes (a
+    /// finished stage's or an image's own file); `src` itself is never followed.
+    pub fn link_path(&self, name: &OsStr, src: &Path) -> RootResult<()> {
+        rustix::fs::linkat(rustix::fs::CWD, src, &self.fd, name, AtFlags::empty())
+            .map_err(|e| self.err("link", name, e))
+    }
+
+    /// Another handle on the same directory.
+    pub fn try_clone(&self) -> RootResult<Dir> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
+            .map_err(|e| RootError::io("dup", format!("/{}", self.rel()), e))?;
+        Ok(Dir {
+            fd,
+            rel: self.rel.clone(),
+        })
     }
 
     /// Creates a device node or fifo.

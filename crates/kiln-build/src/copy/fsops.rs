@@ -6,7 +6,6 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, Timestamps, CWD};
 
@@ -106,25 +105,11 @@ pub struct Meta {
     pub atime: Option<(i64, i64)>,
 }
 
-/// Applies `meta` to `path` without following a final symlink: owner first
-/// (a chown clears setuid bits), then mode, then times. A chown refused
-/// because this process is unprivileged is ignored: the intended owner is
-/// still reported to the layer.
-pub fn apply_meta(path: &Path, meta: &Meta, is_symlink: bool) -> io::Result<()> {
-    match std::os::unix::fs::lchown(path, Some(meta.uid), Some(meta.gid)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
-        Err(e) => return Err(e),
-    }
-    if !is_symlink {
-        kiln_image::root::chmod_nofollow(path, meta.perm & 0o7777)?;
-    }
-    set_times(path, meta.atime.or(meta.mtime), meta.mtime)
-}
-
-/// [`apply_meta`] on the entry `name` of a directory resolved inside a root: every
-/// call acts on the directory's descriptor and never follows `name`.
+/// Applies `meta` to the entry `name` of a directory resolved inside a root: owner
+/// first (a chown clears setuid bits), then mode, then times. Every call acts on the
+/// directory's descriptor and never follows `name`. A chown refused because this
+/// process is unprivileged is ignored: the intended owner is still reported to the
+/// layer.
 pub fn apply_meta_at(
     dir: &kiln_image::root::Dir,
     name: &OsStr,
@@ -143,6 +128,35 @@ pub fn apply_meta_at(
     }
     if let Some(m) = meta.mtime {
         dir.set_times(name, meta.atime.unwrap_or(m), m)?;
+    }
+    Ok(())
+}
+
+/// [`apply_meta_at`] on a file kiln just created and still holds open: owner, mode and
+/// times set through the descriptor, nothing looked up by name.
+pub fn apply_meta_fd(file: &std::fs::File, meta: &Meta) -> io::Result<()> {
+    match rustix::fs::fchown(
+        file,
+        Some(rustix::fs::Uid::from_raw(meta.uid)),
+        Some(rustix::fs::Gid::from_raw(meta.gid)),
+    ) {
+        Ok(()) | Err(rustix::io::Errno::PERM) | Err(rustix::io::Errno::INVAL) => {}
+        Err(e) => return Err(e.into()),
+    }
+    rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(meta.perm & 0o7777))?;
+    if let Some(m) = meta.mtime {
+        let a = meta.atime.unwrap_or(m);
+        let ts = |(s, n): (i64, i64)| rustix::fs::Timespec {
+            tv_sec: s,
+            tv_nsec: n as _,
+        };
+        rustix::fs::futimens(
+            file,
+            &Timestamps {
+                last_access: ts(a),
+                last_modification: ts(m),
+            },
+        )?;
     }
     Ok(())
 }
@@ -193,6 +207,20 @@ pub fn copy_xattrs(src: &Path, dst: &Path) {
     }
 }
 
+/// [`copy_xattrs`] onto the entry `name` of a directory resolved inside a root.
+pub fn copy_xattrs_at(src: &Path, dir: &kiln_image::root::Dir, name: &OsStr) {
+    for (key, value) in read_xattrs(src) {
+        let _ = dir.set_xattr(name, &key, &value);
+    }
+}
+
+/// [`copy_xattrs`] onto a file kiln holds open.
+pub fn copy_xattrs_fd(src: &Path, file: &std::fs::File) {
+    for (key, value) in read_xattrs(src) {
+        let _ = rustix::fs::fsetxattr(file, key.as_str(), &value, rustix::fs::XattrFlags::empty());
+    }
+}
+
 /// Extended attributes of `path` (not followed), best effort.
 pub fn read_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
     let mut names = vec![0u8; 4096];
@@ -227,48 +255,4 @@ pub fn read_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
     }
     out.sort();
     out
-}
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A temporary name next to `target`, in the same directory (so a rename
-/// onto `target` is atomic).
-pub fn temp_sibling(target: &Path) -> PathBuf {
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = format!(".kiln-tmp-{}-{n}", std::process::id());
-    match target.parent() {
-        Some(dir) => dir.join(name),
-        None => PathBuf::from(name),
-    }
-}
-
-/// Removes whatever non-directory entry is at `target` so that a new one can
-/// be created there; a directory there is an error.
-pub fn clear_non_dir(target: &Path) -> io::Result<bool> {
-    match std::fs::symlink_metadata(target) {
-        Ok(md) if md.is_dir() => Ok(false),
-        Ok(_) => {
-            std::fs::remove_file(target)?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(e),
-    }
-}
-
-/// Creates a device node or FIFO at `target`.
-pub fn make_special(
-    target: &Path,
-    ft: rustix::fs::FileType,
-    perm: u32,
-    rdev: u64,
-) -> io::Result<()> {
-    rustix::fs::mknodat(
-        CWD,
-        target,
-        ft,
-        rustix::fs::Mode::from_raw_mode(perm & 0o7777),
-        rdev,
-    )
-    .map_err(io::Error::from)
 }

@@ -34,6 +34,7 @@ pub mod fsops;
 mod glob;
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -43,11 +44,13 @@ use crate::fetch::{FetchError, HttpFetcher};
 use crate::unpack::UnpackError;
 use crate::users::{resolve_chown, UserError};
 use fsops::{
-    apply_meta, atime_of, clean_components, clear_non_dir, copy_xattrs, mtime_of, now,
-    resolve_in_root, temp_sibling, Escape, Meta, ResolveError,
+    apply_meta_at, apply_meta_fd, atime_of, clean_components, copy_xattrs_at, copy_xattrs_fd,
+    mtime_of, now, resolve_in_root, Escape, Meta, ResolveError,
 };
 use glob::{has_wildcards, match_component};
 use kiln_dockerfile::pattern::PatternSet;
+use kiln_image::root::{Dir, NewDir, Root, RootError};
+use rustix::fs::FileType;
 
 /// One COPY or ADD step.
 pub struct CopyRequest<'a> {
@@ -259,13 +262,12 @@ pub fn plan(req: &CopyRequest) -> Result<Option<Planned>, CopyError> {
     if !md.is_dir() {
         return Ok(None);
     }
-    let dest_host = c.resolve_dest(&dest)?;
-    if std::fs::symlink_metadata(&dest_host).is_ok() {
+    if c.dest_entry(&dest)?.1.is_some() {
         return Ok(None);
     }
     let perm = c.copied_root_perm();
     let target = c.mkdir_all_leaf(&dest, perm)?;
-    c.copy_children(&s.host, &s.rel, "", &target)?;
+    c.copy_children(&s.host, &s.rel, "", &Place::Open(target))?;
     let sources = c.planned.take().unwrap_or_default();
     Ok(Some(Planned {
         changed: dedupe(c.changed),
@@ -403,19 +405,59 @@ struct Source {
 
 struct Copier<'r, 'a> {
     req: &'r CopyRequest<'a>,
+    /// The stage root every write goes through.
+    root: Root,
     chown: Option<(u32, u32)>,
     chmod: Option<Chmod>,
     excludes: PatternSet,
     changed: Vec<Changed>,
-    /// Source (dev, inode) → destination path already written, for hardlinks.
-    links: HashMap<(u64, u64), PathBuf>,
-    /// Directories whose metadata is applied after their contents are written.
-    deferred: Vec<(PathBuf, Meta, Option<PathBuf>)>,
+    /// Source (dev, inode) → destination path (below the root) already
+    /// written, for hardlinks.
+    links: HashMap<(u64, u64), String>,
+    /// Directories (paths below the root) whose metadata is applied after
+    /// their contents are written, with the source of their xattrs.
+    deferred: Vec<(String, Meta, Option<PathBuf>)>,
     /// Planning ([`plan`]): entries are not written, only noted here
     /// (stage path → the source they would be copied from).
     planned: Option<HashMap<String, PathBuf>>,
     /// Files hard-linked to their source rather than copied.
     linked: usize,
+}
+
+/// Where the entries of a copied directory go: a directory of the stage
+/// root held open, or, when planning, only its path below the root (the
+/// directory does not exist).
+enum Place {
+    Open(Dir),
+    Planned(String),
+}
+
+impl Place {
+    fn rel_of(&self, name: &OsStr) -> String {
+        match self {
+            Place::Open(dir) => dir.rel_of(name),
+            Place::Planned(rel) if rel.is_empty() => name.to_string_lossy().into_owned(),
+            Place::Planned(rel) => format!("{rel}/{}", name.to_string_lossy()),
+        }
+    }
+}
+
+/// A [`RootError`] met while writing `path` (a destination as the
+/// Dockerfile names it, or a path below the stage root).
+fn root_err(path: &str) -> impl FnOnce(RootError) -> CopyError + '_ {
+    move |e| match e {
+        RootError::NotADirectory { at, .. } => CopyError::NotADirectory { path: at },
+        RootError::TooManyLinks { .. } => CopyError::TooManyLinks {
+            src: path.to_string(),
+        },
+        RootError::Escapes { .. } => CopyError::OutsideContext {
+            src: path.to_string(),
+        },
+        e => CopyError::Io {
+            path: path.to_string(),
+            error: e.into(),
+        },
+    }
 }
 
 impl<'r, 'a> Copier<'r, 'a> {
@@ -429,8 +471,10 @@ impl<'r, 'a> Copier<'r, 'a> {
         let excludes = PatternSet::new(&pats).map_err(|e| CopyError::BadExclude {
             message: e.to_string(),
         })?;
+        let root = Root::open(req.dest_root).map_err(root_err("/"))?;
         Ok(Copier {
             req,
+            root,
             chown,
             chmod,
             excludes,
@@ -442,16 +486,13 @@ impl<'r, 'a> Copier<'r, 'a> {
         })
     }
 
-    fn root(&self) -> &Path {
-        self.req.dest_root
-    }
-
-    fn record(&mut self, host: &Path, uid: u32, gid: u32) {
-        if let Ok(rel) = host.strip_prefix(self.req.dest_root) {
-            let path = rel.to_string_lossy().into_owned();
-            if !path.is_empty() {
-                self.changed.push(Changed { path, uid, gid });
-            }
+    fn record(&mut self, rel: String, uid: u32, gid: u32) {
+        if !rel.is_empty() {
+            self.changed.push(Changed {
+                path: rel,
+                uid,
+                gid,
+            });
         }
     }
 
@@ -512,27 +553,17 @@ impl<'r, 'a> Copier<'r, 'a> {
 
     /// Creates `path` (absolute in the stage) and its missing parents, all
     /// mode 0755 (never the `--chmod` mode, as Docker's builder does);
-    /// returns the resolved host path.
-    fn mkdir_all(&mut self, path: &str) -> Result<PathBuf, CopyError> {
+    /// returns the directory.
+    fn mkdir_all(&mut self, path: &str) -> Result<Dir, CopyError> {
         self.mkdir_all_leaf(path, PARENT_DIR_PERM)
     }
 
     /// [`Self::mkdir_all`], but `path` itself, when created, gets `leaf_perm`.
-    /// Made through [`kiln_image::root::Root`]: symlinks on the way are
-    /// followed inside the stage root only.
-    fn mkdir_all_leaf(&mut self, path: &str, leaf_perm: u32) -> Result<PathBuf, CopyError> {
-        use kiln_image::root::{NewDir, Root, RootError};
+    /// Symlinks on the way are followed inside the stage root only.
+    fn mkdir_all_leaf(&mut self, path: &str, leaf_perm: u32) -> Result<Dir, CopyError> {
         let (uid, gid) = self.chown.unwrap_or((0, 0));
-        let root_err = |e: RootError| match e {
-            RootError::NotADirectory { at, .. } => CopyError::NotADirectory { path: at },
-            RootError::TooManyLinks { .. } => resolve_err(ResolveError::TooManyLinks, path),
-            e => CopyError::Io {
-                path: path.to_string(),
-                error: io::Error::other(e.to_string()),
-            },
-        };
-        let root = Root::open(self.root()).map_err(root_err)?;
-        let resolved = root
+        let resolved = self
+            .root
             .dir(
                 path,
                 Some(NewDir {
@@ -540,49 +571,87 @@ impl<'r, 'a> Copier<'r, 'a> {
                     owner: Some((uid, gid)),
                 }),
             )
-            .map_err(root_err)?
+            .map_err(root_err(path))?
             .ok_or_else(|| CopyError::NotADirectory {
                 path: path.to_string(),
             })?;
         let rel = resolved.dir.rel();
         if resolved.created.last() == Some(&rel) && leaf_perm != PARENT_DIR_PERM {
-            resolved.dir.chmod_self(leaf_perm).map_err(root_err)?;
+            resolved.dir.chmod_self(leaf_perm).map_err(root_err(path))?;
         }
-        let host = self.root().join(&rel);
-        for c in &resolved.created {
-            self.changed.push(Changed {
-                path: c.clone(),
-                uid,
-                gid,
-            });
+        for c in resolved.created {
+            self.record(c, uid, gid);
         }
-        Ok(host)
+        Ok(resolved.dir)
     }
 
-    /// Resolves a destination path (symlinks followed inside the stage).
-    fn resolve_dest(&self, path: &str) -> Result<PathBuf, CopyError> {
-        resolve_in_root(self.root(), path, true, Escape::Clamp)
-            .map(|r| r.host(self.root()))
-            .map_err(|e| resolve_err(e, path))
+    /// The directory holding `rel` (a path below the root whose parents
+    /// exist) and its last name; the name itself is never followed.
+    fn at(&self, rel: &str) -> Result<(Dir, OsString), CopyError> {
+        match self.root.parent(rel, None).map_err(root_err(rel))? {
+            Some((parent, name)) => Ok((parent.dir, name)),
+            None => Err(CopyError::Io {
+                path: format!("/{rel}"),
+                error: io::Error::from(io::ErrorKind::NotFound),
+            }),
+        }
     }
 
-    /// Where a non-directory named `name` goes for destination `dest`.
+    /// A destination resolved in the stage (symlinks followed inside it):
+    /// its path below the root, and whether it exists as a directory
+    /// (`Some(true)`), as something else (`Some(false)`) or not at all.
+    fn dest_entry(&self, path: &str) -> Result<(String, Option<bool>), CopyError> {
+        let comps = self
+            .root
+            .resolve(path, true, false)
+            .map_err(root_err(path))?;
+        let rel = comps
+            .iter()
+            .map(|c| c.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        if rel.is_empty() {
+            return Ok((rel, Some(true)));
+        }
+        let kind = match self.root.parent(&rel, None) {
+            Ok(Some((parent, name))) => parent
+                .dir
+                .lstat(&name)
+                .map_err(root_err(path))?
+                .map(|st| st.is_dir()),
+            Ok(None) | Err(RootError::NotADirectory { .. }) => None,
+            Err(e) => return Err(root_err(path)(e)),
+        };
+        Ok((rel, kind))
+    }
+
+    /// Opens the existing directory at `rel` (resolved, below the root).
+    fn open_dir(&self, rel: &str) -> Result<Dir, CopyError> {
+        match self.root.dir(rel, None).map_err(root_err(rel))? {
+            Some(r) => Ok(r.dir),
+            None => Err(CopyError::NotADirectory {
+                path: rel.to_string(),
+            }),
+        }
+    }
+
+    /// Where a non-directory named `name` goes for destination `dest`: the
+    /// directory and the name in it.
     fn file_target(
         &mut self,
         name: &str,
         dest: &str,
         dest_is_dir: bool,
-    ) -> Result<PathBuf, CopyError> {
+    ) -> Result<(Dir, OsString), CopyError> {
         if dest_is_dir {
             let dir = self.mkdir_all(dest)?;
-            return Ok(dir.join(name));
+            return Ok((dir, OsString::from(name)));
         }
         let parent = parent_of(dest);
         self.mkdir_all(&parent)?;
-        let resolved = self.resolve_dest(dest)?;
-        match std::fs::metadata(&resolved) {
-            Ok(md) if md.is_dir() => Ok(resolved.join(name)),
-            _ => Ok(resolved),
+        match self.dest_entry(dest)? {
+            (rel, Some(true)) => Ok((self.open_dir(&rel)?, OsString::from(name))),
+            (rel, _) => self.at(&rel),
         }
     }
 
@@ -607,38 +676,44 @@ impl<'r, 'a> Copier<'r, 'a> {
                     })?
                     .is_some();
                 if is_archive {
-                    let dir = self.mkdir_all(dest)?;
-                    let written =
-                        crate::unpack::unpack_archive(&s.host, self.root(), &dir, self.chown)
-                            .map_err(|error| CopyError::Unpack {
-                                archive: src.to_string(),
-                                error,
-                            })?;
-                    self.changed.extend(written);
+                    self.unpack_into(&s.host, src, dest)?;
                     continue;
                 }
             }
             if md.is_dir() {
-                let dest_host = self.resolve_dest(dest)?;
-                let target = match std::fs::symlink_metadata(&dest_host) {
-                    Ok(d) if d.is_dir() => dest_host,
-                    Ok(_) => {
+                let target = match self.dest_entry(dest)? {
+                    (rel, Some(true)) => self.open_dir(&rel)?,
+                    (rel, Some(false)) => {
                         return Err(CopyError::DirOntoFile {
                             src: src.to_string(),
-                            path: rel_of(self.root(), &dest_host),
+                            path: rel,
                         })
                     }
-                    Err(_) => {
+                    (_, None) => {
                         let perm = self.copied_root_perm();
                         self.mkdir_all_leaf(dest, perm)?
                     }
                 };
-                self.copy_children(&s.host, &s.rel, "", &target)?;
+                self.copy_children(&s.host, &s.rel, "", &Place::Open(target))?;
             } else {
-                let target = self.file_target(&s.name, dest, dest_is_dir)?;
-                self.copy_entry(&s.host, &s.rel, "", &target, false)?;
+                let (dir, name) = self.file_target(&s.name, dest, dest_is_dir)?;
+                self.copy_entry(&s.host, &s.rel, "", &Place::Open(dir), &name, false)?;
             }
         }
+        Ok(())
+    }
+
+    /// ADD of a local or downloaded archive: extracted into `dest`, which
+    /// is the root the archive's own paths and symlinks stay inside.
+    fn unpack_into(&mut self, archive: &Path, shown: &str, dest: &str) -> Result<(), CopyError> {
+        let dir = self.mkdir_all(dest)?;
+        let below = self.root.below(&dir).map_err(root_err(dest))?;
+        let written = crate::unpack::unpack_archive(archive, &below, &dir.rel(), self.chown)
+            .map_err(|error| CopyError::Unpack {
+                archive: shown.to_string(),
+                error,
+            })?;
+        self.changed.extend(written);
         Ok(())
     }
 
@@ -646,13 +721,13 @@ impl<'r, 'a> Copier<'r, 'a> {
         resolve_sources_in(self.req.src_root, self.req.src_filter, src)
     }
 
-    /// Copies the entries of directory `src` into existing directory `target`.
+    /// Copies the entries of directory `src` into `target`.
     fn copy_children(
         &mut self,
         src: &Path,
         src_rel: &str,
         rel: &str,
-        target: &Path,
+        target: &Place,
     ) -> Result<(), CopyError> {
         let mut names: Vec<_> = std::fs::read_dir(src)
             .map_err(io_err(src))?
@@ -675,22 +750,27 @@ impl<'r, 'a> Copier<'r, 'a> {
                 &src.join(&name),
                 &child_src_rel,
                 &child_rel,
-                &target.join(&name),
+                target,
+                &name,
                 true,
             )?;
         }
         Ok(())
     }
 
-    /// Copies one entry (recursively for directories) to `target`.
-    /// `rel` is its path below the copied source ("" for the source itself),
-    /// `overwrite` whether an existing directory there takes its metadata.
+    /// Copies one entry (recursively for directories) to `name` in
+    /// `target`. `rel` is its path below the copied source ("" for the
+    /// source itself), `overwrite` whether an existing directory there
+    /// takes its metadata. Everything is written through the open
+    /// directory: the name is never followed, and what the stage holds
+    /// there (a symlink, a file) is replaced, never written through.
     fn copy_entry(
         &mut self,
         src: &Path,
         src_rel: &str,
         rel: &str,
-        target: &Path,
+        target: &Place,
+        name: &OsStr,
         overwrite: bool,
     ) -> Result<(), CopyError> {
         let excluded = !rel.is_empty() && (self.excludes.matches(rel) || self.filtered(src_rel));
@@ -700,6 +780,12 @@ impl<'r, 'a> Copier<'r, 'a> {
             return Ok(());
         }
         let (uid, gid) = self.owner_for(Some(&md));
+        let dir = match target {
+            Place::Open(dir) if self.planned.is_none() => dir,
+            _ => {
+                return self.plan_entry(src, src_rel, rel, target, name, excluded, &md, (uid, gid))
+            }
+        };
         let meta = Meta {
             uid,
             gid,
@@ -707,52 +793,56 @@ impl<'r, 'a> Copier<'r, 'a> {
             mtime: Some(mtime_of(&md)),
             atime: Some(atime_of(&md)),
         };
-        if self.planned.is_some() {
-            return self.plan_entry(src, src_rel, rel, target, excluded, &md, (uid, gid));
-        }
+        let dest_rel = dir.rel_of(name);
         if ft.is_dir() {
-            let created = match std::fs::symlink_metadata(target) {
-                Ok(t) if t.is_dir() => false,
-                Ok(_) => {
+            let created = match dir.lstat(name).map_err(root_err(&dest_rel))? {
+                Some(t) if t.is_dir() => false,
+                Some(_) => {
                     return Err(CopyError::DirOntoFile {
                         src: src.display().to_string(),
-                        path: rel_of(self.root(), target),
+                        path: dest_rel,
                     })
                 }
-                Err(_) => {
-                    std::fs::create_dir(target).map_err(io_err(target))?;
+                None => {
+                    dir.mkdir(name, PARENT_DIR_PERM)
+                        .map_err(root_err(&dest_rel))?;
                     true
                 }
             };
+            let sub = dir.subdir(name).map_err(root_err(&dest_rel))?;
             let before = self.changed.len();
-            self.copy_children(src, src_rel, rel, target)?;
+            self.copy_children(src, src_rel, rel, &Place::Open(sub))?;
             if excluded && self.changed.len() == before {
                 // Nothing below an excluded directory came back through an
                 // exception: the directory itself stays out.
                 if created {
-                    let _ = std::fs::remove_dir(target);
+                    let _ = dir.remove_all(name);
                 }
                 return Ok(());
             }
             if created || overwrite {
-                apply_meta(target, &meta, false).map_err(io_err(target))?;
-                copy_xattrs(src, target);
-                self.record(target, uid, gid);
+                apply_meta_at(dir, name, &meta, false).map_err(root_err(&dest_rel))?;
+                copy_xattrs_at(src, dir, name);
+                self.record(dest_rel, uid, gid);
             }
             return Ok(());
         }
-        if !clear_non_dir(target).map_err(io_err(target))? {
-            return Err(CopyError::CannotReplaceDir {
-                path: rel_of(self.root(), target),
-            });
+        match dir.lstat(name).map_err(root_err(&dest_rel))? {
+            Some(t) if t.is_dir() => {
+                return Err(CopyError::CannotReplaceDir { path: dest_rel });
+            }
+            Some(_) => dir.remove_all(name).map_err(root_err(&dest_rel))?,
+            None => {}
         }
         let key = (md.dev(), md.ino());
         if ft.is_file() && md.nlink() > 1 {
             if let Some(first) = self.links.get(&key).cloned() {
-                let tmp = temp_sibling(target);
-                std::fs::hard_link(&first, &tmp).map_err(io_err(target))?;
-                rename_or_clean(&tmp, target)?;
-                self.record(target, uid, gid);
+                let (first_dir, first_name) = self.at(&first)?;
+                let tmp = temp_name();
+                dir.link_from(&tmp, &first_dir, &first_name)
+                    .map_err(root_err(&dest_rel))?;
+                rename_or_clean(dir, &tmp, name)?;
+                self.record(dest_rel, uid, gid);
                 return Ok(());
             }
         }
@@ -762,56 +852,50 @@ impl<'r, 'a> Copier<'r, 'a> {
             // (a Python venv) go from seconds to a fraction of one. Any
             // failure (another filesystem, too many links) falls back to
             // copying.
-            if std::fs::hard_link(src, target).is_ok() {
+            if dir.link_path(name, src).is_ok() {
                 self.linked += 1;
                 if md.nlink() > 1 {
-                    self.links.insert(key, target.to_path_buf());
+                    self.links.insert(key, dest_rel.clone());
                 }
-                self.record(target, uid, gid);
+                self.record(dest_rel, uid, gid);
                 return Ok(());
             }
         }
-        let tmp = temp_sibling(target);
+        let tmp = temp_name();
         let made = (|| -> io::Result<()> {
             if ft.is_file() {
                 let mut from = std::fs::File::open(src)?;
-                let mut to = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&tmp)?;
+                let mut to = dir.create_file(&tmp, 0o600)?;
                 // No fsync: the stage root is scratch space that a crashed
                 // build throws away; durability is the blob store's job
                 // (layers are fsynced there). An fsync per file made large
                 // COPYs disk-bound.
                 io::copy(&mut from, &mut to)?;
-            } else if ft.is_symlink() {
-                let link = std::fs::read_link(src)?;
-                std::os::unix::fs::symlink(link, &tmp)?;
-            } else if ft.is_fifo() {
-                fsops::make_special(&tmp, rustix::fs::FileType::Fifo, meta.perm, 0)?;
-            } else if ft.is_char_device() {
-                fsops::make_special(
-                    &tmp,
-                    rustix::fs::FileType::CharacterDevice,
-                    meta.perm,
-                    md.rdev(),
-                )?;
-            } else if ft.is_block_device() {
-                fsops::make_special(
-                    &tmp,
-                    rustix::fs::FileType::BlockDevice,
-                    meta.perm,
-                    md.rdev(),
-                )?;
-            } else {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, "socket"));
+                apply_meta_fd(&to, &meta)?;
+                copy_xattrs_fd(src, &to);
+                return Ok(());
             }
-            apply_meta(&tmp, &meta, ft.is_symlink())?;
-            copy_xattrs(src, &tmp);
+            if ft.is_symlink() {
+                let link = std::fs::read_link(src)?;
+                dir.symlink(&tmp, link.as_os_str())?;
+            } else {
+                let (kind, rdev) = if ft.is_fifo() {
+                    (FileType::Fifo, 0)
+                } else if ft.is_char_device() {
+                    (FileType::CharacterDevice, md.rdev())
+                } else if ft.is_block_device() {
+                    (FileType::BlockDevice, md.rdev())
+                } else {
+                    return Err(io::Error::new(io::ErrorKind::Unsupported, "socket"));
+                };
+                dir.mknod(&tmp, kind, meta.perm, rdev)?;
+            }
+            apply_meta_at(dir, &tmp, &meta, ft.is_symlink())?;
+            copy_xattrs_at(src, dir, &tmp);
             Ok(())
         })();
         if let Err(error) = made {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = dir.remove_all(&tmp);
             if error.kind() == io::ErrorKind::Unsupported {
                 return Err(CopyError::Unsupported {
                     path: src.display().to_string(),
@@ -822,11 +906,11 @@ impl<'r, 'a> Copier<'r, 'a> {
                 error,
             });
         }
-        rename_or_clean(&tmp, target)?;
+        rename_or_clean(dir, &tmp, name)?;
         if ft.is_file() && md.nlink() > 1 {
-            self.links.insert(key, target.to_path_buf());
+            self.links.insert(key, dest_rel.clone());
         }
-        self.record(target, uid, gid);
+        self.record(dest_rel, uid, gid);
         Ok(())
     }
 
@@ -839,7 +923,8 @@ impl<'r, 'a> Copier<'r, 'a> {
         src: &Path,
         src_rel: &str,
         rel: &str,
-        target: &Path,
+        target: &Place,
+        name: &OsStr,
         excluded: bool,
         md: &std::fs::Metadata,
         (uid, gid): (u32, u32),
@@ -850,14 +935,15 @@ impl<'r, 'a> Copier<'r, 'a> {
                 path: src.display().to_string(),
             });
         }
+        let dest_rel = target.rel_of(name);
         let before = self.changed.len();
         if ft.is_dir() {
-            self.copy_children(src, src_rel, rel, target)?;
+            self.copy_children(src, src_rel, rel, &Place::Planned(dest_rel.clone()))?;
             if excluded && self.changed.len() == before {
                 return Ok(());
             }
         }
-        self.record(target, uid, gid);
+        self.record(dest_rel, uid, gid);
         if let (Some(planned), Some(ch)) = (self.planned.as_mut(), self.changed.last()) {
             planned.insert(ch.path.clone(), src.to_path_buf());
         }
@@ -897,7 +983,7 @@ impl<'r, 'a> Copier<'r, 'a> {
         if found.is_empty() {
             return Ok(());
         }
-        let dest_host = self.mkdir_all(dest)?;
+        let dest_dir = self.mkdir_all(dest)?;
         let base_rel = base_r.rel_string();
         for m in found {
             let rel = m.join("/");
@@ -909,22 +995,22 @@ impl<'r, 'a> Copier<'r, 'a> {
             if self.excludes.matches(&rel) || self.filtered(&src_rel) {
                 continue;
             }
+            let Some((last, parents)) = m.split_last() else {
+                continue;
+            };
             // Parent directories below the pivot take their source's metadata.
             let mut s = base_host.clone();
-            let mut t = dest_host.clone();
-            for comp in m.iter().take(m.len().saturating_sub(1)) {
+            let mut cur = dest_dir.try_clone().map_err(root_err(dest))?;
+            for comp in parents {
                 s.push(comp);
-                t.push(comp);
+                let c = OsStr::new(comp);
+                let t_rel = cur.rel_of(c);
                 let smd = std::fs::metadata(&s).map_err(io_err(&s))?;
-                match std::fs::symlink_metadata(&t) {
-                    Ok(tmd) if tmd.is_dir() => {}
-                    Ok(_) => {
-                        return Err(CopyError::NotADirectory {
-                            path: rel_of(self.root(), &t),
-                        })
-                    }
-                    Err(_) => {
-                        std::fs::create_dir(&t).map_err(io_err(&t))?;
+                match cur.lstat(c).map_err(root_err(&t_rel))? {
+                    Some(t) if t.is_dir() => {}
+                    Some(_) => return Err(CopyError::NotADirectory { path: t_rel }),
+                    None => {
+                        cur.mkdir(c, PARENT_DIR_PERM).map_err(root_err(&t_rel))?;
                         let (uid, gid) = self.owner_for(Some(&smd));
                         let meta = Meta {
                             uid,
@@ -933,23 +1019,32 @@ impl<'r, 'a> Copier<'r, 'a> {
                             mtime: Some(mtime_of(&smd)),
                             atime: Some(atime_of(&smd)),
                         };
-                        self.deferred.push((t.clone(), meta, Some(s.clone())));
-                        self.record(&t.clone(), uid, gid);
+                        self.deferred.push((t_rel.clone(), meta, Some(s.clone())));
+                        self.record(t_rel.clone(), uid, gid);
                     }
                 }
+                cur = cur.subdir(c).map_err(root_err(&t_rel))?;
             }
             let src_host = base_host.join(&rel);
-            self.copy_entry(&src_host, &src_rel, &rel, &dest_host.join(&rel), true)?;
+            self.copy_entry(
+                &src_host,
+                &src_rel,
+                &rel,
+                &Place::Open(cur),
+                OsStr::new(last),
+                true,
+            )?;
         }
         Ok(())
     }
 
     /// Applies metadata of directories created before their contents.
     fn finish_deferred(&mut self) -> Result<(), CopyError> {
-        while let Some((path, meta, src)) = self.deferred.pop() {
-            apply_meta(&path, &meta, false).map_err(io_err(&path))?;
+        while let Some((rel, meta, src)) = self.deferred.pop() {
+            let (dir, name) = self.at(&rel)?;
+            apply_meta_at(&dir, &name, &meta, false).map_err(root_err(&rel))?;
             if let Some(src) = src {
-                copy_xattrs(&src, &path);
+                copy_xattrs_at(&src, &dir, &name);
             }
         }
         Ok(())
@@ -963,12 +1058,9 @@ impl<'r, 'a> Copier<'r, 'a> {
         dest_is_dir: bool,
     ) -> Result<(), CopyError> {
         let base = name.rsplit('/').next().unwrap_or(name).to_string();
-        let target = self.file_target(&base, dest, dest_is_dir)?;
-        if !clear_non_dir(&target).map_err(io_err(&target))? {
-            return Err(CopyError::CannotReplaceDir {
-                path: rel_of(self.root(), &target),
-            });
-        }
+        let (dir, file) = self.file_target(&base, dest, dest_is_dir)?;
+        let dest_rel = dir.rel_of(&file);
+        clear_non_dir(&dir, &file, &dest_rel)?;
         let (uid, gid) = self.chown.unwrap_or((0, 0));
         let meta = Meta {
             uid,
@@ -977,15 +1069,21 @@ impl<'r, 'a> Copier<'r, 'a> {
             mtime: Some(now()),
             atime: None,
         };
-        let tmp = temp_sibling(&target);
-        let made =
-            std::fs::write(&tmp, body.as_bytes()).and_then(|_| apply_meta(&tmp, &meta, false));
+        let tmp = temp_name();
+        let made = (|| -> io::Result<()> {
+            let mut f = dir.create_file(&tmp, 0o600)?;
+            io::Write::write_all(&mut f, body.as_bytes())?;
+            apply_meta_fd(&f, &meta)
+        })();
         if let Err(error) = made {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io_err(&target)(error));
+            let _ = dir.remove_all(&tmp);
+            return Err(CopyError::Io {
+                path: format!("/{dest_rel}"),
+                error,
+            });
         }
-        rename_or_clean(&tmp, &target)?;
-        self.record(&target, uid, gid);
+        rename_or_clean(&dir, &tmp, &file)?;
+        self.record(dest_rel, uid, gid);
         Ok(())
     }
 
@@ -1000,12 +1098,14 @@ impl<'r, 'a> Copier<'r, 'a> {
             Some(sum) => Some(parse_checksum(sum)?),
             None => None,
         };
-        // Download next to the stage root (same filesystem, so the final
-        // rename is atomic); nothing is visible in the stage until verified.
+        // Download into a new file at the top of the stage root (same
+        // filesystem, so the final rename is atomic; created exclusively,
+        // so nothing the stage holds is followed); nothing is visible at
+        // the destination until verified.
         let tmp = tempfile::Builder::new()
             .prefix(".kiln-fetch-")
-            .tempfile_in(self.root())
-            .map_err(io_err(self.root()))?;
+            .tempfile_in(self.req.dest_root)
+            .map_err(io_err(self.req.dest_root))?;
         let fetched = add.http.fetch(url, tmp.path())?;
         if let Some(expected) = expected {
             if expected != fetched.sha256 {
@@ -1024,21 +1124,11 @@ impl<'r, 'a> Copier<'r, 'a> {
                 })?
                 .is_some()
         {
-            let dir = self.mkdir_all(dest)?;
-            let written = crate::unpack::unpack_archive(tmp.path(), self.root(), &dir, self.chown)
-                .map_err(|error| CopyError::Unpack {
-                    archive: url.to_string(),
-                    error,
-                })?;
-            self.changed.extend(written);
-            return Ok(());
+            return self.unpack_into(tmp.path(), url, dest);
         }
-        let target = self.file_target(&fetched.file_name, dest, dest_is_dir)?;
-        if !clear_non_dir(&target).map_err(io_err(&target))? {
-            return Err(CopyError::CannotReplaceDir {
-                path: rel_of(self.root(), &target),
-            });
-        }
+        let (dir, file) = self.file_target(&fetched.file_name, dest, dest_is_dir)?;
+        let dest_rel = dir.rel_of(&file);
+        clear_non_dir(&dir, &file, &dest_rel)?;
         let (uid, gid) = self.chown.unwrap_or((0, 0));
         let meta = Meta {
             uid,
@@ -1047,9 +1137,24 @@ impl<'r, 'a> Copier<'r, 'a> {
             mtime: Some(fetched.last_modified.map(|s| (s, 0)).unwrap_or_else(now)),
             atime: None,
         };
-        apply_meta(tmp.path(), &meta, false).map_err(io_err(&target))?;
-        tmp.persist(&target).map_err(|e| io_err(&target)(e.error))?;
-        self.record(&target, uid, gid);
+        let io_dest = |error| CopyError::Io {
+            path: format!("/{dest_rel}"),
+            error,
+        };
+        apply_meta_fd(tmp.as_file(), &meta).map_err(io_dest)?;
+        let tmp_name = tmp
+            .path()
+            .file_name()
+            .map(OsStr::to_os_string)
+            .unwrap_or_default();
+        let top = self.root.top().map_err(root_err("/"))?;
+        // Renamed through descriptors; only then is the temporary name kept
+        // from being removed (it no longer exists).
+        let tmp = tmp.into_temp_path();
+        top.rename(&tmp_name, &dir, &file)
+            .map_err(root_err(&dest_rel))?;
+        let _ = tmp.keep();
+        self.record(dest_rel, uid, gid);
         Ok(())
     }
 }
@@ -1182,12 +1287,35 @@ fn walk_matches(
     }
 }
 
-fn rename_or_clean(tmp: &Path, target: &Path) -> Result<(), CopyError> {
-    if let Err(e) = std::fs::rename(tmp, target) {
-        let _ = std::fs::remove_file(tmp);
-        return Err(io_err(target)(e));
+/// Renames the new entry `tmp` over `name` in `dir`, removing `tmp` when
+/// that fails.
+fn rename_or_clean(dir: &Dir, tmp: &OsStr, name: &OsStr) -> Result<(), CopyError> {
+    if let Err(e) = dir.rename(tmp, dir, name) {
+        let _ = dir.remove_all(tmp);
+        return Err(root_err(&dir.rel_of(name))(e));
     }
     Ok(())
+}
+
+/// Removes whatever non-directory is at `name` in `dir` (never following
+/// it) so that a new entry can take its place; a directory there is an
+/// error.
+fn clear_non_dir(dir: &Dir, name: &OsStr, dest_rel: &str) -> Result<(), CopyError> {
+    match dir.lstat(name).map_err(root_err(dest_rel))? {
+        Some(st) if st.is_dir() => Err(CopyError::CannotReplaceDir {
+            path: dest_rel.to_string(),
+        }),
+        Some(_) => dir.remove_all(name).map_err(root_err(dest_rel)),
+        None => Ok(()),
+    }
+}
+
+/// A new entry's temporary name, unique in this process, in the directory
+/// it is renamed in (so the rename is atomic).
+fn temp_name() -> OsString {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    OsString::from(format!(".kiln-tmp-{}-{n}", std::process::id()))
 }
 
 fn parent_of(path: &str) -> String {
@@ -1195,12 +1323,6 @@ fn parent_of(path: &str) -> String {
         Some(("", _)) | None => "/".to_string(),
         Some((p, _)) => p.to_string(),
     }
-}
-
-fn rel_of(root: &Path, host: &Path) -> String {
-    host.strip_prefix(root)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| host.display().to_string())
 }
 
 fn resolve_err(e: ResolveError, path: &str) -> CopyError {
