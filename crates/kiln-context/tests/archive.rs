@@ -263,7 +263,7 @@ fn writes_through_a_symlink_are_rejected() {
     let (_dir, r) = open_tar_file(&bytes, "c.tar");
     let e = r.unwrap_err().to_string();
     assert!(e.contains("entry evil/pwned:"), "{e}");
-    assert!(e.contains("outside of"), "{e}");
+    assert!(e.contains("evil is a symbolic link"), "{e}");
     assert!(!outside.path().join("pwned").exists());
 
     // A symlink to a file outside, then a regular file of the same name:
@@ -384,4 +384,76 @@ fn dockerfile_inside_a_materialized_context() {
     .unwrap();
     assert!(!local.is_materialized());
     assert_eq!(local.dockerfile_path(Some(df)), df);
+}
+
+/// A raw header with a mode.
+fn raw_mode_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    link: Option<&str>,
+    mode: u32,
+) {
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    if let Some(l) = link {
+        h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
+    }
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(0);
+    h.set_cksum();
+    b.append(&h, &[][..]).unwrap();
+}
+
+/// The shapes that aim the extractor's metadata writes at the host: a
+/// directory with mode 6777 later replaced by a symlink to a host file
+/// (its deferred mode must not follow the link), a hard link to a symlink
+/// that points out (the link itself is linked), a symlink to a directory
+/// inside the context with an entry below it (refused: a context archive
+/// never writes through its own symlinks), and a device node (refused).
+#[test]
+fn metadata_and_links_never_reach_the_host() {
+    let outside = tempfile::tempdir().unwrap();
+    let canary = outside.path().join("canary");
+    std::fs::write(&canary, b"host").unwrap();
+    std::fs::set_permissions(&canary, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o7777
+    };
+    let c = canary.to_str().unwrap();
+    let bytes = tar_with(|b| {
+        raw_mode_entry(b, "d/", tar::EntryType::Directory, None, 0o6777);
+        raw_mode_entry(b, "d", tar::EntryType::Symlink, Some(c), 0o777);
+        raw_mode_entry(b, "l", tar::EntryType::Symlink, Some(c), 0o777);
+        raw_mode_entry(b, "h", tar::EntryType::Link, Some("l"), 0o4777);
+        raw_mode_entry(b, "keep/", tar::EntryType::Directory, None, 0o750);
+    });
+    let (_dir, r) = open_tar_file(&bytes, "c.tar");
+    let ctx = r.unwrap();
+    assert_eq!(std::fs::read(&canary).unwrap(), b"host");
+    assert_eq!(mode(&canary), 0o640, "the host file's mode is unchanged");
+    let root = ctx.root();
+    assert!(std::fs::symlink_metadata(root.join("d"))
+        .unwrap()
+        .is_symlink());
+    assert!(std::fs::symlink_metadata(root.join("h"))
+        .unwrap()
+        .is_symlink());
+    assert_eq!(mode(&root.join("keep")), 0o750);
+
+    let bytes = tar_with(|b| {
+        raw_mode_entry(b, "real/", tar::EntryType::Directory, None, 0o755);
+        raw_mode_entry(b, "alias", tar::EntryType::Symlink, Some("real"), 0o777);
+        raw_entry(b, "alias/x", tar::EntryType::Regular, None, b"x");
+    });
+    let (_dir, r) = open_tar_file(&bytes, "c.tar");
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("entry alias/x: alias is a symbolic link"), "{e}");
+
+    let bytes = tar_with(|b| raw_mode_entry(b, "sda", tar::EntryType::Block, None, 0o666));
+    let (_dir, r) = open_tar_file(&bytes, "c.tar");
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("entry sda: unsupported entry type"), "{e}");
 }
