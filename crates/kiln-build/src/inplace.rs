@@ -11,8 +11,11 @@
 //! empty directory; whatever stood at the target is moved aside and put
 //! back afterwards, and the targets stay out of the step's snapshot.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use kiln_image::root::{Dir, NewDir, Root, RootError};
 
 use kiln_image::{BlobStore, Digest, Layer};
 use kiln_sandbox::{IgnoreSet, Mount, MountKind};
@@ -103,6 +106,14 @@ impl InPlaceRoot {
         Ok(())
     }
 
+    /// The container root as a [`Root`] that refuses to create anything at
+    /// or below the paths an in-place build must not touch.
+    pub(crate) fn open_root(&self) -> Result<Root, BuildError> {
+        Root::open(Path::new("/"))
+            .map(|r| r.protecting(self.protected.clone()))
+            .map_err(|e| BuildError::Message(format!("in-place root: {e}")))
+    }
+
     /// Records that a step which ran on the root left it holding `layers`.
     pub(crate) fn holds(&self, layers: &[Layer]) {
         if let Ok(mut current) = self.current.lock() {
@@ -112,14 +123,17 @@ impl InPlaceRoot {
 }
 
 /// What [`place_mounts`] changed, undone by [`Placed::restore`] (or on drop).
+/// Every entry is held as the directory it is in (a descriptor) and its
+/// name there, so undoing never re-resolves a path the step may have
+/// changed (a RUN could replace a parent with a symlink).
 #[derive(Default)]
 pub(crate) struct Placed {
     /// Targets created for mounts, removed afterwards.
-    targets: Vec<PathBuf>,
-    /// (original, aside): entries moved out of the way.
-    moved: Vec<(PathBuf, PathBuf)>,
+    targets: Vec<(Dir, OsString)>,
+    /// (directory, original name, aside name): entries moved out of the way.
+    moved: Vec<(Dir, OsString, OsString)>,
     /// Parent directories created for targets, deepest last.
-    parents: Vec<PathBuf>,
+    parents: Vec<(Dir, OsString)>,
     done: bool,
 }
 
@@ -130,16 +144,17 @@ impl Placed {
             return Ok(());
         }
         self.done = true;
-        for t in self.targets.iter().rev() {
-            remove(t)?;
+        let fail = |e: RootError| BuildError::Message(format!("in-place: undo a RUN mount: {e}"));
+        for (dir, name) in self.targets.iter().rev() {
+            dir.remove_all(name).map_err(fail)?;
         }
-        for (original, aside) in self.moved.iter().rev() {
-            std::fs::rename(aside, original).map_err(io(original))?;
+        for (dir, original, aside) in self.moved.iter().rev() {
+            dir.rename(aside, dir, original).map_err(fail)?;
         }
-        for p in self.parents.iter().rev() {
+        for (dir, name) in self.parents.iter().rev() {
             // Only if still empty: the step may have put files there, and
             // those are part of its layer.
-            let _ = std::fs::remove_dir(p);
+            let _ = dir.remove_empty_dir(name);
         }
         Ok(())
     }
@@ -153,25 +168,18 @@ impl Drop for Placed {
     }
 }
 
-fn remove(p: &Path) -> Result<(), BuildError> {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).map_err(io(p)),
-        Ok(_) => std::fs::remove_file(p).map_err(io(p)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io(p)(e)),
-    }
-}
-
 /// Puts each mount's source at its target under `root` (see the module
 /// doc) and adds the targets to `ignore` so the step's snapshot leaves
 /// them out. Parents that had to be created are listed so they can be
-/// removed when the step left them empty.
+/// removed when the step left them empty. Every write acts on the
+/// resolved parent's descriptor.
 pub(crate) fn place_mounts(
     root: &Path,
     mounts: &[Mount],
     ignore: &mut IgnoreSet,
 ) -> Result<Placed, BuildError> {
     let mut placed = Placed::default();
+    let r = Root::open(root).map_err(|e| BuildError::Message(format!("in-place root: {e}")))?;
     for (n, m) in mounts.iter().enumerate() {
         let rel = m.target.trim_start_matches('/');
         if rel.is_empty() {
@@ -182,10 +190,8 @@ pub(crate) fn place_mounts(
         // The target is resolved inside the root first (symlinks the image
         // planted are followed there, never out of it), and judged on where
         // it leads: a mount may not stand on kiln's own files or a mount point.
-        let fail = |e: kiln_image::root::RootError| {
-            BuildError::Message(format!("RUN --mount target {}: {e}", m.target))
-        };
-        let r = kiln_image::root::Root::open(root).map_err(fail)?;
+        let fail =
+            |e: RootError| BuildError::Message(format!("RUN --mount target {}: {e}", m.target));
         let resolved: PathBuf = r.resolve(rel, false, false).map_err(fail)?.iter().collect();
         if resolved.as_os_str().is_empty()
             || ignore.is_ignored(&resolved)
@@ -197,50 +203,59 @@ pub(crate) fn place_mounts(
                 resolved.display()
             )));
         }
-        let target = root.join(&resolved);
         // Create missing parents (recorded) and move an existing entry aside.
-        if let Some(parent) = resolved.parent() {
-            let made = r
-                .dir(
-                    &parent.to_string_lossy(),
-                    Some(kiln_image::root::NewDir::default()),
-                )
-                .map_err(fail)?;
-            if let Some(made) = made {
-                placed
-                    .parents
-                    .extend(made.created.iter().map(|c| root.join(c)));
+        let (made, name) = r
+            .parent(&resolved.to_string_lossy(), Some(NewDir::default()))
+            .map_err(fail)?
+            .ok_or_else(|| {
+                BuildError::Message(format!("RUN --mount target {}: no parent", m.target))
+            })?;
+        for c in &made.created {
+            if let Some((pdir, pname)) = r.parent(c, None).map_err(fail)? {
+                placed.parents.push((pdir.dir, pname));
             }
         }
-        if std::fs::symlink_metadata(&target).is_ok() {
-            let aside = target.with_file_name(format!(
-                ".kiln-aside-{n}-{}",
-                target
-                    .file_name()
-                    .map(|f| f.to_string_lossy().to_string())
-                    .unwrap_or_default()
-            ));
-            std::fs::rename(&target, &aside).map_err(io(&target))?;
-            ignore.insert(&Path::new("/").join(aside.strip_prefix(root).unwrap_or(&aside)));
-            placed.moved.push((target.clone(), aside));
+        let dir = made.dir;
+        let shown = format!("/{}", dir.rel_of(&name));
+        if dir.lstat(&name).map_err(fail)?.is_some() {
+            let mut aside = OsString::from(format!(".kiln-aside-{n}-"));
+            aside.push(&name);
+            dir.rename(&name, &dir, &aside).map_err(fail)?;
+            ignore.insert(&Path::new("/").join(dir.rel_of(&aside)));
+            placed
+                .moved
+                .push((dir.try_clone().map_err(fail)?, name.clone(), aside));
         }
         // Listed before it is made: whatever fails below, `restore` (or
         // the drop) removes it.
-        placed.targets.push(target.clone());
+        placed
+            .targets
+            .push((dir.try_clone().map_err(fail)?, name.clone()));
+        let write = |e: std::io::Error| BuildError::Io {
+            path: PathBuf::from(&shown),
+            source: e,
+        };
         match &m.kind {
             MountKind::Bind { source, .. } => {
                 let meta = std::fs::metadata(source).map_err(io(source))?;
                 if meta.is_dir() {
-                    std::os::unix::fs::symlink(source, &target).map_err(io(&target))?;
+                    dir.symlink(&name, source.as_os_str()).map_err(fail)?;
                 } else {
-                    std::fs::copy(source, &target).map_err(io(&target))?;
                     use std::os::unix::fs::MetadataExt;
-                    let _ = std::os::unix::fs::chown(&target, Some(meta.uid()), Some(meta.gid()));
-                    std::fs::set_permissions(&target, meta.permissions()).map_err(io(&target))?;
+                    let mut from = std::fs::File::open(source).map_err(io(source))?;
+                    let mut to = dir.create_file(&name, 0o600).map_err(fail)?;
+                    std::io::copy(&mut from, &mut to).map_err(write)?;
+                    let _ = rustix::fs::fchown(
+                        &to,
+                        Some(rustix::fs::Uid::from_raw(meta.uid())),
+                        Some(rustix::fs::Gid::from_raw(meta.gid())),
+                    );
+                    rustix::fs::fchmod(&to, rustix::fs::Mode::from_raw_mode(meta.mode() & 0o7777))
+                        .map_err(|e| write(e.into()))?;
                 }
             }
             MountKind::Tmpfs { .. } => {
-                std::fs::create_dir(&target).map_err(io(&target))?;
+                dir.mkdir(&name, 0o755).map_err(fail)?;
             }
             MountKind::Secret {
                 data,
@@ -252,22 +267,15 @@ pub(crate) fn place_mounts(
                 // the step: created private (never a wider mode), and
                 // removed by `restore` on every path.
                 use std::io::Write as _;
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&target)
-                    .map_err(io(&target))?;
-                f.write_all(&data.0).map_err(io(&target))?;
+                let mut f = dir.create_file(&name, 0o600).map_err(fail)?;
+                f.write_all(&data.0).map_err(write)?;
                 let _ = rustix::fs::fchown(
                     &f,
                     Some(rustix::fs::Uid::from_raw(*uid)),
                     Some(rustix::fs::Gid::from_raw(*gid)),
                 );
                 rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(*mode & 0o7777))
-                    .map_err(|e| io(&target)(e.into()))?;
+                    .map_err(|e| write(e.into()))?;
             }
         }
         ignore.insert(Path::new(&m.target));

@@ -412,11 +412,11 @@ impl Executor<'_> {
         span: kiln_dockerfile::ast::Span,
     ) -> Result<StepOutcome, BuildError> {
         let root = Path::new("/");
-        let mut ignore = self
+        let in_place = self
             .in_place()
-            .ok_or_else(|| BuildError::Message("in-place isolation without its root".into()))?
-            .ignore
-            .clone();
+            .ok_or_else(|| BuildError::Message("in-place isolation without its root".into()))?;
+        let mut ignore = in_place.ignore.clone();
+        let confined = in_place.open_root()?;
         if spec.network == Network::None {
             self.req.progress.step_info(
                 id,
@@ -426,11 +426,11 @@ impl Executor<'_> {
         let mut placed = crate::inplace::place_mounts(root, &spec.mounts, &mut ignore)?;
         let before = kiln_sandbox::scan(root, &ignore)?;
         // BuildKit creates a missing working directory; it is part of the
-        // step's changes.
-        let cwd = root.join(spec.cwd.trim_start_matches('/'));
-        if !cwd.is_dir() {
-            std::fs::create_dir_all(&cwd).map_err(io_err(&cwd))?;
-        }
+        // step's changes. Created through the root's resolver: symlinks the
+        // image planted are followed inside it, never into kiln's own paths.
+        confined
+            .dir(&spec.cwd, Some(kiln_image::root::NewDir::default()))
+            .map_err(|e| BuildError::Message(format!("RUN working directory {}: {e}", spec.cwd)))?;
         let direct = kiln_sandbox::DirectSpec {
             argv: spec.argv.clone(),
             env: spec.env.clone(),

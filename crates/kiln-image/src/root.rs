@@ -821,6 +821,12 @@ impl Dir {
         }
     }
 
+    /// Removes the directory `name` if it is empty (an error otherwise).
+    pub fn remove_empty_dir(&self, name: &OsStr) -> RootResult<()> {
+        rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR)
+            .map_err(|e| self.err("remove", name, e))
+    }
+
     /// Sets the owner of `name` (never following it).
     pub fn chown(&self, name: &OsStr, uid: u32, gid: u32) -> RootResult<()> {
         rustix::fs::chownat(

@@ -3,6 +3,8 @@
 use std::fs;
 use std::path::Path;
 
+use kiln_image::root::{Dir, Root, RootError};
+
 use super::ignore::IgnoreSet;
 use crate::error::{IoContext, Result, SandboxError};
 
@@ -21,26 +23,39 @@ pub fn wipe_root(root: &Path, ignore: &IgnoreSet, allow_real_root: bool) -> Resu
             root.display()
         )));
     }
-    wipe_dir(&resolved, Path::new(""), ignore)
+    let top = Root::open(&resolved)
+        .and_then(|r| r.top())
+        .map_err(|e| SandboxError::Io {
+            context: format!("open {}", resolved.display()),
+            source: e.into(),
+        })?;
+    wipe_dir(&top, Path::new(""), ignore)
 }
 
-fn wipe_dir(root: &Path, rel: &Path, ignore: &IgnoreSet) -> Result<()> {
-    let abs = root.join(rel);
-    let rd = fs::read_dir(&abs).ctx(|| format!("read dir {}", abs.display()))?;
-    for ent in rd {
-        let ent = ent.ctx(|| format!("read dir {}", abs.display()))?;
-        let child = rel.join(ent.file_name());
+/// Empties `dir` (at `rel` below the root) but for the ignored paths,
+/// acting on its descriptor: nothing is looked up through a path the
+/// kernel resolves again, and no symlink is followed.
+fn wipe_dir(dir: &Dir, rel: &Path, ignore: &IgnoreSet) -> Result<()> {
+    let fail = |e: RootError| SandboxError::Io {
+        context: format!("wipe /{}", rel.display()),
+        source: e.into(),
+    };
+    let mut names = dir.names().map_err(fail)?;
+    names.sort();
+    for name in names {
+        let child = rel.join(&name);
         if ignore.contains(&child) {
             continue;
         }
-        let path = abs.join(ent.file_name());
-        let ft = ent.file_type().ctx(|| format!("stat {}", path.display()))?;
-        if ft.is_dir() && ignore.has_ignored_below(&child) {
-            wipe_dir(root, &child, ignore)?;
-        } else if ft.is_dir() {
-            fs::remove_dir_all(&path).ctx(|| format!("remove {}", path.display()))?;
+        let is_dir = dir
+            .lstat(&name)
+            .map_err(fail)?
+            .is_some_and(|st| st.is_dir());
+        if is_dir && ignore.has_ignored_below(&child) {
+            let sub = dir.subdir(&name).map_err(fail)?;
+            wipe_dir(&sub, &child, ignore)?;
         } else {
-            fs::remove_file(&path).ctx(|| format!("remove {}", path.display()))?;
+            dir.remove_all(&name).map_err(fail)?;
         }
     }
     Ok(())
