@@ -95,7 +95,46 @@ pub trait CacheBackend: Send + Sync {
     /// cache that cannot be read only costs time.
     fn get(&self, key: &str, store: &BlobStore) -> Option<StepRecord>;
     /// Stores a record whose layer blob is in `store`.
-    fn put(&self, key: &str, record: &StepRecord, store: &BlobStore) -> Result<(), String>;
+    fn put(&self, key: &str, record: &StepRecord, store: &BlobStore) -> Result<(), CacheError>;
+}
+
+/// Why a cache could not be parsed, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// A `--cache-to` / `--cache-from` value that does not parse.
+    #[error("{flag} {spec}: {problem}")]
+    BadSpec {
+        flag: &'static str,
+        spec: String,
+        problem: String,
+    },
+    /// `--cache-from type=inline` names nothing to read.
+    #[error("type=inline names no cache to read; use --cache-from type=registry,ref=IMAGE for an image built with an inline cache")]
+    InlineImport,
+    /// A cache image reference that does not parse.
+    #[error("{reference}: {source}")]
+    Reference {
+        reference: String,
+        #[source]
+        source: Box<kiln_registry::Error>,
+    },
+    /// A pull or push of a cache image failed.
+    #[error("{action}{reference}: {source}")]
+    Transfer {
+        /// `"pushing "` or `""` (an import names only the reference).
+        action: &'static str,
+        reference: String,
+        #[source]
+        source: Box<kiln_registry::Error>,
+    },
+    /// The local step cache could not be written.
+    #[error(transparent)]
+    Local(#[from] std::io::Error),
+    /// A cache image could not be stored or read in the blob store.
+    #[error(transparent)]
+    Image(#[from] kiln_image::Error),
+    #[error(transparent)]
+    Build(Box<crate::BuildError>),
 }
 
 /// The step records under a cache directory.
@@ -426,8 +465,8 @@ impl CacheBackend for LocalBackend {
         self.cache.get(key, store)
     }
 
-    fn put(&self, key: &str, record: &StepRecord, _store: &BlobStore) -> Result<(), String> {
-        self.cache.put(key, record).map_err(|e| e.to_string())
+    fn put(&self, key: &str, record: &StepRecord, _store: &BlobStore) -> Result<(), CacheError> {
+        Ok(self.cache.put(key, record)?)
     }
 }
 

@@ -83,7 +83,7 @@ impl InPlaceRoot {
         let mut current = self
             .current
             .lock()
-            .map_err(|_| BuildError::Message("in-place root lock poisoned".into()))?;
+            .map_err(|_| BuildError::Poisoned("in-place root"))?;
         let is_prefix = current.len() <= layers.len()
             && current.iter().zip(layers).all(|(a, b)| *a == b.digest);
         if is_prefix {
@@ -111,7 +111,10 @@ impl InPlaceRoot {
     pub(crate) fn open_root(&self) -> Result<Root, BuildError> {
         Root::open(Path::new("/"))
             .map(|r| r.protecting(self.protected.clone()))
-            .map_err(|e| BuildError::Message(format!("in-place root: {e}")))
+            .map_err(|source| BuildError::Root {
+                what: "in-place root".into(),
+                source,
+            })
     }
 
     /// Records that a step which ran on the root left it holding `layers`.
@@ -144,7 +147,10 @@ impl Placed {
             return Ok(());
         }
         self.done = true;
-        let fail = |e: RootError| BuildError::Message(format!("in-place: undo a RUN mount: {e}"));
+        let fail = |source: RootError| BuildError::Root {
+            what: "in-place: undo a RUN mount".into(),
+            source,
+        };
         for (dir, name) in self.targets.iter().rev() {
             dir.remove_all(name).map_err(fail)?;
         }
@@ -179,36 +185,45 @@ pub(crate) fn place_mounts(
     ignore: &mut IgnoreSet,
 ) -> Result<Placed, BuildError> {
     let mut placed = Placed::default();
-    let r = Root::open(root).map_err(|e| BuildError::Message(format!("in-place root: {e}")))?;
+    let r = Root::open(root).map_err(|source| BuildError::Root {
+        what: "in-place root".into(),
+        source,
+    })?;
     for (n, m) in mounts.iter().enumerate() {
         let rel = m.target.trim_start_matches('/');
         if rel.is_empty() {
-            return Err(BuildError::Message(
-                "RUN --mount: in-place builds cannot mount over /".into(),
-            ));
+            return Err(BuildError::MountTarget {
+                target: m.target.clone(),
+                reason: "in-place builds cannot mount over /".into(),
+            });
         }
         // The target is resolved inside the root first (symlinks the image
         // planted are followed there, never out of it), and judged on where
         // it leads: a mount may not stand on kiln's own files or a mount point.
-        let fail =
-            |e: RootError| BuildError::Message(format!("RUN --mount target {}: {e}", m.target));
+        let fail = |source: RootError| BuildError::Root {
+            what: format!("RUN --mount target {}", m.target),
+            source,
+        };
         let resolved: PathBuf = r.resolve(rel, false, false).map_err(fail)?.iter().collect();
         if resolved.as_os_str().is_empty()
             || ignore.is_ignored(&resolved)
             || ignore.has_ignored_below(&resolved)
         {
-            return Err(BuildError::Message(format!(
-                "RUN --mount target {} leads to /{}, which an in-place build must not touch",
-                m.target,
-                resolved.display()
-            )));
+            return Err(BuildError::MountTarget {
+                target: m.target.clone(),
+                reason: format!(
+                    "leads to /{}, which an in-place build must not touch",
+                    resolved.display()
+                ),
+            });
         }
         // Create missing parents (recorded) and move an existing entry aside.
         let (made, name) = r
             .parent(&resolved.to_string_lossy(), Some(NewDir::default()))
             .map_err(fail)?
-            .ok_or_else(|| {
-                BuildError::Message(format!("RUN --mount target {}: no parent", m.target))
+            .ok_or_else(|| BuildError::MountTarget {
+                target: m.target.clone(),
+                reason: "its parent cannot be created".into(),
             })?;
         for c in &made.created {
             if let Some((pdir, pname)) = r.parent(c, None).map_err(fail)? {

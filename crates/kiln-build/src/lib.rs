@@ -83,6 +83,63 @@ pub enum BuildError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error(transparent)]
     Sandbox(#[from] kiln_sandbox::SandboxError),
-    #[error("{0}")]
-    Message(String),
+    /// A lock shared between build workers was poisoned by a panic.
+    #[error("{0} lock poisoned")]
+    Poisoned(&'static str),
+    /// A build thread panicked.
+    #[error("{0} panicked")]
+    Panicked(&'static str),
+    #[error("cannot start a layer writer: {0}")]
+    LayerWriter(#[source] std::io::Error),
+    #[error("cannot resolve image {reference}: kiln can read base images from oci-layout://DIR[:tag] and oci-archive:FILE here; registry pulls are not available in this build")]
+    NoRegistry { reference: String },
+    #[error("in-place isolation replaces the root filesystem's contents, and nothing shows kiln runs inside a container here; run it in a container, or force it (executor --force, or KILN_FORCE_IN_PLACE=1) if this machine is disposable")]
+    InPlaceOutsideContainer,
+    #[error("the stages' dependencies form a cycle")]
+    Cycle,
+    /// A path inside a root filesystem could not be resolved or written;
+    /// `what` names the instruction or flag and the path it was given.
+    #[error("{what}: {source}")]
+    Root {
+        what: String,
+        #[source]
+        source: kiln_image::root::RootError,
+    },
+    /// A path that must be a directory (WORKDIR, a mount target's parent) is not.
+    #[error("{what}: /{at} exists and is not a directory")]
+    NotADirectory { what: String, at: String },
+    /// An in-place RUN mount would stand on a path the build must not touch.
+    #[error("RUN --mount target {target}: {reason}")]
+    MountTarget { target: String, reason: String },
+    #[error("{instruction}: invalid duration {value}")]
+    BadDuration {
+        instruction: &'static str,
+        value: String,
+    },
+    #[error(transparent)]
+    Registry(Box<kiln_registry::Error>),
+    /// A pull or push failed; `action` is "pulling" or "pushing".
+    #[error("{action} {reference}: {source}")]
+    Transfer {
+        action: &'static str,
+        reference: String,
+        #[source]
+        source: Box<kiln_registry::Error>,
+    },
+    #[error("{reference}: {source}")]
+    BadDestination {
+        reference: String,
+        #[source]
+        source: Box<kiln_registry::Error>,
+    },
+    #[error("--secret {spec}: {reason}")]
+    BadSecret { spec: String, reason: String },
+    #[error("secret file {}: {source}", path.display())]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--ssh {spec}: SSH_AUTH_SOCK is not set")]
+    NoSshAgent { spec: String },
 }

@@ -122,14 +122,18 @@ impl ImageResolver for RegistryImages<'_> {
         }
         let parsed: Reference = reference
             .parse()
-            .map_err(|e: kiln_registry::Error| BuildError::Message(e.to_string()))?;
+            .map_err(|e| BuildError::Registry(Box::new(e)))?;
         let report = TransferReport::new(self.progress, "pulled");
         self.progress.info(&format!("pulling {parsed}"));
         let t = Instant::now();
         let stored = self
             .runtime
             .block_on(self.client.pull(store, &parsed, platform, &report))
-            .map_err(|e| BuildError::Message(format!("pulling {parsed}: {e}")))?;
+            .map_err(|source| BuildError::Transfer {
+                action: "pulling",
+                reference: parsed.to_string(),
+                source: Box::new(source),
+            })?;
         self.progress.info(&format!(
             "{parsed}: {} in {:.2}s",
             report.summary(),
@@ -151,15 +155,20 @@ pub fn push_all(
 ) -> Result<Vec<(String, Digest)>, BuildError> {
     let mut pushed = Vec::new();
     for dest in destinations {
-        let parsed: Reference = dest
-            .parse()
-            .map_err(|e: kiln_registry::Error| BuildError::Message(format!("{dest}: {e}")))?;
+        let parsed: Reference = dest.parse().map_err(|source| BuildError::BadDestination {
+            reference: dest.clone(),
+            source: Box::new(source),
+        })?;
         let report = TransferReport::new(progress, "pushed");
         let t = Instant::now();
         progress.info(&format!("pushing {parsed}"));
         let digest = runtime
             .block_on(client.push(store, image, &parsed, &report))
-            .map_err(|e| BuildError::Message(format!("pushing {parsed}: {e}")))?;
+            .map_err(|source| BuildError::Transfer {
+                action: "pushing",
+                reference: parsed.to_string(),
+                source: Box::new(source),
+            })?;
         progress.info(&format!(
             "pushed {parsed}@{digest}: {} in {:.2}s",
             report.summary(),

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use kiln_image::{BlobStore, History, Image, ImageConfig, Layer, Platform};
 use kiln_registry::{Reference, RegistryClient};
 
-use crate::cache::{CacheBackend, StepRecord};
+use crate::cache::{CacheBackend, CacheError, StepRecord};
 use crate::executor::CacheEntry;
 use crate::progress::Progress;
 use crate::registry::TransferReport;
@@ -67,8 +67,13 @@ impl CacheSpec {
     }
 
     /// Parses a `--cache-to` (`export = true`) or `--cache-from` value.
-    pub fn parse(spec: &str, export: bool) -> Result<CacheSpec, String> {
+    pub fn parse(spec: &str, export: bool) -> Result<CacheSpec, CacheError> {
         let flag = if export { "--cache-to" } else { "--cache-from" };
+        let bad = |problem: String| CacheError::BadSpec {
+            flag,
+            spec: spec.to_string(),
+            problem,
+        };
         if !spec.contains('=') {
             return Ok(CacheSpec::Registry {
                 reference: spec.to_string(),
@@ -80,29 +85,25 @@ impl CacheSpec {
         for part in spec.split(',') {
             let (k, v) = part
                 .split_once('=')
-                .ok_or_else(|| format!("{flag} {spec}: `{part}` is not key=value"))?;
+                .ok_or_else(|| bad(format!("`{part}` is not key=value")))?;
             fields.insert(k.trim().to_string(), v.trim().to_string());
         }
         let max = match fields.get("mode").map(String::as_str) {
             None | Some("min") => false,
             Some("max") => true,
-            Some(other) => return Err(format!("{flag} {spec}: mode={other}: expected min or max")),
+            Some(other) => return Err(bad(format!("mode={other}: expected min or max"))),
         };
         let mounts = match fields.get("mounts").map(String::as_str) {
             None | Some("false") => false,
             Some("true") => true,
-            Some(other) => {
-                return Err(format!(
-                    "{flag} {spec}: mounts={other}: expected true or false"
-                ))
-            }
+            Some(other) => return Err(bad(format!("mounts={other}: expected true or false"))),
         };
         match fields.get("type").map(String::as_str) {
             Some("registry") => {
                 let reference = fields
                     .get("ref")
                     .cloned()
-                    .ok_or_else(|| format!("{flag} {spec}: type=registry needs ref="))?;
+                    .ok_or_else(|| bad("type=registry needs ref=".into()))?;
                 Ok(CacheSpec::Registry {
                     reference,
                     max,
@@ -113,7 +114,7 @@ impl CacheSpec {
                 let key = if export { "dest" } else { "src" };
                 let dir = fields
                     .get(key)
-                    .ok_or_else(|| format!("{flag} {spec}: type=local needs {key}="))?;
+                    .ok_or_else(|| bad(format!("type=local needs {key}=")))?;
                 Ok(CacheSpec::Local {
                     dir: PathBuf::from(dir),
                     max,
@@ -121,10 +122,10 @@ impl CacheSpec {
                 })
             }
             Some("inline") => Ok(CacheSpec::Inline),
-            Some(other) => Err(format!(
-                "{flag} {spec}: type={other}: expected registry, local or inline"
-            )),
-            None => Err(format!("{flag} {spec}: type= is missing")),
+            Some(other) => Err(bad(format!(
+                "type={other}: expected registry, local or inline"
+            ))),
+            None => Err(bad("type= is missing".into())),
         }
     }
 }
@@ -305,7 +306,7 @@ impl CacheBackend for ImportedCache {
         }
     }
 
-    fn put(&self, _key: &str, _record: &StepRecord, _store: &BlobStore) -> Result<(), String> {
+    fn put(&self, _key: &str, _record: &StepRecord, _store: &BlobStore) -> Result<(), CacheError> {
         // Exports happen once, after the build.
         Ok(())
     }
@@ -330,10 +331,13 @@ pub struct RepoCache<'a> {
 }
 
 impl RepoCache<'_> {
-    fn reference(&self, key: &str) -> Result<Reference, String> {
+    fn reference(&self, key: &str) -> Result<Reference, CacheError> {
         format!("{}:{key}", self.repo)
             .parse()
-            .map_err(|e: kiln_registry::Error| format!("--cache-repo {}: {e}", self.repo))
+            .map_err(|source| CacheError::Reference {
+                reference: format!("--cache-repo {}", self.repo),
+                source: Box::new(source),
+            })
     }
 
     fn wanted(&self, record: &StepRecord) -> bool {
@@ -386,7 +390,7 @@ impl CacheBackend for RepoCache<'_> {
         self.wanted(&record).then_some(record)
     }
 
-    fn put(&self, key: &str, record: &StepRecord, store: &BlobStore) -> Result<(), String> {
+    fn put(&self, key: &str, record: &StepRecord, store: &BlobStore) -> Result<(), CacheError> {
         if !self.push || !self.wanted(record) {
             return Ok(());
         }
@@ -403,12 +407,15 @@ impl CacheBackend for RepoCache<'_> {
             config,
             layers: record.layer.iter().cloned().collect(),
         };
-        let stored = kiln_image::store_image(store, &image, kiln_image::Format::Oci)
-            .map_err(|e| e.to_string())?;
+        let stored = kiln_image::store_image(store, &image, kiln_image::Format::Oci)?;
         let report = TransferReport::new(self.progress, "pushed");
         self.runtime
             .block_on(self.client.push(store, &stored, &reference, &report))
-            .map_err(|e| format!("pushing {reference}: {e}"))?;
+            .map_err(|source| CacheError::Transfer {
+                action: "pushing ",
+                reference: reference.to_string(),
+                source: Box::new(source),
+            })?;
         self.progress
             .info(&format!("cached step pushed to {reference}"));
         Ok(())
@@ -482,15 +489,13 @@ impl CacheTransport<'_> {
             CacheSpec::Registry { reference, .. } => self.import_registry(store, reference),
             CacheSpec::Local { dir, .. } => {
                 kiln_image::import_oci_layout(store, dir, None, &self.platform)
-                    .map_err(|e| e.to_string())
+                    .map_err(CacheError::from)
                     .and_then(|stored| {
                         import_stored(store, &stored, format!("local {}", dir.display()))
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| CacheError::Build(Box::new(e)))
                     })
             }
-            CacheSpec::Inline => Err("type=inline names no cache to read; use \
-                 --cache-from type=registry,ref=IMAGE for an image built with an inline cache"
-                .to_string()),
+            CacheSpec::Inline => Err(CacheError::InlineImport),
         };
         match result {
             Ok(cache) => {
@@ -509,18 +514,28 @@ impl CacheTransport<'_> {
         }
     }
 
-    fn import_registry(&self, store: &BlobStore, reference: &str) -> Result<ImportedCache, String> {
-        let parsed: Reference = reference
-            .parse()
-            .map_err(|e: kiln_registry::Error| format!("{reference}: {e}"))?;
+    fn import_registry(
+        &self,
+        store: &BlobStore,
+        reference: &str,
+    ) -> Result<ImportedCache, CacheError> {
+        let parsed: Reference = reference.parse().map_err(|source| CacheError::Reference {
+            reference: reference.to_string(),
+            source: Box::new(source),
+        })?;
         let report = TransferReport::new(self.progress, "pulled");
         let stored = self
             .runtime
             .block_on(self.client.pull(store, &parsed, &self.platform, &report))
-            .map_err(|e| format!("{parsed}: {e}"))?;
+            .map_err(|source| CacheError::Transfer {
+                action: "",
+                reference: parsed.to_string(),
+                source: Box::new(source),
+            })?;
         self.progress
             .info(&format!("cache {parsed}: {}", report.summary()));
-        import_stored(store, &stored, format!("registry {parsed}")).map_err(|e| e.to_string())
+        import_stored(store, &stored, format!("registry {parsed}"))
+            .map_err(|e| CacheError::Build(Box::new(e)))
     }
 
     /// Exports a `--cache-to` destination (registry or local; inline is
@@ -627,35 +642,44 @@ mod tests {
     #[test]
     fn specs() {
         assert_eq!(
-            CacheSpec::parse("type=registry,ref=r.io/a/cache,mode=max", true),
-            Ok(CacheSpec::Registry {
+            CacheSpec::parse("type=registry,ref=r.io/a/cache,mode=max", true).ok(),
+            Some(CacheSpec::Registry {
                 reference: "r.io/a/cache".into(),
                 max: true,
                 mounts: false
             })
         );
         assert_eq!(
-            CacheSpec::parse("r.io/a/cache", false),
-            Ok(CacheSpec::Registry {
+            CacheSpec::parse("r.io/a/cache", false).ok(),
+            Some(CacheSpec::Registry {
                 reference: "r.io/a/cache".into(),
                 max: false,
                 mounts: false
             })
         );
         assert_eq!(
-            CacheSpec::parse("type=local,dest=/c", true),
-            Ok(CacheSpec::Local {
+            CacheSpec::parse("type=local,dest=/c", true).ok(),
+            Some(CacheSpec::Local {
                 dir: "/c".into(),
                 max: false,
                 mounts: false
             })
         );
-        assert_eq!(CacheSpec::parse("type=inline", true), Ok(CacheSpec::Inline));
-        let e = CacheSpec::parse("type=local,dest=/c", false).unwrap_err();
+        assert_eq!(
+            CacheSpec::parse("type=inline", true).ok(),
+            Some(CacheSpec::Inline)
+        );
+        let e = CacheSpec::parse("type=local,dest=/c", false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs src="), "{e}");
-        let e = CacheSpec::parse("type=s3,bucket=b", true).unwrap_err();
+        let e = CacheSpec::parse("type=s3,bucket=b", true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("type=s3"), "{e}");
-        let e = CacheSpec::parse("type=registry,ref=x,mode=all", true).unwrap_err();
+        let e = CacheSpec::parse("type=registry,ref=x,mode=all", true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mode=all"), "{e}");
     }
 

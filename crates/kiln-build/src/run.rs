@@ -98,7 +98,7 @@ impl Executor<'_> {
         let mut cell = self
             .isolation_cell()
             .lock()
-            .map_err(|_| BuildError::Message("isolation lock poisoned".into()))?;
+            .map_err(|_| BuildError::Poisoned("isolation"))?;
         if let Some(i) = *cell {
             return Ok(i);
         }
@@ -414,7 +414,7 @@ impl Executor<'_> {
         let root = Path::new("/");
         let in_place = self
             .in_place()
-            .ok_or_else(|| BuildError::Message("in-place isolation without its root".into()))?;
+            .ok_or(BuildError::Poisoned("in-place root (missing)"))?;
         let mut ignore = in_place.ignore.clone();
         let confined = in_place.open_root()?;
         if spec.network == Network::None {
@@ -430,7 +430,10 @@ impl Executor<'_> {
         // image planted are followed inside it, never into kiln's own paths.
         confined
             .dir(&spec.cwd, Some(kiln_image::root::NewDir::default()))
-            .map_err(|e| BuildError::Message(format!("RUN working directory {}: {e}", spec.cwd)))?;
+            .map_err(|source| BuildError::Root {
+                what: format!("RUN working directory {}", spec.cwd),
+                source,
+            })?;
         let direct = kiln_sandbox::DirectSpec {
             argv: spec.argv.clone(),
             env: spec.env.clone(),
@@ -600,7 +603,7 @@ impl Executor<'_> {
                     .secret_id()
                     .ok_or_else(|| self.loc.at(span, "--mount=type=secret needs id="))?;
                 let value = match self.req.secrets.get(&sid) {
-                    Some(src) => src.read().map_err(|e| self.loc.at(span, e))?,
+                    Some(src) => src.read().map_err(|e| self.loc.at(span, e.to_string()))?,
                     None => None,
                 };
                 let Some(value) = value else {
@@ -693,10 +696,23 @@ impl Executor<'_> {
     }
 }
 
+/// Why a mount source cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum SourceError {
+    #[error("not found")]
+    NotFound,
+    #[error("points outside its root")]
+    Escapes,
+    #[error("too many levels of symbolic links")]
+    TooManyLinks,
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
 /// Resolves a mount source inside its root: symlinks followed within the
 /// root, `..` that climbs out rejected. Returns the host path and the path
 /// below the root (`/`-separated, empty for the root itself).
-fn resolve_source(root: &Path, rel: &str) -> Result<(PathBuf, String), String> {
+fn resolve_source(root: &Path, rel: &str) -> Result<(PathBuf, String), SourceError> {
     use crate::copy::fsops::{resolve_in_root, Escape, ResolveError};
     match resolve_in_root(root, rel, true, Escape::Reject) {
         Ok(r) => {
@@ -704,12 +720,12 @@ fn resolve_source(root: &Path, rel: &str) -> Result<(PathBuf, String), String> {
             if p.symlink_metadata().is_ok() {
                 Ok((p, r.rel_string()))
             } else {
-                Err("not found".to_string())
+                Err(SourceError::NotFound)
             }
         }
-        Err(ResolveError::Escapes) => Err("points outside its root".to_string()),
-        Err(ResolveError::TooManyLinks) => Err("too many levels of symbolic links".to_string()),
-        Err(ResolveError::Io(e)) => Err(e.to_string()),
+        Err(ResolveError::Escapes) => Err(SourceError::Escapes),
+        Err(ResolveError::TooManyLinks) => Err(SourceError::TooManyLinks),
+        Err(ResolveError::Io(e)) => Err(SourceError::Io(e)),
     }
 }
 
@@ -755,8 +771,8 @@ pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf), BuildError> {
     let (id, path) = match spec.split_once('=') {
         Some((id, p)) => (id.to_string(), PathBuf::from(p)),
         None => {
-            let sock = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| {
-                BuildError::Message(format!("--ssh {spec}: SSH_AUTH_SOCK is not set"))
+            let sock = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| BuildError::NoSshAgent {
+                spec: spec.to_string(),
             })?;
             (spec.to_string(), PathBuf::from(sock))
         }

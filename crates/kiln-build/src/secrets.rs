@@ -16,7 +16,10 @@ impl SecretSource {
     /// Parses `--secret id=ID,src=PATH` / `id=ID,env=VAR` (also `source=`,
     /// `type=file|env`); returns the id and the source.
     pub fn parse(spec: &str) -> Result<(String, SecretSource), BuildError> {
-        let bad = |m: &str| BuildError::Message(format!("--secret {spec}: {m}"));
+        let bad = |m: &str| BuildError::BadSecret {
+            spec: spec.to_string(),
+            reason: m.to_string(),
+        };
         let mut id = None;
         let mut src = None;
         let mut env = None;
@@ -46,11 +49,16 @@ impl SecretSource {
         Ok((id, source))
     }
 
-    pub(crate) fn read(&self) -> Result<Option<Vec<u8>>, String> {
+    /// The secret's value; `None` when its environment variable is unset.
+    /// The error names the file, never the value.
+    pub(crate) fn read(&self) -> Result<Option<Vec<u8>>, BuildError> {
         match self {
             SecretSource::File(p) => match std::fs::read(p) {
                 Ok(b) => Ok(Some(b)),
-                Err(e) => Err(format!("secret file {}: {e}", p.display())),
+                Err(source) => Err(BuildError::SecretFile {
+                    path: p.clone(),
+                    source,
+                }),
             },
             SecretSource::Env(v) => Ok(std::env::var_os(v).map(|s| s.into_encoded_bytes())),
         }

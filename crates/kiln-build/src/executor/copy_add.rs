@@ -243,7 +243,7 @@ impl Executor<'_> {
             .shared
             .image_roots
             .lock()
-            .map_err(|_| BuildError::Message("image root lock poisoned".into()))?;
+            .map_err(|_| BuildError::Poisoned("image root"))?;
         if let Some(p) = roots.get(reference) {
             return Ok(p.clone());
         }

@@ -55,7 +55,7 @@ impl Executor<'_> {
             InstructionKind::Expose(ports) => {
                 for p in ports {
                     let p = self.expand(state, p, span)?;
-                    for port in expand_ports(&p).map_err(|m| self.loc.at(span, m))? {
+                    for port in expand_ports(&p).map_err(|e| self.loc.at(span, e.to_string()))? {
                         state
                             .config
                             .config

@@ -68,7 +68,7 @@ impl Executor<'_> {
                 };
                 kiln_image::write_layer_opening(&store, entries, &options, &open)
             })
-            .map_err(|e| BuildError::Message(format!("cannot start a layer writer: {e}")))?;
+            .map_err(BuildError::LayerWriter)?;
         state.pending.push_back(PendingLayer {
             writer,
             step: id,
@@ -270,7 +270,7 @@ impl Executor<'_> {
         let joined = p
             .writer
             .join()
-            .map_err(|_| BuildError::Message("the layer writer panicked".into()));
+            .map_err(|_| BuildError::Panicked("the layer writer"));
         let layer = match joined {
             Ok(Ok(layer)) => layer,
             Ok(Err(e)) => return Err(e.into()),

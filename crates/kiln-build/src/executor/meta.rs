@@ -66,11 +66,13 @@ pub(super) fn mkdir_all(
     owner: (u32, u32),
 ) -> Result<Vec<crate::copy::Changed>, BuildError> {
     use kiln_image::root::{NewDir, Root, RootError};
+    let what = || format!("WORKDIR {dir}");
     let fail = |e: RootError| match e {
-        RootError::NotADirectory { at, .. } => BuildError::Message(format!(
-            "WORKDIR {dir}: /{at} exists and is not a directory"
-        )),
-        e => BuildError::Message(format!("WORKDIR {dir}: {e}")),
+        RootError::NotADirectory { at, .. } => BuildError::NotADirectory { what: what(), at },
+        source => BuildError::Root {
+            what: what(),
+            source,
+        },
     };
     let root = Root::open(rootfs).map_err(fail)?;
     let resolved = root
@@ -82,7 +84,12 @@ pub(super) fn mkdir_all(
             }),
         )
         .map_err(fail)?
-        .ok_or_else(|| BuildError::Message(format!("WORKDIR {dir}: could not be created")))?;
+        .ok_or_else(|| BuildError::Root {
+            what: what(),
+            source: RootError::IsRoot {
+                path: dir.to_string(),
+            },
+        })?;
     Ok(resolved
         .created
         .into_iter()
@@ -94,22 +101,39 @@ pub(super) fn mkdir_all(
         .collect())
 }
 
+/// Why an EXPOSE word is not a port.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("EXPOSE {spec}: invalid protocol {proto}")]
+    Protocol { spec: String, proto: String },
+    #[error("EXPOSE {spec}: invalid port {port}")]
+    Port { spec: String, port: String },
+    #[error("EXPOSE {spec}: invalid range")]
+    Range { spec: String },
+}
+
 /// Expands an EXPOSE word into `port/proto` keys, ranges included
 /// (`8000-8002/udp`).
-pub fn expand_ports(spec: &str) -> Result<Vec<String>, String> {
+pub fn expand_ports(spec: &str) -> Result<Vec<String>, PortError> {
     let (ports, proto) = match spec.split_once('/') {
         Some((p, proto)) => (p, proto.to_ascii_lowercase()),
         None => (spec, "tcp".to_string()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("EXPOSE {spec}: invalid protocol {proto}"));
+        return Err(PortError::Protocol {
+            spec: spec.to_string(),
+            proto,
+        });
     }
     // "ip:host:container" forms are rejected by BuildKit as well.
-    let parse = |s: &str| -> Result<u32, String> {
+    let parse = |s: &str| -> Result<u32, PortError> {
         s.parse::<u32>()
             .ok()
             .filter(|n| *n <= 65_535)
-            .ok_or_else(|| format!("EXPOSE {spec}: invalid port {s}"))
+            .ok_or_else(|| PortError::Port {
+                spec: spec.to_string(),
+                port: s.to_string(),
+            })
     };
     let (lo, hi) = match ports.split_once('-') {
         Some((a, b)) => (parse(a)?, parse(b)?),
@@ -119,7 +143,9 @@ pub fn expand_ports(spec: &str) -> Result<Vec<String>, String> {
         }
     };
     if hi < lo {
-        return Err(format!("EXPOSE {spec}: invalid range"));
+        return Err(PortError::Range {
+            spec: spec.to_string(),
+        });
     }
     Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
 }
@@ -148,8 +174,9 @@ pub(super) fn health_config(hc: &Healthcheck) -> Result<kiln_image::HealthConfig
             };
             let d = |v: &Option<String>| -> Result<i64, BuildError> {
                 match v {
-                    Some(s) => parse_duration(s).ok_or_else(|| {
-                        BuildError::Message(format!("HEALTHCHECK: invalid duration {s}"))
+                    Some(s) => parse_duration(s).ok_or_else(|| BuildError::BadDuration {
+                        instruction: "HEALTHCHECK",
+                        value: s.clone(),
                     }),
                     None => Ok(0),
                 }

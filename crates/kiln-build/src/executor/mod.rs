@@ -522,24 +522,20 @@ fn resolve_once(
         let mut map = shared
             .resolved
             .lock()
-            .map_err(|_| BuildError::Message("image table lock poisoned".into()))?;
+            .map_err(|_| BuildError::Poisoned("image table"))?;
         map.entry(format!("{reference}|{}", platform_string(platform)))
             .or_default()
             .clone()
     };
-    let mut slot = cell
-        .lock()
-        .map_err(|_| BuildError::Message("image lock poisoned".into()))?;
+    let mut slot = cell.lock().map_err(|_| BuildError::Poisoned("image"))?;
     if let Some(found) = slot.as_ref() {
         return Ok(found.clone());
     }
     let stored = req
         .resolver
         .resolve(req.store, reference, platform)?
-        .ok_or_else(|| {
-            BuildError::Message(format!(
-                "cannot resolve image {reference}: kiln can read base images from oci-layout://DIR[:tag] and oci-archive:FILE here; registry pulls are not available in this build"
-            ))
+        .ok_or_else(|| BuildError::NoRegistry {
+            reference: reference.to_string(),
         })?;
     let image = kiln_image::load_image(req.store, &stored.manifest.digest)?;
     let found = (image, stored.manifest.digest.to_string());
@@ -588,9 +584,7 @@ fn decide_isolation(
         return Ok((chosen, None));
     }
     if kiln_sandbox::container_evidence().is_none() && !req.force_in_place {
-        return Err(BuildError::Message(
-            "in-place isolation replaces the root filesystem's contents, and nothing shows kiln runs inside a container here; run it in a container, or force it (executor --force, or KILN_FORCE_IN_PLACE=1) if this machine is disposable".into(),
-        ));
+        return Err(BuildError::InPlaceOutsideContainer);
     }
     // In place, the build is its container's only tenant, and a step run as
     // the image's user reaches its cache mounts through symlinks into the
@@ -711,7 +705,7 @@ impl Executor<'_> {
         span: Span,
     ) -> Result<(Image, String), BuildError> {
         resolve_once(self.req, self.shared, reference, platform).map_err(|e| match e {
-            BuildError::Message(m) if m.starts_with("cannot resolve") => self.loc.at(span, m),
+            e @ BuildError::NoRegistry { .. } => self.loc.at(span, e.to_string()),
             other => self.loc.locate(span, other),
         })
     }

@@ -295,7 +295,7 @@ impl Executor<'_> {
         let mut applied = r
             .applied
             .lock()
-            .map_err(|_| BuildError::Message("stage root lock poisoned".into()))?;
+            .map_err(|_| BuildError::Poisoned("stage root"))?;
         if let (0, Some(snaps)) = (*applied, &self.shared.snapshots) {
             // The stage's finished root, kept by a previous build.
             if !r.image.layers.is_empty() && snaps.take(&r.key, &r.rootfs) {

@@ -146,9 +146,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
                     break (i, s.done.clone());
                 }
                 if s.running == 0 {
-                    s.error = Some(BuildError::Message(
-                        "the stages' dependencies form a cycle".into(),
-                    ));
+                    s.error = Some(BuildError::Cycle);
                     wake.notify_all();
                     return;
                 }
@@ -225,7 +223,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
     });
     let mut schedule = schedule
         .into_inner()
-        .map_err(|_| BuildError::Message("a build worker panicked".into()))?;
+        .map_err(|_| BuildError::Panicked("a build worker"))?;
     // Layers a stage handed to one that never ran (the build failed) are
     // waited for, so no writer outlives the build.
     for r in schedule.done.values() {
