@@ -21,17 +21,16 @@ pub mod copy;
 pub mod executor;
 pub mod fetch;
 pub mod graph;
-pub mod inplace;
 pub mod output;
 pub mod placement;
 pub mod progress;
 pub mod registry;
 pub mod remote_cache;
+pub mod rootfs;
 pub mod run;
 pub mod scratch;
 pub mod secrets;
 pub mod snapshot;
-pub mod snapshots;
 pub mod unpack;
 pub mod users;
 

@@ -423,7 +423,7 @@ impl Executor<'_> {
                 "warning: in-place steps share the container's network; --network=none cannot be honoured",
             );
         }
-        let mut placed = crate::inplace::place_mounts(root, &spec.mounts, &mut ignore)?;
+        let mut placed = crate::rootfs::in_place::place_mounts(root, &spec.mounts, &mut ignore)?;
         let before = kiln_sandbox::scan(root, &ignore)?;
         // BuildKit creates a missing working directory; it is part of the
         // step's changes. Created through the root's resolver: symlinks the

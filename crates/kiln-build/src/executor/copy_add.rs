@@ -137,7 +137,7 @@ impl Executor<'_> {
             heredocs,
             add,
             preserve_owner: c.from.is_some(),
-            link_unchanged: from.is_some() && self.shared.in_place.is_none(),
+            link_unchanged: from.is_some() && self.shared.roots.private(),
         };
         // COPY writes into the root the pending layers' writers read:
         // they must be done unless it writes none of their files.
@@ -146,7 +146,7 @@ impl Executor<'_> {
         // layer can use it (not in place, where neither is ever left).
         let current = !is_add && state.applied == state.layers.len();
         let snapshots_care = current
-            && ((self.shared.snapshots.is_some() && from.is_none())
+            && ((self.shared.roots.kept().is_some() && from.is_none())
                 || !state.snapshotting.is_empty());
         // The entries it may write into an existing destination directory.
         let into = (snapshots_care || (current && !state.pending.is_empty()))
@@ -157,18 +157,20 @@ impl Executor<'_> {
         // snapshots being linked go on when they leave those entries out
         // (an ADD may write a download beside its destination first); the
         // snapshot before a context COPY keeps links to what it replaces.
-        let space = match &self.shared.snapshots {
+        let space = match self.shared.roots.kept() {
             Some(snaps) if current && from.is_none() => snaps.workspace().ok(),
             _ => None,
         };
         let frozen = match (&into, &space) {
-            (Some((dir, writes)), Some(space)) => {
-                crate::snapshots::Frozen::before_replacing(dir, writes, &space.path().join("kept"))
-            }
+            (Some((dir, writes)), Some(space)) => crate::rootfs::kept::Frozen::before_replacing(
+                dir,
+                writes,
+                &space.path().join("kept"),
+            ),
             _ => scope
                 .as_deref()
                 .filter(|_| snapshots_care)
-                .and_then(|scope| crate::snapshots::Frozen::before_writing(&rootfs, scope)),
+                .and_then(|scope| crate::rootfs::kept::Frozen::before_writing(&rootfs, scope)),
         };
         let hidden = frozen.as_ref().is_some_and(|f| {
             state

@@ -79,8 +79,8 @@ impl Executor<'_> {
             stage: state.index,
             moved,
         });
-        // In place, the next step changes the root the writer reads.
-        if self.shared.in_place.is_some() {
+        // A shared root: the next step changes the root the writer reads.
+        if !self.shared.roots.private() {
             self.settle(state)?;
         }
         Ok(())

@@ -275,6 +275,8 @@ pub(crate) struct StageResult {
 }
 
 /// The state of the stage being built.
+pub(crate) use crate::rootfs::kept::SnapshotJob;
+
 pub(crate) struct StageState {
     pub(crate) index: usize,
     /// How many of `layers` are applied to `rootfs` ([`Executor::ensure_rootfs`]).
@@ -305,14 +307,6 @@ pub(crate) struct StageState {
     /// Anything else that changes the root waits for them
     /// ([`Executor::join_snapshots`]).
     pub(crate) snapshotting: Vec<SnapshotJob>,
-}
-
-/// A snapshot of a stage root linked on a background thread.
-pub(crate) struct SnapshotJob {
-    thread: std::thread::JoinHandle<()>,
-    /// The directory whose entries the step that followed it writes
-    /// (`None`: a copy of the whole root, which nothing may change).
-    frozen: Option<crate::snapshots::Frozen>,
 }
 
 /// A layer whose writer runs while the next steps do. Its files are on
@@ -472,17 +466,12 @@ struct Shared {
     image_roots: Mutex<HashMap<String, PathBuf>>,
     image_digests: Mutex<HashMap<String, String>>,
     isolation: Mutex<Option<kiln_sandbox::Isolation>>,
-    /// Set when steps run in kiln's own container root.
-    in_place: Option<crate::inplace::InPlaceRoot>,
+    /// Where the stages' root filesystems live.
+    roots: Box<dyn crate::rootfs::StageRoots>,
     /// Images resolved so far, by reference ([`resolve_once`]).
     resolved: Mutex<HashMap<String, ResolvedSlot>>,
     /// The stages whose layers make up the target image.
     target_chain: BTreeSet<usize>,
-    /// Stage roots kept between builds (not in place).
-    snapshots: Option<crate::snapshots::Snapshots>,
-    /// One lock per base image state: stages on the same base that start
-    /// together unpack it once; the others take the kept copy.
-    base_locks: Mutex<HashMap<String, Arc<crate::snapshots::Gate>>>,
     /// Layers of stages outside the image, still being written when their
     /// stage ended ([`Executor::defers`]): joined and recorded at the end
     /// of the build.
@@ -554,7 +543,7 @@ fn decide_isolation(
 ) -> Result<
     (
         Option<kiln_sandbox::Isolation>,
-        Option<crate::inplace::InPlaceRoot>,
+        Box<dyn crate::rootfs::StageRoots>,
     ),
     BuildError,
 > {
@@ -580,8 +569,27 @@ fn decide_isolation(
         }
         other => Some(other),
     };
+    Ok((chosen, stage_roots(req, chosen)?))
+}
+
+/// The stage roots for a build whose RUN steps use `chosen` (`None`: no
+/// RUN): in place, kiln's own container root (only where kiln can tell it
+/// runs in a container, or is forced to); otherwise private directories.
+fn stage_roots(
+    req: &BuildRequest,
+    chosen: Option<kiln_sandbox::Isolation>,
+) -> Result<Box<dyn crate::rootfs::StageRoots>, BuildError> {
+    use kiln_sandbox::Isolation;
     if chosen != Some(Isolation::InPlace) {
-        return Ok((chosen, None));
+        return Ok(Box::new(crate::rootfs::private::PrivateRoots::new(
+            req.snapshot_dir.as_ref().map(|dir| {
+                crate::rootfs::kept::Snapshots::new(
+                    dir.clone(),
+                    req.work_dir.join("discarded"),
+                    req.reuse_snapshots,
+                )
+            }),
+        )));
     }
     if kiln_sandbox::container_evidence().is_none() && !req.force_in_place {
         return Err(BuildError::InPlaceOutsideContainer);
@@ -606,8 +614,7 @@ fn decide_isolation(
         keep.push(exe);
     }
     keep.extend(req.ignore_paths.iter().cloned());
-    let root = crate::inplace::InPlaceRoot::new(&keep)?;
-    Ok((chosen, Some(root)))
+    Ok(Box::new(crate::rootfs::in_place::InPlaceRoot::new(&keep)?))
 }
 
 pub(crate) struct Executor<'a> {
@@ -639,8 +646,8 @@ impl Executor<'_> {
     }
 
     /// The in-place root, when steps run in kiln's own container root.
-    pub(crate) fn in_place(&self) -> Option<&crate::inplace::InPlaceRoot> {
-        self.shared.in_place.as_ref()
+    pub(crate) fn in_place(&self) -> Option<&crate::rootfs::in_place::InPlaceRoot> {
+        self.shared.roots.in_place()
     }
 
     fn created(&self) -> String {

@@ -121,7 +121,7 @@ impl Executor<'_> {
         state.key = key.clone();
         // The step ran again: files kept from an earlier run of it must
         // not meet its new cache record.
-        if let Some(snaps) = &self.shared.snapshots {
+        if let Some(snaps) = self.shared.roots.kept() {
             snaps.invalidate(&key);
         }
         let queued = state.pending.len();
@@ -130,7 +130,7 @@ impl Executor<'_> {
             state.states.push((state.layers.len() + queued, key));
             return Ok(());
         }
-        if queued > 0 && state.unrecorded.is_none() && self.shared.in_place.is_none() {
+        if queued > 0 && state.unrecorded.is_none() && self.shared.roots.private() {
             // A step that made no layer, after layers still being written:
             // recorded at once, without waiting for them.
             state
@@ -152,9 +152,7 @@ impl Executor<'_> {
         state.states.push((state.layers.len(), key.clone()));
         // The step ran on the materialized root: its layer is on disk.
         state.applied = state.layers.len();
-        if let Some(root) = &self.shared.in_place {
-            root.holds(&state.layers);
-        }
+        self.shared.roots.holds(&state.layers);
         let Some(history) = state.config.history.last().cloned() else {
             return Ok(());
         };

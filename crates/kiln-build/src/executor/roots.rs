@@ -30,124 +30,18 @@ impl Executor<'_> {
             // Applying layers changes the root a pending writer reads.
             self.settle(state)?;
         }
-        if let Some(root) = &self.shared.in_place {
-            return root.prepare(self.req.store, &state.layers, &mut state.applied);
-        }
-        // Unpacked from nothing: the base image's files are kept too, for
-        // the next stage or build on the same base.
-        let base = match (state.applied, state.states.first()) {
-            (0, Some((n, key))) if *n > 0 => Some((*n, key.clone())),
-            _ => None,
+        let cx = crate::rootfs::RootCx {
+            store: self.req.store,
+            progress: self.req.progress,
         };
-        let restored = |state: &StageState, n: usize| {
-            self.req.progress.info(&format!(
-                "files of {} of the stage's {} layer(s) restored from a kept snapshot",
-                n,
-                state.layers.len()
-            ));
+        let target = crate::rootfs::Materialize {
+            rootfs: &state.rootfs,
+            layers: &state.layers,
+            states: &state.states,
+            applied: &mut state.applied,
+            snapshotting: &mut state.snapshotting,
         };
-        if let (0, Some(snaps)) = (state.applied, &self.shared.snapshots) {
-            // The latest state a previous build kept, instead of unpacking
-            // the layers below it.
-            let found = state.states.iter().rev().find(|(n, key)| {
-                *n > 0 && *n <= state.layers.len() && snaps.take(key, &state.rootfs)
-            });
-            if let Some((n, _)) = found {
-                restored(state, *n);
-                state.applied = *n;
-            }
-        }
-        // Held until the base is unpacked and kept: a stage on the same
-        // base that started at the same time waits, then takes the copy
-        // (a rename) instead of unpacking it a second time beside it.
-        let base_lock = match (state.applied, &base, &self.shared.snapshots) {
-            (0, Some((_, key)), Some(snaps)) if snaps.reuses() => self
-                .shared
-                .base_locks
-                .lock()
-                .ok()
-                .map(|mut m| m.entry(key.clone()).or_default().clone()),
-            _ => None,
-        };
-        let mut base_guard = base_lock.as_ref().and_then(crate::snapshots::Gate::hold);
-        if base_guard.is_some() {
-            if let (Some((n, key)), Some(snaps)) = (&base, &self.shared.snapshots) {
-                // Kept by the stage that held the lock before.
-                if snaps.take(key, &state.rootfs) {
-                    restored(state, *n);
-                    state.applied = *n;
-                    drop(base_guard.take());
-                }
-            }
-        }
-        let opts = kiln_image::ApplyOptions {
-            same_owner: Self::same_owner(),
-            protected: Vec::new(),
-        };
-        let base = base.filter(|_| state.applied == 0);
-        if base.is_none() {
-            drop(base_guard.take());
-        }
-        if state.applied < state.layers.len() {
-            Self::join_snapshots(state);
-        }
-        let started = std::time::Instant::now();
-        while let Some(digest) = state.layers.get(state.applied).map(|l| l.digest.clone()) {
-            // A copy of the base being linked reads the root as it is.
-            Self::join_snapshots(state);
-            kiln_image::apply_layer(self.req.store, &digest, &state.rootfs, &opts)?;
-            state.applied += 1;
-            if let (Some((n, key)), Some(snaps)) = (&base, &self.shared.snapshots) {
-                if *n == state.applied {
-                    self.req.progress.info(&format!(
-                        "unpacked the base image's {n} layer(s) in {:.2}s",
-                        started.elapsed().as_secs_f64()
-                    ));
-                    let background = only_reads && state.applied == state.layers.len();
-                    Self::keep_base(state, snaps, key, base_guard.take(), background);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Keeps a copy of the base image's files, just unpacked in the stage
-    /// root, for the next stage or build on that base; `hold` (the base's
-    /// gate) is let go once it is kept. In the `background` the copy is
-    /// linked while the stage's next step runs, which must not change the
-    /// root before [`Executor::join_snapshots`] (that step may see the
-    /// link counts of the base's files go up meanwhile; layers do not
-    /// record them).
-    pub(super) fn keep_base(
-        state: &mut StageState,
-        snaps: &crate::snapshots::Snapshots,
-        key: &str,
-        hold: Option<crate::snapshots::GateHold>,
-        background: bool,
-    ) {
-        let keep = {
-            let (snaps, key, root) = (snaps.clone(), key.to_string(), state.rootfs.clone());
-            move || {
-                if let Err(e) = snaps.keep_linked(&key, &root, None) {
-                    tracing::debug!("no snapshot of the base image's files: {e}");
-                }
-                drop(hold);
-            }
-        };
-        if !background {
-            keep();
-            return;
-        }
-        match std::thread::Builder::new()
-            .name("kiln-snapshot".into())
-            .spawn(keep)
-        {
-            Ok(thread) => state.snapshotting.push(SnapshotJob {
-                thread,
-                frozen: None,
-            }),
-            Err(e) => tracing::debug!("no snapshot of the base image's files: {e}"),
-        }
+        self.shared.roots.materialize(&cx, target, only_reads)
     }
 
     /// Keeps a hard-link copy of the stage's root as it is before a step
@@ -158,10 +52,10 @@ impl Executor<'_> {
     pub(super) fn snapshot_before_context_step(
         &self,
         state: &mut StageState,
-        frozen: Option<crate::snapshots::Frozen>,
+        frozen: Option<crate::rootfs::kept::Frozen>,
         space: Option<tempfile::TempDir>,
     ) {
-        let Some(snaps) = &self.shared.snapshots else {
+        let Some(snaps) = self.shared.roots.kept() else {
             return;
         };
         if state.applied != state.layers.len() || state.pending.iter().any(|p| !p.on_disk) {
@@ -201,12 +95,8 @@ impl Executor<'_> {
 
     /// Waits for the snapshots still being linked: the root is about to
     /// change where they would see it.
-    pub(super) fn join_snapshots(state: &mut StageState) {
-        for job in state.snapshotting.drain(..) {
-            if job.thread.join().is_err() {
-                tracing::debug!("a snapshot thread panicked");
-            }
-        }
+    pub(crate) fn join_snapshots(state: &mut StageState) {
+        crate::rootfs::kept::join_all(&mut state.snapshotting);
     }
 
     /// Whether finished stage `index` may leave its last layers unsettled
@@ -220,7 +110,7 @@ impl Executor<'_> {
             (Some(r), None) => r,
             _ => return false,
         };
-        self.shared.in_place.is_none()
+        self.shared.roots.private()
             && index != self.graph.target
             && self.graph.order.contains(&only.index)
             && matches!(only.base, Base::Stage(i) if i == index)
@@ -233,7 +123,7 @@ impl Executor<'_> {
     /// it (its readers take files by `--from`, which are all on disk), and
     /// it has no ONBUILD triggers. Its layers then only feed the caches.
     pub(super) fn defers(&self, index: usize, state: &mut StageState) -> bool {
-        let outside = self.shared.in_place.is_none()
+        let outside = self.shared.roots.private()
             && !self.shared.target_chain.contains(&index)
             && state.config.config.on_build.is_empty()
             && state.applied == state.layers.len()
@@ -296,7 +186,7 @@ impl Executor<'_> {
             .applied
             .lock()
             .map_err(|_| BuildError::Poisoned("stage root"))?;
-        if let (0, Some(snaps)) = (*applied, &self.shared.snapshots) {
+        if let (0, Some(snaps)) = (*applied, self.shared.roots.kept()) {
             // The stage's finished root, kept by a previous build.
             if !r.image.layers.is_empty() && snaps.take(&r.key, &r.rootfs) {
                 *applied = r.image.layers.len();

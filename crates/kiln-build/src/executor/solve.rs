@@ -64,25 +64,16 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
     // groups of its own.
     crate::placement::spread_subtrees(&req.work_dir);
     let stages = df.stages();
-    let (isolation, in_place) = decide_isolation(req, &graph, &stages)?;
+    let (isolation, roots) = decide_isolation(req, &graph, &stages)?;
     let shared = Shared {
         step_id: AtomicUsize::new(0),
         image_roots: Mutex::new(HashMap::new()),
         image_digests: Mutex::new(HashMap::new()),
         isolation: Mutex::new(isolation),
         resolved: Mutex::new(HashMap::new()),
-        base_locks: Mutex::new(HashMap::new()),
         deferred: Mutex::new(Vec::new()),
         target_chain: graph.base_chain(graph.target),
-        snapshots: match (&req.snapshot_dir, &in_place) {
-            (Some(dir), None) => Some(crate::snapshots::Snapshots::new(
-                dir.clone(),
-                req.work_dir.join("discarded"),
-                req.reuse_snapshots,
-            )),
-            _ => None,
-        },
-        in_place,
+        roots,
     };
     // Every image the needed stages name (for the platform each is pulled
     // for), pulled in the background while the first stages run.
@@ -110,16 +101,13 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         .collect();
     prefetch.sort_by_key(|(r, p)| (r.clone(), platform_string(p)));
     prefetch.dedup_by_key(|(r, p)| (r.clone(), platform_string(p)));
-    // One root filesystem in place: one stage at a time.
-    let jobs = match req.jobs {
-        _ if shared.in_place.is_some() => 1,
+    let wanted = match req.jobs {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
         n => n,
-    }
-    .min(graph.order.len())
-    .max(1);
+    };
+    let jobs = shared.roots.max_jobs(wanted).min(graph.order.len()).max(1);
     let schedule = Mutex::new(Schedule::default());
     let wake = Condvar::new();
 
@@ -294,7 +282,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
         tracing::warn!("could not save the context stat cache: {e}");
     }
     // Each stage's finished root, whole, is kept for the next build.
-    if let Some(snaps) = &shared.snapshots {
+    if let Some(snaps) = shared.roots.kept() {
         for r in schedule.done.values().chain(std::iter::once(&target)) {
             let whole = r
                 .applied

@@ -69,17 +69,14 @@ impl Executor<'_> {
         };
         // Filled lazily: only a step that runs needs the files. In place,
         // the stage's root is kiln's own.
-        let mut rootfs = if self.shared.in_place.is_some() {
-            PathBuf::from("/")
-        } else {
-            match self.stage_dir("stage-") {
-                Ok(dir) => dir,
-                Err(e) => {
-                    for p in handed {
-                        let _ = p.writer.join();
-                    }
-                    return Err(e);
+        let shared = self.shared;
+        let mut rootfs = match shared.roots.new_root(&mut || self.stage_dir("stage-")) {
+            Ok(dir) => dir,
+            Err(e) => {
+                for p in handed {
+                    let _ = p.writer.join();
                 }
+                return Err(e);
             }
         };
         // A parent stage that only this stage reads hands over its files
@@ -87,7 +84,7 @@ impl Executor<'_> {
         // layers still being written, which read the parent's root by
         // path, the root is used where it is.
         let mut applied = 0;
-        if let (Base::Stage(i), None) = (&node.base, &self.shared.in_place) {
+        if let (Base::Stage(i), true) = (&node.base, self.shared.roots.private()) {
             if let Some(parent) = results.get(i) {
                 if handed.is_empty() {
                     applied = self.take_over(*i, parent, &rootfs);
@@ -170,7 +167,7 @@ impl Executor<'_> {
             let label = format!("{name} {}/{total}", n + 2);
             state.last_files_step = last_files_step == Some(n)
                 && index == self.graph.target
-                && self.shared.in_place.is_none();
+                && self.shared.roots.private();
             if let Err(e) = self.run_step(&mut state, ins, &label, results) {
                 self.abandon(&mut state);
                 return Err(e);
@@ -190,13 +187,13 @@ impl Executor<'_> {
 
         state.config.created = Some(self.clock(&state));
         state.config.rootfs.diff_ids = state.layers.iter().map(|l| l.diff_id.clone()).collect();
-        // In place, the root belongs to the next stage: a later stage that
-        // reads this one gets its own copy, made from the layers.
-        let (rootfs, applied) = if self.shared.in_place.is_some() {
-            (self.stage_dir("stage-")?, 0)
-        } else {
-            (state.rootfs, state.applied)
-        };
+        let shared = self.shared;
+        let (rootfs, applied) =
+            shared
+                .roots
+                .finished_root(state.rootfs, state.applied, &mut || {
+                    self.stage_dir("stage-")
+                })?;
         Ok(StageResult {
             image: Image {
                 config: state.config,

@@ -20,6 +20,7 @@ use kiln_image::root::{Dir, NewDir, Root, RootError};
 use kiln_image::{BlobStore, Digest, Layer};
 use kiln_sandbox::{IgnoreSet, Mount, MountKind};
 
+use super::{Materialize, RootCx, StageRoots};
 use crate::BuildError;
 
 /// kiln's own directory in its image; never part of a build.
@@ -116,12 +117,58 @@ impl InPlaceRoot {
                 source,
             })
     }
+}
 
-    /// Records that a step which ran on the root left it holding `layers`.
-    pub(crate) fn holds(&self, layers: &[Layer]) {
+impl StageRoots for InPlaceRoot {
+    fn private(&self) -> bool {
+        false
+    }
+
+    /// One root filesystem: one stage at a time.
+    fn max_jobs(&self, _wanted: usize) -> usize {
+        1
+    }
+
+    fn kept(&self) -> Option<&super::kept::Snapshots> {
+        None
+    }
+
+    /// The container's own root.
+    fn new_root(
+        &self,
+        _fresh: &mut dyn FnMut() -> Result<PathBuf, BuildError>,
+    ) -> Result<PathBuf, BuildError> {
+        Ok(PathBuf::from("/"))
+    }
+
+    /// The root belongs to the next stage: a later stage that reads this
+    /// one gets its own copy, made from the layers.
+    fn finished_root(
+        &self,
+        _root: PathBuf,
+        _applied: usize,
+        fresh: &mut dyn FnMut() -> Result<PathBuf, BuildError>,
+    ) -> Result<(PathBuf, usize), BuildError> {
+        Ok((fresh()?, 0))
+    }
+
+    fn materialize(
+        &self,
+        cx: &RootCx<'_>,
+        target: Materialize<'_>,
+        _only_reads: bool,
+    ) -> Result<(), BuildError> {
+        self.prepare(cx.store, target.layers, target.applied)
+    }
+
+    fn holds(&self, layers: &[Layer]) {
         if let Ok(mut current) = self.current.lock() {
             *current = layers.iter().map(|l| l.digest.clone()).collect();
         }
+    }
+
+    fn in_place(&self) -> Option<&InPlaceRoot> {
+        Some(self)
     }
 }
 

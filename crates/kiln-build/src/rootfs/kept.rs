@@ -507,6 +507,24 @@ impl Drop for GateHold {
     }
 }
 
+/// A snapshot of a stage root linked on a background thread.
+pub(crate) struct SnapshotJob {
+    pub(crate) thread: std::thread::JoinHandle<()>,
+    /// The directory whose entries the step that followed it writes
+    /// (`None`: a copy of the whole root, which nothing may change).
+    pub(crate) frozen: Option<Frozen>,
+}
+
+/// Waits for the snapshots still being linked: the root is about to
+/// change where they would see it.
+pub(crate) fn join_all(jobs: &mut Vec<SnapshotJob>) {
+    for job in jobs.drain(..) {
+        if job.thread.join().is_err() {
+            tracing::debug!("a snapshot thread panicked");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
