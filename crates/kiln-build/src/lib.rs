@@ -21,6 +21,7 @@ pub mod copy;
 pub mod executor;
 pub mod fetch;
 pub mod graph;
+mod layer_queue;
 pub mod output;
 pub mod placement;
 pub mod progress;

@@ -38,47 +38,16 @@ impl Executor<'_> {
         on_disk: bool,
     ) -> Result<(), BuildError> {
         self.history(state, created_by, false);
-        // The files the writer will read from the stage root: a later
-        // COPY that writes none of them need not wait for it.
-        let files = if on_disk {
-            entries
-                .iter()
-                .filter_map(|e| match &e.kind {
-                    kiln_image::EntryKind::File { source, .. } => Some(source.clone()),
-                    _ => None,
-                })
-                .collect()
-        } else {
-            HashSet::new()
-        };
-        let store = self.req.store.clone();
-        let options = self.layer_options(state.index);
-        let moved: Arc<Mutex<HashMap<PathBuf, PathBuf>>> = Arc::default();
-        let table = moved.clone();
-        let writer = std::thread::Builder::new()
-            .name("kiln-layer".into())
-            .spawn(move || {
-                // Opened under the lock: a file is either where it was or
-                // already kept aside when the writer looks.
-                let open = |source: &Path| {
-                    let moved = table
-                        .lock()
-                        .map_err(|_| std::io::Error::other("a layer writer's file table broke"))?;
-                    kiln_image::open_source(moved.get(source).map_or(source, |p| p.as_path()))
-                };
-                kiln_image::write_layer_opening(&store, entries, &options, &open)
-            })
-            .map_err(BuildError::LayerWriter)?;
-        state.pending.push_back(PendingLayer {
-            writer,
-            step: id,
-            key: None,
-            history: state.config.history.last().cloned(),
+        let new = crate::layer_queue::NewLayer {
+            store: self.req.store.clone(),
+            options: self.layer_options(state.index),
+            entries,
             on_disk,
-            files,
+            step: id,
             stage: state.index,
-            moved,
-        });
+            history: state.config.history.last().cloned(),
+        };
+        state.pending.push(new).map_err(BuildError::LayerWriter)?;
         // A shared root: the next step changes the root the writer reads.
         if !self.shared.roots.private() {
             self.settle(state)?;
@@ -98,31 +67,15 @@ impl Executor<'_> {
         dest: Option<&Path>,
         names: Option<&std::collections::HashSet<std::ffi::OsString>>,
     ) -> Result<(), BuildError> {
-        // Below `dest`, only under the entries `names` (when known).
-        let written = |dest: &Path, f: &Path| match (f.strip_prefix(dest), names) {
-            (Err(_), _) => false,
-            (Ok(_), None) => true,
-            (Ok(rel), Some(names)) => rel
-                .components()
-                .next()
-                .is_none_or(|first| names.contains(first.as_os_str())),
-        };
         let dest = match dest {
-            Some(dest)
-                if state.applied == state.layers.len()
-                    && state.pending.iter().all(|p| p.on_disk) =>
-            {
+            Some(dest) if state.applied == state.layers.len() && state.pending.all_on_disk() => {
                 dest
             }
             _ => return self.settle(state),
         };
         // Layers settle in step order: up to the last one that reads a file
         // the COPY may write; those after it go on being written.
-        while state
-            .pending
-            .iter()
-            .any(|p| p.files.iter().any(|f| written(dest, f)))
-        {
+        for _ in 0..state.pending.settle_count_for_write(dest, names) {
             if let Err(e) = self.settle_one(state) {
                 self.abandon(state);
                 return Err(e);
@@ -142,91 +95,26 @@ impl Executor<'_> {
     ) -> Result<(), BuildError> {
         // The merge changes the root anywhere.
         Self::join_snapshots(state);
-        if state.pending.is_empty() {
-            return Ok(());
-        }
-        let read: Option<BTreeSet<String>> = (state.applied == state.layers.len()
-            && state.pending.iter().all(|p| p.on_disk))
-        .then(|| {
-            state
-                .pending
-                .iter()
-                .flat_map(|p| p.files.iter())
-                .filter_map(|f| f.strip_prefix(&state.rootfs).ok())
-                .map(|r| r.to_string_lossy().into_owned())
-                .collect()
-        });
-        let Some(read) = read else {
-            return self.settle(state);
-        };
-        // A change that is not a directory (a deletion, a replacement by a
-        // file or link, an opaque directory) removes everything below it.
-        let below_a_removal = changes.iter().any(|c| {
-            let below = format!("{}/", c.path);
-            !matches!(c.kind, kiln_image::EntryKind::Dir)
-                && read
-                    .range(below.clone()..)
-                    .next()
-                    .is_some_and(|r| r.starts_with(&below))
-        });
-        if below_a_removal {
+        if state.applied != state.layers.len() {
             return self.settle(state);
         }
-        // Files the step replaced or deleted themselves: their writers read
-        // links kept to them.
-        let replaced: BTreeSet<&str> = changes
-            .iter()
-            .map(|c| c.path.as_str())
-            .filter(|p| read.contains(*p))
-            .collect();
-        if replaced.is_empty() {
-            return Ok(());
-        }
-        if let Err(e) = self.keep_for_writers(state, &replaced) {
-            tracing::debug!("waiting for the layers being written: {e}");
-            return self.settle(state);
-        }
-        Ok(())
-    }
-
-    /// Keeps a hard link to each of `replaced` (paths relative to the
-    /// stage root, read by pending layers) in the build's discard
-    /// directory, and points the pending writers that read the file there:
-    /// the merge that follows may then replace or delete it. A writer that
-    /// opened the file before keeps reading what it opened; the merge only
-    /// starts once every link is made and recorded.
-    pub(super) fn keep_for_writers(
-        &self,
-        state: &StageState,
-        replaced: &BTreeSet<&str>,
-    ) -> std::io::Result<()> {
-        let kept = self.req.work_dir.join("discarded");
-        std::fs::create_dir_all(&kept)?;
-        for rel in replaced {
-            let source = state.rootfs.join(rel);
-            // A writer that has a link already keeps it: the file as its
-            // step left it (the path may have been deleted since).
-            let readers: Vec<&PendingLayer> = state
-                .pending
-                .iter()
-                .filter(|p| p.files.contains(&source))
-                .filter(|p| p.moved.lock().is_ok_and(|m| !m.contains_key(&source)))
-                .collect();
-            if readers.is_empty() {
-                continue;
-            }
-            let n = KEPT_FOR_WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let link = kept.join(format!("w{}-{n}", std::process::id()));
-            std::fs::hard_link(&source, &link)?;
-            for p in readers {
-                let mut moved = p
-                    .moved
-                    .lock()
-                    .map_err(|_| std::io::Error::other("a layer writer's file table broke"))?;
-                moved.entry(source.clone()).or_insert_with(|| link.clone());
+        match state.pending.touched_by(&state.rootfs, changes) {
+            crate::layer_queue::Touch::Nothing => Ok(()),
+            crate::layer_queue::Touch::Everything => self.settle(state),
+            crate::layer_queue::Touch::Replaces(replaced) => {
+                // Files the step replaced or deleted themselves: their
+                // writers read links kept to them.
+                let kept = self.req.work_dir.join("discarded");
+                if let Err(e) = state
+                    .pending
+                    .keep_for_writers(&state.rootfs, &replaced, &kept)
+                {
+                    tracing::debug!("waiting for the layers being written: {e}");
+                    return self.settle(state);
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Waits for the layers still being written, adds them to the stage in
@@ -249,7 +137,7 @@ impl Executor<'_> {
     /// them.
     pub(super) fn abandon(&mut self, state: &mut StageState) {
         Self::join_snapshots(state);
-        for p in std::mem::take(&mut state.pending) {
+        for p in state.pending.take() {
             if let (Ok(Ok(layer)), Some(key), Some(history)) = (p.writer.join(), p.key, p.history) {
                 self.store_record(
                     p.stage,

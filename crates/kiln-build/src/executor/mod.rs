@@ -33,7 +33,7 @@ mod stage;
 pub use meta::{clean_abs, expand_ports, parse_duration};
 pub use solve::build;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -271,7 +271,7 @@ pub(crate) struct StageResult {
     /// stage built `FROM` it ([`Executor::hands_over`]): it settles them,
     /// so it can start while they are compressed. `image.layers` holds
     /// only the settled ones.
-    pub(crate) handoff: Mutex<std::collections::VecDeque<PendingLayer>>,
+    pub(crate) handoff: Mutex<LayerQueue>,
 }
 
 /// The state of the stage being built.
@@ -291,7 +291,7 @@ pub(crate) struct StageState {
     /// The last steps' layers while they are still being written
     /// (compressed and hashed) by background threads, oldest first; see
     /// [`Executor::settle`].
-    pub(crate) pending: std::collections::VecDeque<PendingLayer>,
+    pub(crate) pending: LayerQueue,
     /// The running step's layer, settled before the step was remembered.
     pub(crate) unrecorded: Option<Layer>,
     /// (number of layers, cache key) of each filesystem state the stage
@@ -309,32 +309,7 @@ pub(crate) struct StageState {
     pub(crate) snapshotting: Vec<SnapshotJob>,
 }
 
-/// A layer whose writer runs while the next steps do. Its files are on
-/// the stage's root filesystem, and none of them changes until the layer
-/// is settled: a RUN reads that root only as its overlay's lower directory
-/// and merges its own changes after settling; WORKDIR and a cache hit
-/// settle first; a COPY settles first unless it writes none of the files
-/// (then its layer queues up behind: layers are settled in step order).
-pub(crate) struct PendingLayer {
-    writer: std::thread::JoinHandle<kiln_image::Result<Layer>>,
-    /// The progress id of the step that made it.
-    step: usize,
-    /// That step's cache key, once [`Executor::remember`] has it.
-    key: Option<String>,
-    /// That step's history entry.
-    history: Option<History>,
-    /// Whether its files are in the stage root.
-    on_disk: bool,
-    /// The stage-root files it reads (when `on_disk`).
-    files: HashSet<PathBuf>,
-    /// The stage whose step made it (a stage built `FROM` that one may
-    /// settle it).
-    stage: usize,
-    /// Files of `files` that a later step replaced or deleted, and the
-    /// hard link kept to each for the writer, which opens a file only
-    /// while holding this lock ([`Executor::keep_for_writers`]).
-    moved: Arc<Mutex<HashMap<PathBuf, PathBuf>>>,
-}
+pub(crate) use crate::layer_queue::{LayerQueue, PendingLayer};
 
 /// `os/arch[/variant]` (as `FROM --platform=` gives it).
 fn parse_platform(s: &str) -> Option<Platform> {
@@ -479,9 +454,6 @@ struct Shared {
 }
 
 type ResolvedSlot = Arc<Mutex<Option<(Image, String)>>>;
-
-/// Names the links [`Executor::keep_for_writers`] makes.
-static KEPT_FOR_WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The scheduler's view: which stages are done, started, or failed.
 #[derive(Default)]

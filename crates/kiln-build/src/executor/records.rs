@@ -125,7 +125,7 @@ impl Executor<'_> {
             snaps.invalidate(&key);
         }
         let queued = state.pending.len();
-        if let Some(p) = state.pending.back_mut().filter(|p| p.key.is_none()) {
+        if let Some(p) = state.pending.newest_unkeyed() {
             p.key = Some(key.clone());
             state.states.push((state.layers.len() + queued, key));
             return Ok(());

@@ -58,7 +58,7 @@ impl Executor<'_> {
         let Some(snaps) = self.shared.roots.kept() else {
             return;
         };
-        if state.applied != state.layers.len() || state.pending.iter().any(|p| !p.on_disk) {
+        if state.applied != state.layers.len() || !state.pending.all_on_disk() {
             return;
         }
         let Some(frozen) = frozen else {
@@ -127,7 +127,7 @@ impl Executor<'_> {
             && !self.shared.target_chain.contains(&index)
             && state.config.config.on_build.is_empty()
             && state.applied == state.layers.len()
-            && state.pending.iter().all(|p| p.on_disk)
+            && state.pending.all_on_disk()
             && !self
                 .graph
                 .stages
@@ -138,7 +138,7 @@ impl Executor<'_> {
         }
         match self.shared.deferred.lock() {
             Ok(mut d) => {
-                d.extend(state.pending.drain(..));
+                d.extend(state.pending.take());
                 true
             }
             Err(_) => false,

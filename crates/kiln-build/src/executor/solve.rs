@@ -216,9 +216,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
     // waited for, so no writer outlives the build.
     for r in schedule.done.values() {
         if let Ok(mut q) = r.handoff.lock() {
-            for p in q.drain(..) {
-                let _ = p.writer.join();
-            }
+            q.join_all();
         }
     }
     // Layers of stages outside the image, written while later stages ran:

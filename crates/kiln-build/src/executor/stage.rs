@@ -20,7 +20,7 @@ impl Executor<'_> {
             .step_started(id, &format!("{name} 1/{total}"), &from.original);
         let mut inherited_args = BTreeMap::new();
         // Layers of the parent stage still being written (see `handoff`).
-        let mut handed = std::collections::VecDeque::new();
+        let mut handed = LayerQueue::default();
         let platform = platform_string(&self.req.platform);
         let (image, base_key) = match &node.base {
             Base::Scratch => {
@@ -73,9 +73,7 @@ impl Executor<'_> {
         let mut rootfs = match shared.roots.new_root(&mut || self.stage_dir("stage-")) {
             Ok(dir) => dir,
             Err(e) => {
-                for p in handed {
-                    let _ = p.writer.join();
-                }
+                handed.join_all();
                 return Err(e);
             }
         };
