@@ -116,13 +116,11 @@ pub fn go_buildinfo(data: &[u8]) -> Result<GoInfo, String> {
         match f.as_slice() {
             ["mod", path, version, ..] => info.main = Some((path.to_string(), version.to_string())),
             ["dep", path, version, ..] => info.deps.push((path.to_string(), version.to_string())),
-            ["=>", path, version, ..] => {
-                // A replacement with a version is the module used; a local
-                // directory replacement ("=> ../x (devel)") keeps the original.
-                if !version.is_empty() && *version != "(devel)" {
-                    if let Some(last) = info.deps.last_mut() {
-                        *last = (path.to_string(), version.to_string());
-                    }
+            // A replacement with a version is the module used; a local
+            // directory replacement ("=> ../x (devel)") keeps the original.
+            ["=>", path, version, ..] if !version.is_empty() && *version != "(devel)" => {
+                if let Some(last) = info.deps.last_mut() {
+                    *last = (path.to_string(), version.to_string());
                 }
             }
             _ => {}

@@ -3,8 +3,9 @@
 //! The document DESCRIBES one package standing for the scanned root (the image), which
 //! CONTAINS every package found; each package CONTAINS the files its database lists
 //! (those present in the root, with the SHA-1 that SPDX 2.3 requires of every file and a
-//! SHA-256). Packages are `filesAnalyzed: false` (kiln does not compute package
-//! verification codes), licences are `licenseDeclared` (what the metadata declares;
+//! SHA-256). A package with files is `filesAnalyzed: true` with its verification code
+//! (SPDX allows CONTAINS relationships to files only then); one without is
+//! `filesAnalyzed: false`. Licences are `licenseDeclared` (what the metadata declares;
 //! `licenseConcluded` stays NOASSERTION), and every `LicenseRef-` used is declared in
 //! `hasExtractedLicensingInfos`.
 //!
@@ -90,11 +91,19 @@ struct SpdxPackage {
     license_declared: String,
     copyright_text: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    package_verification_code: Option<VerificationCode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     source_info: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     primary_package_purpose: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     external_refs: Vec<ExternalRef>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VerificationCode {
+    package_verification_code_value: String,
 }
 
 #[derive(Serialize)]
@@ -187,8 +196,10 @@ pub fn document(scan: &Scan, info: &DocumentInfo) -> Result<Vec<u8>, SbomError> 
             }
             None => "NOASSERTION".to_string(),
         };
+        let mut sha1s: Vec<&str> = Vec::new();
         for f in &p.files {
             if let Some(d) = scan.files.get(f) {
+                sha1s.push(&d.sha1);
                 let fid = file_ids
                     .entry(f.as_str())
                     .or_insert_with(|| spdx_id("File", f.rsplit('/').next().unwrap_or(f), f))
@@ -212,9 +223,10 @@ pub fn document(scan: &Scan, info: &DocumentInfo) -> Result<Vec<u8>, SbomError> 
             version_info: Some(p.version.clone()),
             supplier: p.supplier.as_ref().map(|s| supplier(s)),
             download_location: "NOASSERTION",
-            files_analyzed: false,
+            files_analyzed: !sha1s.is_empty(),
             license_concluded: "NOASSERTION",
             license_declared: declared,
+            package_verification_code: verification_code(sha1s),
             copyright_text: "NOASSERTION",
             source_info: Some(format!("recorded in {}", p.found_in.join(", "))),
             primary_package_purpose: None,
@@ -235,6 +247,7 @@ pub fn document(scan: &Scan, info: &DocumentInfo) -> Result<Vec<u8>, SbomError> 
         license_concluded: "NOASSERTION",
         license_declared: "NOASSERTION".into(),
         copyright_text: "NOASSERTION",
+        package_verification_code: None,
         source_info: None,
         primary_package_purpose: Some("CONTAINER"),
         external_refs: Vec::new(),
@@ -252,7 +265,8 @@ pub fn document(scan: &Scan, info: &DocumentInfo) -> Result<Vec<u8>, SbomError> 
             let d = scan.files.get(path)?;
             Some(SpdxFile {
                 spdx_id: id,
-                file_name: path.to_string(),
+                // SPDX file names are relative, `./`-prefixed.
+                file_name: format!(".{path}"),
                 checksums: vec![
                     Checksum {
                         algorithm: "SHA1",
@@ -318,6 +332,23 @@ pub fn document(scan: &Scan, info: &DocumentInfo) -> Result<Vec<u8>, SbomError> 
     let mut out = serde_json::to_vec_pretty(&doc)?;
     out.push(b'\n');
     Ok(out)
+}
+
+/// SPDX's package verification code: the SHA-1 of the package's files' SHA-1s, sorted
+/// and concatenated; `None` for a package with no file listed.
+fn verification_code(mut sha1s: Vec<&str>) -> Option<VerificationCode> {
+    use sha1::Digest as _;
+    if sha1s.is_empty() {
+        return None;
+    }
+    sha1s.sort_unstable();
+    let mut h = sha1::Sha1::new();
+    for s in sha1s {
+        h.update(s.as_bytes());
+    }
+    Some(VerificationCode {
+        package_verification_code_value: hex::encode(h.finalize()),
+    })
 }
 
 /// An SPDX supplier: `Person: Name (email)` or `Organization: ...` (one that names a
