@@ -28,4 +28,6 @@ command -v gcp-storage-emulator >/dev/null 2>&1 || python3 -m pip install -q gcp
 command -v azurite-blob >/dev/null 2>&1 || npm install -g -s azurite
 # Offline Kubernetes schema validation of deploy/ (scripts/test.sh).
 command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install -q kubernetes-validate
+# SPDX validator for kiln-attest's SBOM tests.
+command -v pyspdxtools >/dev/null 2>&1 || python3 -m pip install -q spdx-tools
 echo "setup: ok"
