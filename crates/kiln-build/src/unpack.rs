@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use kiln_image::root::{Dir, NewDir, Root, RootError};
+use kiln_image::Compressed;
 
 use crate::copy::fsops::{apply_meta_at, clean_components, Meta};
 use crate::snapshot::Changed;
@@ -33,58 +34,17 @@ pub enum UnpackError {
     },
 }
 
-/// How an archive is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-/// Detects compression by magic bytes.
-fn sniff(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(b"BZh") {
-        Compression::Bzip2
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Compression::Xz
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    }
-}
-
-fn open(file: &Path) -> io::Result<(Compression, Box<dyn Read>)> {
-    let mut f = std::fs::File::open(file)?;
-    let mut head = [0u8; 6];
-    let mut n = 0;
-    while n < head.len() {
-        let got = f.read(&mut head[n..])?;
-        if got == 0 {
-            break;
-        }
-        n += got;
-    }
-    let kind = sniff(head.get(..n).unwrap_or(&[]));
-    let f = std::fs::File::open(file)?;
-    let r: Box<dyn Read> = match kind {
-        Compression::None => Box::new(f),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(f)),
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(f)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(f)?),
-    };
+fn open(file: &Path) -> io::Result<(Compressed, Box<dyn Read>)> {
+    let mut f = std::io::BufReader::new(std::fs::File::open(file)?);
+    let kind = Compressed::sniff(std::io::BufRead::fill_buf(&mut f)?);
+    let r: Box<dyn Read> = Box::new(kind.decoder(f)?);
     // PAX and GNU long-name records are read whole by the tar reader: bound them.
     Ok((kind, Box::new(kiln_image::tarlimit::MetaLimit::new(r))))
 }
 
 /// `Some(compression)` when `file` is a tar archive (its first header
 /// reads), `None` when it is any other file.
-pub fn detect_archive(file: &Path) -> Result<Option<Compression>, UnpackError> {
+pub fn detect_archive(file: &Path) -> Result<Option<Compressed>, UnpackError> {
     let (kind, r) = open(file).map_err(UnpackError::Read)?;
     let mut ar = tar::Archive::new(r);
     let Ok(mut entries) = ar.entries() else {
@@ -338,15 +298,6 @@ fn set_xattrs<R: Read>(entry: &mut tar::Entry<R>, dir: &Dir, name: &OsStr) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn magic() {
-        assert_eq!(sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(sniff(b"BZh91"), Compression::Bzip2);
-        assert_eq!(sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0]), Compression::Xz);
-        assert_eq!(sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
-        assert_eq!(sniff(b"hello"), Compression::None);
-    }
 
     /// A raw tar whose entries come in the given order, names unchecked.
     fn raw_tar(path: &Path, entries: &[(&str, tar::EntryType, u32, &str, &[u8])]) {

@@ -1,5 +1,6 @@
-//! Extracting a context tar stream (plain, gzip or zstd, detected from the
-//! first bytes) into a directory, scoped to that directory.
+//! Extracting a context tar stream (plain, gzip, bzip2, xz or zstd, told
+//! from its first bytes by [`Compressed`]) into a directory, scoped to that
+//! directory.
 //!
 //! Entries are read and written one at a time, so an archive of any size
 //! streams through with bounded memory (PAX and GNU long-name records are
@@ -22,27 +23,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
 use kiln_image::root::{Dir, Root, RootError};
+use kiln_image::Compressed;
 
 use crate::ContextError;
-
-/// Compression of a tar stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-/// Tells the compression from a stream's first bytes.
-pub fn detect(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    }
-}
 
 fn archive_error(source: &str, reason: impl Into<String>) -> ContextError {
     ContextError::Archive {
@@ -72,9 +55,9 @@ pub fn extract(input: impl Read, dest: &Path, source: &str) -> Result<u64, Conte
             .map_err(|e| archive_error(source, e.to_string()))?;
         first.extend_from_slice(&more[..got]);
         let chained: Box<dyn Read> = Box::new(std::io::Cursor::new(first.clone()).chain(buffered));
-        return extract_with(chained, detect(&first), dest, source);
+        return extract_with(chained, Compressed::sniff(&first), dest, source);
     } else {
-        detect(head)
+        Compressed::sniff(head)
     };
     extract_with(Box::new(buffered), compression, dest, source)
 }
@@ -94,18 +77,13 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 fn extract_with(
     input: Box<dyn Read + '_>,
-    compression: Compression,
+    compression: Compressed,
     dest: &Path,
     source: &str,
 ) -> Result<u64, ContextError> {
-    let reader: Box<dyn Read + '_> = match compression {
-        Compression::None => input,
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(input)
-                .map_err(|e| archive_error(source, format!("zstd: {e}")))?,
-        ),
-    };
+    let reader = compression
+        .decoder(BufReader::new(input))
+        .map_err(|e| archive_error(source, format!("{compression:?}: {e}")))?;
     let mut archive = tar::Archive::new(kiln_image::tarlimit::MetaLimit::new(reader));
     let root = Root::open(dest).map_err(|e| archive_error(source, e.to_string()))?;
     let mut out = Extractor {
@@ -381,13 +359,6 @@ fn check_relative(path: &Path) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn detects_magic() {
-        assert_eq!(detect(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
-        assert_eq!(detect(b"file.txt\0"), Compression::None);
-    }
 
     #[test]
     fn relative_paths_only() {

@@ -1,5 +1,5 @@
 //! Opening a layer blob as a tar stream: decompression chosen by the blob's magic
-//! bytes (gzip, zstd or none), run on a thread of its own a few chunks ahead of the
+//! bytes ([`crate::Compressed`]), run on a thread of its own a few chunks ahead of the
 //! reader, and the bound on tar metadata records ([`crate::tarlimit`]) in front.
 
 use std::io::{self, BufRead, BufReader, Read};
@@ -13,14 +13,14 @@ pub(crate) fn open_layer(store: &BlobStore, layer: &Digest) -> Result<Box<dyn Re
     let f = store.open_blob(layer)?;
     let mut r = BufReader::with_capacity(256 * 1024, f);
     let head = r.fill_buf().ctx(|| format!("read layer {layer}"))?;
-    let stream: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-        read_ahead(Box::new(flate2::read::MultiGzDecoder::new(r)))
-            .ctx(|| format!("decompress layer {layer}"))?
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let d = zstd::Decoder::with_buffer(r).ctx(|| format!("open zstd layer {layer}"))?;
-        read_ahead(Box::new(d)).ctx(|| format!("decompress layer {layer}"))?
-    } else {
-        Box::new(r)
+    let stream: Box<dyn Read> = match crate::Compressed::sniff(head) {
+        crate::Compressed::None => Box::new(r),
+        kind => {
+            let d = kind
+                .decoder(r)
+                .ctx(|| format!("open compressed layer {layer}"))?;
+            read_ahead(Box::new(d)).ctx(|| format!("decompress layer {layer}"))?
+        }
     };
     // Metadata records (PAX, GNU long names) are read whole by the tar
     // reader: bound them before it sees them.

@@ -14,6 +14,7 @@
 mod apply;
 mod blobread;
 mod compress;
+mod compressed;
 mod config;
 mod digest;
 mod error;
@@ -28,6 +29,7 @@ mod tarheader;
 pub mod tarlimit;
 
 pub use apply::{apply_layer, ApplyOptions};
+pub use compressed::{Compressed, Decoder};
 pub use config::{ContainerConfig, EmptyObject, HealthConfig, History, ImageConfig, RootFs};
 pub use digest::Digest;
 pub use error::{Error, Result};
