@@ -168,6 +168,42 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
+/// A platform string that is not `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input}: expected os/arch[/variant], e.g. linux/amd64")]
+pub struct PlatformError {
+    pub input: String,
+}
+
+impl std::str::FromStr for Platform {
+    type Err = PlatformError;
+
+    /// `os/arch[/variant]`, each part non-empty (`FROM --platform=`,
+    /// `--platform`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform::new(os, arch, None)),
+            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
+                Ok(Platform::new(os, arch, Some(variant)))
+            }
+            _ => Err(PlatformError {
+                input: s.to_string(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    /// `os/arch[/variant]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.variant {
+            Some(v) => write!(f, "{}/{}/{v}", self.os, self.architecture),
+            None => write!(f, "{}/{}", self.os, self.architecture),
+        }
+    }
+}
+
 impl Platform {
     pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Self {
         Platform {
@@ -239,4 +275,31 @@ impl Default for Index {
 /// Whether a media type names an index (OCI index or Docker manifest list).
 pub fn is_index_media_type(mt: &str) -> bool {
     mt == MT_OCI_INDEX || mt == MT_DOCKER_MANIFEST_LIST
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_parse_and_print_as_os_arch_variant() {
+        for s in [
+            "linux/amd64",
+            "linux/arm64/v8",
+            "windows/amd64",
+            "linux/arm/v7",
+        ] {
+            let p: Platform = s.parse().expect(s);
+            assert_eq!(p.to_string(), s);
+        }
+        let p: Platform = "linux/arm/v6".parse().expect("arm");
+        assert_eq!(p, Platform::new("linux", "arm", Some("v6")));
+        for bad in ["", "linux", "linux/", "/amd64", "linux/arm/", "a/b/c/d"] {
+            let e = bad.parse::<Platform>().expect_err(bad);
+            assert_eq!(
+                e.to_string(),
+                format!("{bad}: expected os/arch[/variant], e.g. linux/amd64")
+            );
+        }
+    }
 }

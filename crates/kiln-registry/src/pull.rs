@@ -28,10 +28,7 @@ fn is_manifest_media_type(mt: &str) -> bool {
 }
 
 fn platform_string(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
+    p.to_string()
 }
 
 /// The media type of manifest JSON `bytes`: the declared one (`Content-Type` or the

@@ -313,26 +313,11 @@ pub(crate) use crate::layer_queue::{LayerQueue, PendingLayer};
 
 /// `os/arch[/variant]` (as `FROM --platform=` gives it).
 fn parse_platform(s: &str) -> Option<Platform> {
-    let mut parts = s.split('/');
-    let os = parts.next().filter(|p| !p.is_empty())?;
-    let arch = parts.next().filter(|p| !p.is_empty())?;
-    let variant = parts.next().map(str::to_string);
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(Platform {
-        os: os.to_string(),
-        architecture: arch.to_string(),
-        variant,
-        ..Platform::default()
-    })
+    s.parse().ok()
 }
 
 fn platform_string(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{}", p.os, p.architecture, v),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
+    p.to_string()
 }
 
 /// The automatic platform ARGs (BUILDPLATFORM, TARGETARCH, …).
