@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use kiln_build::output::{parse_output, Output};
 use kiln_build::progress::ProgressMode;
+use kiln_export::{parse_output, ExportPlan, Output, ResultFiles};
 use kiln_image::Format;
 
+use crate::flags;
 use crate::job::{self, Job};
 
 #[derive(Args)]
@@ -113,7 +114,7 @@ pub struct BuildArgs {
     #[arg(long = "registry-mirror")]
     pub registry_mirrors: Vec<String>,
     #[command(flatten)]
-    pub cloud: job::CloudFlags,
+    pub cloud: flags::CloudFlags,
     /// Trust this CA bundle for a registry: HOST=PATH; repeatable.
     #[arg(long = "registry-certificate")]
     pub registry_certificates: Vec<String>,
@@ -156,7 +157,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
     if args.push && args.tags.is_empty() {
         bail!("--push needs at least one --tag naming where to push");
     }
-    let secrets = job::parse_secrets(&args.secrets)?;
+    let secrets = flags::parse_secrets(&args.secrets)?;
     let mut ssh = BTreeMap::new();
     for s in &args.ssh {
         let (id, sock) = kiln_build::run::parse_ssh(s)?;
@@ -173,8 +174,8 @@ pub fn run(args: BuildArgs) -> Result<()> {
         "docker" => Format::Docker,
         other => bail!("--format {other}: expected oci or docker"),
     };
-    let build_args = job::parse_kv_list("--build-arg", &args.build_args, true)?;
-    let labels = job::parse_kv_list("--label", &args.labels, false)?;
+    let build_args = flags::parse_kv_list("--build-arg", &args.build_args, true)?;
+    let labels = flags::parse_kv_list("--label", &args.labels, false)?;
     let mut outputs = Vec::new();
     for o in &args.outputs {
         outputs.push(parse_output(o)?);
@@ -195,58 +196,62 @@ pub fn run(args: BuildArgs) -> Result<()> {
         });
     }
     let platforms = match &args.platform {
-        Some(p) => job::parse_platforms("--platform", p)?,
-        None => vec![job::host_platform()],
+        Some(p) => flags::parse_platforms("--platform", p)?,
+        None => vec![flags::host_platform()],
     };
     job::execute(Job {
         context: args.context,
         context_sub_path: None,
         git: Default::default(),
         dockerfile: args.file,
-        tags: args.tags,
-        push_to,
-        outputs,
         build_args,
         target: args.target,
         platforms,
         labels,
         progress,
-        cache_dir: args.cache_dir.unwrap_or_else(job::default_cache_dir),
+        cache_dir: args.cache_dir.unwrap_or_else(flags::default_cache_dir),
         jobs: args.jobs,
         cache: job::CacheSettings {
             local: true,
             lookup: !args.no_cache,
             ttl: match &args.cache_ttl {
-                Some(t) => Some(job::parse_ttl("--cache-ttl", t)?),
+                Some(t) => Some(flags::parse_ttl("--cache-ttl", t)?),
                 None => None,
             },
             repo: None,
             from: parse_cache_specs(&args.cache_from, false)?,
             to: parse_cache_specs(&args.cache_to, true)?,
         },
-        source_date_epoch: job::source_date_epoch(args.reproducible)?,
-        format,
-        compression: job::parse_compression(&args.compression, args.compression_level)?,
+        source_date_epoch: flags::source_date_epoch(args.reproducible)?,
+        compression: flags::parse_compression(&args.compression, args.compression_level)?,
         secrets,
         ssh,
-        isolation: job::parse_isolation(&args.isolation)?,
+        isolation: flags::parse_isolation(&args.isolation)?,
         ignore_paths: args.ignore_paths.clone(),
-        force_in_place: job::force_in_place_env(),
+        force_in_place: flags::force_in_place_env(),
         allow_insecure: allows_insecure(&args.allow)?,
-        registry: job::registry_options(
+        registry: flags::registry_options(
             args.insecure_registries,
             &args.registry_mirrors,
             &[],
-            &job::TlsFlags {
+            &flags::TlsFlags {
                 certificates: &args.registry_certificates,
                 client_certs: &args.registry_client_certs,
                 insecure_pull: args.insecure_pull,
             },
             &args.cloud,
         )?,
-        digest_file: args.iidfile,
-        metadata_file: args.metadata_file,
-        image_name_with_digest_file: None,
-        image_name_tag_with_digest_file: None,
+        export: ExportPlan {
+            tags: args.tags,
+            push_to,
+            outputs,
+            format,
+            files: ResultFiles {
+                digest: args.iidfile,
+                metadata: args.metadata_file,
+                image_name_with_digest: None,
+                image_name_tag_with_digest: None,
+            },
+        },
     })
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 
-use crate::job;
+use crate::flags;
 
 #[derive(Args)]
 pub struct CacheArgs {
@@ -69,10 +69,10 @@ pub fn run(args: CacheArgs) -> Result<()> {
 }
 
 fn prune(args: PruneArgs) -> Result<()> {
-    let dir = args.cache_dir.unwrap_or_else(job::default_cache_dir);
+    let dir = args.cache_dir.unwrap_or_else(flags::default_cache_dir);
     let opts = kiln_build::cache::PruneOptions {
         keep_duration: match &args.keep_duration {
-            Some(d) => Some(job::parse_ttl("--keep-duration", d)?),
+            Some(d) => Some(flags::parse_ttl("--keep-duration", d)?),
             None => None,
         },
         keep_bytes: match &args.keep_storage {
@@ -81,7 +81,7 @@ fn prune(args: PruneArgs) -> Result<()> {
         },
         all: args.all,
     };
-    let timeout = job::parse_ttl("--wait-timeout", &args.wait_timeout)?;
+    let timeout = flags::parse_ttl("--wait-timeout", &args.wait_timeout)?;
     let mut waiting = |waited: std::time::Duration| {
         if waited.is_zero() {
             eprintln!(

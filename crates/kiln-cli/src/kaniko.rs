@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{ArgAction, Args};
-use kiln_build::output::Output;
 use kiln_build::progress::ProgressMode;
+use kiln_export::{ExportPlan, Output, ResultFiles};
 use kiln_image::Format;
 
+use crate::flags;
 use crate::job::{self, Job};
 
 /// Kaniko's executor flags. Booleans take Kaniko's `--flag` or
@@ -146,7 +147,7 @@ pub struct KanikoArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
     pub materialize: Option<bool>,
     #[command(flatten)]
-    pub cloud: job::CloudFlags,
+    pub cloud: flags::CloudFlags,
     /// kiln extension: a secret for RUN --mount=type=secret (id=ID,src=PATH|env=VAR).
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
@@ -199,8 +200,8 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         }
     }
 
-    let build_args = job::parse_kv_list("--build-arg", &args.build_args, true)?;
-    let labels = job::parse_kv_list("--label", &args.labels, false)?;
+    let build_args = flags::parse_kv_list("--build-arg", &args.build_args, true)?;
+    let labels = flags::parse_kv_list("--label", &args.labels, false)?;
     let context = args.context.clone();
     // Kaniko resolves a relative --dockerfile against a local context when
     // it does not exist as given; remote contexts resolve it inside
@@ -247,25 +248,22 @@ pub fn run(args: KanikoArgs) -> Result<()> {
     }
 
     let platform = match &args.custom_platform {
-        Some(p) => job::parse_platform("--custom-platform", p)?,
-        None => job::host_platform(),
+        Some(p) => flags::parse_platform("--custom-platform", p)?,
+        None => flags::host_platform(),
     };
-    let secrets = job::parse_secrets(&args.secrets)?;
+    let secrets = flags::parse_secrets(&args.secrets)?;
     // KILN_CACHE_DIR wins (one cache shared by `build` and `executor`),
     // then Kaniko's working directory, then the user's cache directory.
     let cache_dir = match (std::env::var_os("KILN_CACHE_DIR"), &args.kaniko_dir) {
         (Some(d), _) if !d.is_empty() => PathBuf::from(d),
         (_, Some(d)) => d.join("kiln-cache"),
-        _ => job::default_cache_dir(),
+        _ => flags::default_cache_dir(),
     };
     job::execute(Job {
         context,
         context_sub_path: args.context_sub_path.clone(),
         git,
         dockerfile: Some(dockerfile),
-        tags: args.destinations.clone(),
-        push_to,
-        outputs,
         build_args,
         target: args.target.clone(),
         platforms: vec![platform],
@@ -284,38 +282,45 @@ pub fn run(args: KanikoArgs) -> Result<()> {
             repo: repo_cache(&args),
             from: Vec::new(),
             to: Vec::new(),
-            ttl: Some(job::parse_ttl(
+            ttl: Some(flags::parse_ttl(
                 "--cache-ttl",
                 args.cache_ttl.as_deref().unwrap_or("336h"),
             )?),
         },
-        source_date_epoch: job::source_date_epoch(on(args.reproducible))?,
-        format: Format::Docker,
-        compression: job::parse_compression(
+        source_date_epoch: flags::source_date_epoch(on(args.reproducible))?,
+        compression: flags::parse_compression(
             args.compression.as_deref().unwrap_or("gzip"),
             args.compression_level,
         )?,
         secrets,
         ssh: BTreeMap::new(),
-        isolation: job::parse_isolation(&args.isolation)?,
+        isolation: flags::parse_isolation(&args.isolation)?,
         ignore_paths: args.ignore_paths.iter().map(PathBuf::from).collect(),
-        force_in_place: on(args.force) || job::force_in_place_env(),
+        force_in_place: on(args.force) || flags::force_in_place_env(),
         allow_insecure: false,
-        registry: job::registry_options(
+        registry: flags::registry_options(
             insecure,
             &args.registry_mirrors,
             &args.registry_maps,
-            &job::TlsFlags {
+            &flags::TlsFlags {
                 certificates: &args.registry_certificates,
                 client_certs: &args.registry_client_certs,
                 insecure_pull: on(args.insecure_pull) || on(args.skip_tls_verify_pull),
             },
             &args.cloud,
         )?,
-        digest_file: args.digest_file.clone(),
-        metadata_file: None,
-        image_name_with_digest_file: args.image_name_with_digest_file.clone(),
-        image_name_tag_with_digest_file: args.image_name_tag_with_digest_file.clone(),
+        export: ExportPlan {
+            tags: args.destinations.clone(),
+            push_to,
+            outputs,
+            format: Format::Docker,
+            files: ResultFiles {
+                digest: args.digest_file.clone(),
+                metadata: None,
+                image_name_with_digest: args.image_name_with_digest_file.clone(),
+                image_name_tag_with_digest: args.image_name_tag_with_digest_file.clone(),
+            },
+        },
     })
 }
 
@@ -330,7 +335,7 @@ fn repo_cache(args: &KanikoArgs) -> Option<job::RepoCacheSettings> {
         Some(r) => r.clone(),
         None => {
             let dest = args.destinations.first()?;
-            format!("{}/cache", job::repository_of(dest))
+            format!("{}/cache", kiln_export::repository_of(dest))
         }
     };
     Some(job::RepoCacheSettings {

@@ -5,6 +5,7 @@
 mod build;
 mod cache_cmd;
 mod cleanup;
+mod flags;
 mod job;
 mod kaniko;
 
