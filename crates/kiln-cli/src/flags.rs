@@ -44,14 +44,8 @@ pub fn host_platform() -> Platform {
 }
 
 pub fn parse_platform(flag: &str, s: &str) -> Result<Platform> {
-    let parts: Vec<&str> = s.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform::new(os, arch, None)),
-        [os, arch, variant] if !os.is_empty() && !arch.is_empty() => {
-            Ok(Platform::new(os, arch, Some(variant)))
-        }
-        _ => bail!("{flag} {s}: expected os/arch[/variant], e.g. linux/amd64"),
-    }
+    s.parse::<Platform>()
+        .map_err(|e| anyhow::anyhow!("{flag} {e}"))
 }
 
 /// A comma-separated platform list (`linux/amd64,linux/arm64`), each once, in the

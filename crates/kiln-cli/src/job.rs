@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _, Result};
 use kiln_build::progress::{Progress as _, ProgressMode, StderrProgress};
 use kiln_build::remote_cache::{CacheSpec, CacheTransport, RepoCache};
 use kiln_build::BuildRequest;
-use kiln_export::{platform_name, ExportEnv, ExportPlan, Exporter, PlatformResult};
+use kiln_export::{ExportEnv, ExportPlan, Exporter, PlatformResult};
 use kiln_image::{BlobStore, Compression, Platform};
 
 use crate::flags::host_platform;
@@ -217,7 +217,7 @@ fn build_and_export(job: &Job, exporter: &Exporter, store: &BlobStore, work: &Pa
     let mut cache_mounts: Vec<(String, PathBuf)> = Vec::new();
     for (i, platform) in job.platforms.iter().enumerate() {
         if multi {
-            progress.info(&format!("building for {}", platform_name(platform)));
+            progress.info(&format!("building for {}", platform));
         }
         let transport = CacheTransport {
             client: &registry,
@@ -309,7 +309,7 @@ fn build_and_export(job: &Job, exporter: &Exporter, store: &BlobStore, work: &Pa
         // Only a multi-platform build says which platform failed; an empty
         // context would print as a stray ": " before the error.
         let mut out = if multi {
-            built_one.with_context(|| format!("building for {}", platform_name(platform)))?
+            built_one.with_context(|| format!("building for {}", platform))?
         } else {
             built_one?
         };

@@ -36,7 +36,7 @@ pub use files::ResultFiles;
 /// through the exporter.
 pub use kiln_build::output::{parse_output, Output};
 pub use names::repository_of;
-pub use outputs::{describe, platform_name};
+pub use outputs::describe;
 
 /// Where a build's images go, as the command line described it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,18 +32,10 @@ pub fn describe(o: &Output) -> String {
     }
 }
 
-/// `os/arch[/variant]`.
-pub fn platform_name(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
-}
-
 /// Where a multi-platform `type=local` output puts one platform's filesystem:
 /// `DEST/os_arch[_variant]`.
 pub fn platform_dir(dest: &Path, p: &Platform) -> PathBuf {
-    dest.join(platform_name(p).replace('/', "_"))
+    dest.join(p.to_string().replace('/', "_"))
 }
 
 /// What a multi-platform image becomes in one output.
