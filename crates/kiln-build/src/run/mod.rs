@@ -12,10 +12,10 @@
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kiln_dockerfile::ast::{Instruction, Run};
-use kiln_dockerfile::mount::{parse_mount, Mount as MountSpec, MountType, Sharing};
+use kiln_dockerfile::mount::{parse_mount, MountType};
 use kiln_dockerfile::parser::{run_script, RunScript};
 use kiln_sandbox::{Isolation, Mount, MountKind, Network, RunSpec, Security};
 
@@ -23,6 +23,10 @@ use crate::cache::KeyBuilder;
 use crate::executor::{Executor, Results, StageState, StageVars};
 use crate::progress::{Progress, StepOutcome};
 use crate::BuildError;
+use mounts::resolve_source;
+pub use mounts::{mount_cache_path, parse_ssh};
+
+mod mounts;
 
 /// Streams a step's output to the progress sink line by line.
 struct StepOutput<'a> {
@@ -52,7 +56,7 @@ impl Write for StepOutput<'_> {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
     move |source| BuildError::Io {
         path: path.to_path_buf(),
         source,
@@ -73,23 +77,6 @@ fn set_default_home(env: &mut Vec<String>, home: &str) {
         env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some("HOME"));
         env.push(format!("HOME={home}"));
     }
-}
-
-/// Where the `RUN --mount=type=cache` directory with `id` lives.
-pub fn mount_cache_path(mount_cache_dir: &Path, id: &str) -> PathBuf {
-    mount_cache_dir.join(cache_dir_name(id))
-}
-
-/// A directory name for a cache mount id: readable and safe.
-fn cache_dir_name(id: &str) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(id.as_bytes());
-    let readable: String = id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .take(40)
-        .collect();
-    format!("{readable}-{}", &hex::encode(digest)[..16])
 }
 
 impl Executor<'_> {
@@ -300,20 +287,19 @@ impl Executor<'_> {
 
         set_default_home(&mut env, &user.home);
 
-        let mut ssh_index = 0usize;
         let mut locks = Vec::new();
+        let mut cx = mounts::MountCx {
+            cwd: &cwd,
+            private: &private,
+            env: &mut env,
+            mounts: &mut mounts,
+            locks: &mut locks,
+            ssh_index: 0,
+            results,
+            span,
+        };
         for (_, m) in &parsed_mounts {
-            self.add_mount(
-                m,
-                &cwd,
-                &private,
-                &mut env,
-                &mut mounts,
-                &mut locks,
-                &mut ssh_index,
-                results,
-                span,
-            )?;
+            self.add_mount(m, &mut cx)?;
         }
 
         let spec = RunSpec {
@@ -470,318 +456,11 @@ impl Executor<'_> {
         self.remember(state, key)?;
         Ok(StepOutcome::Done)
     }
-
-    #[allow(clippy::too_many_arguments)]
-    fn add_mount(
-        &mut self,
-        m: &MountSpec,
-        cwd: &str,
-        private: &Path,
-        env: &mut Vec<String>,
-        mounts: &mut Vec<Mount>,
-        locks: &mut Vec<std::fs::File>,
-        ssh_index: &mut usize,
-        results: &Results,
-        span: kiln_dockerfile::ast::Span,
-    ) -> Result<(), BuildError> {
-        let absolute = |t: &str| -> String {
-            if t.starts_with('/') {
-                crate::executor::clean_abs(t)
-            } else {
-                crate::executor::clean_abs(&format!("{cwd}/{t}"))
-            }
-        };
-        match m.kind {
-            MountType::Tmpfs => {
-                let target = m
-                    .target
-                    .as_deref()
-                    .ok_or_else(|| self.loc.at(span, "--mount=type=tmpfs needs target="))?;
-                mounts.push(Mount {
-                    target: absolute(target),
-                    kind: MountKind::Tmpfs { size: m.size },
-                });
-            }
-            MountType::Bind => {
-                let target = m
-                    .target
-                    .as_deref()
-                    .ok_or_else(|| self.loc.at(span, "--mount=type=bind needs target="))?;
-                let (root, filtered) = self.mount_source_root(m, results, span)?;
-                let rel = m.source.as_deref().unwrap_or("/");
-                let (source, resolved) = resolve_source(&root, rel)
-                    .map_err(|e| self.loc.at(span, format!("--mount source {rel}: {e}")))?;
-                if filtered || !m.readonly {
-                    // The context is shown without ignored files, and a
-                    // writable bind gets a private copy whose writes are
-                    // discarded after the step.
-                    let copy = private.join(format!("bind-{}", mounts.len()));
-                    copy_tree(
-                        &source,
-                        &copy,
-                        &|p| filtered && self.req.context.is_excluded(p),
-                        &resolved,
-                    )?;
-                    mounts.push(Mount {
-                        target: absolute(target),
-                        kind: MountKind::Bind {
-                            source: copy,
-                            readonly: m.readonly,
-                        },
-                    });
-                } else {
-                    mounts.push(Mount {
-                        target: absolute(target),
-                        kind: MountKind::Bind {
-                            source,
-                            readonly: true,
-                        },
-                    });
-                }
-            }
-            MountType::Cache => {
-                let target = m
-                    .target
-                    .as_deref()
-                    .ok_or_else(|| self.loc.at(span, "--mount=type=cache needs target="))?;
-                let id = m.cache_id().unwrap_or(target);
-                let base = mount_cache_path(&self.req.mount_cache_dir, id);
-                self.note_cache_mount(id, &base);
-                let fresh = !base.exists();
-                std::fs::create_dir_all(&base).map_err(io_err(&base))?;
-                let dir = match m.sharing.unwrap_or(Sharing::Shared) {
-                    Sharing::Shared => base.clone(),
-                    Sharing::Locked => {
-                        let lock_path = base.with_extension("lock");
-                        let f = std::fs::OpenOptions::new()
-                            .create(true)
-                            .truncate(false)
-                            .write(true)
-                            .open(&lock_path)
-                            .map_err(io_err(&lock_path))?;
-                        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(
-                            |e| BuildError::Io {
-                                path: lock_path.clone(),
-                                source: e.into(),
-                            },
-                        )?;
-                        locks.push(f);
-                        base.clone()
-                    }
-                    Sharing::Private => {
-                        let d = private.join(format!("cache-{}", mounts.len()));
-                        std::fs::create_dir(&d).map_err(io_err(&d))?;
-                        d
-                    }
-                };
-                if fresh {
-                    if let Some(from) = &m.from {
-                        let (root, _) = self.stage_or_image_root(from, results, span)?;
-                        let rel = m.source.as_deref().unwrap_or("/");
-                        let (src, resolved) = resolve_source(&root, rel)
-                            .map_err(|e| self.loc.at(span, format!("--mount source {rel}: {e}")))?;
-                        copy_tree(&src, &dir, &|_| false, &resolved)?;
-                    }
-                    let mode = m.effective_mode().unwrap_or(0o755);
-                    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
-                    let _ = std::os::unix::fs::chown(
-                        &dir,
-                        Some(m.uid.unwrap_or(0)),
-                        Some(m.gid.unwrap_or(0)),
-                    );
-                }
-                mounts.push(Mount {
-                    target: absolute(target),
-                    kind: MountKind::Bind {
-                        source: dir,
-                        readonly: m.readonly,
-                    },
-                });
-            }
-            MountType::Secret => {
-                let sid = m
-                    .secret_id()
-                    .ok_or_else(|| self.loc.at(span, "--mount=type=secret needs id="))?;
-                let value = match self.req.secrets.get(&sid) {
-                    Some(src) => src.read().map_err(|e| self.loc.at(span, e.to_string()))?,
-                    None => None,
-                };
-                let Some(value) = value else {
-                    if m.required {
-                        return Err(self.loc.at(
-                            span,
-                            format!("secret {sid} is required but was not given (--secret id={sid},src=…)"),
-                        ));
-                    }
-                    return Ok(());
-                };
-                if let Some(var) = &m.env {
-                    let text = String::from_utf8_lossy(&value).to_string();
-                    env.push(format!("{var}={text}"));
-                }
-                if let Some(target) = m.secret_target() {
-                    // Kept in memory: the sandbox writes it on a tmpfs of
-                    // the step's own, never in the cache directory.
-                    mounts.push(Mount {
-                        target: absolute(&target),
-                        kind: MountKind::Secret {
-                            data: kiln_sandbox::SecretData(value),
-                            mode: m.effective_mode().unwrap_or(0o400),
-                            uid: m.uid.unwrap_or(0),
-                            gid: m.gid.unwrap_or(0),
-                        },
-                    });
-                }
-            }
-            MountType::Ssh => {
-                let sid = m.ssh_id().to_string();
-                let target = m.ssh_target(*ssh_index);
-                *ssh_index += 1;
-                match self.req.ssh.get(&sid) {
-                    Some(sock) => {
-                        mounts.push(Mount {
-                            target: absolute(&target),
-                            kind: MountKind::Bind {
-                                source: sock.clone(),
-                                readonly: false,
-                            },
-                        });
-                        env.push(format!("SSH_AUTH_SOCK={}", absolute(&target)));
-                    }
-                    None if m.required => {
-                        return Err(self.loc.at(
-                            span,
-                            format!(
-                                "ssh agent {sid} is required but was not given (--ssh {sid}=…)"
-                            ),
-                        ))
-                    }
-                    None => {}
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The tree a bind mount reads: the context (filtered by .dockerignore)
-    /// when there is no `from=`, else a stage or image root.
-    fn mount_source_root(
-        &mut self,
-        m: &MountSpec,
-        results: &Results,
-        span: kiln_dockerfile::ast::Span,
-    ) -> Result<(PathBuf, bool), BuildError> {
-        match &m.from {
-            None => Ok((self.req.context.root().to_path_buf(), true)),
-            Some(from) => self.stage_or_image_root(from, results, span),
-        }
-    }
-
-    fn stage_or_image_root(
-        &mut self,
-        from: &str,
-        results: &Results,
-        span: kiln_dockerfile::ast::Span,
-    ) -> Result<(PathBuf, bool), BuildError> {
-        for (i, node) in self.graph.stages.iter().enumerate() {
-            let named = node.name.as_deref() == Some(from.to_ascii_lowercase().as_str())
-                || from.parse::<usize>().ok() == Some(i);
-            if named {
-                if let Some(r) = results.get(&i) {
-                    return Ok((self.stage_root(r)?, false));
-                }
-            }
-        }
-        Ok((self.image_root(from, span)?, false))
-    }
-}
-
-/// Why a mount source cannot be used.
-#[derive(Debug, thiserror::Error)]
-enum SourceError {
-    #[error("not found")]
-    NotFound,
-    #[error("points outside its root")]
-    Escapes,
-    #[error("too many levels of symbolic links")]
-    TooManyLinks,
-    #[error("{0}")]
-    Io(std::io::Error),
-}
-
-/// Resolves a mount source inside its root: symlinks followed within the
-/// root, `..` that climbs out rejected. Returns the host path and the path
-/// below the root (`/`-separated, empty for the root itself).
-fn resolve_source(root: &Path, rel: &str) -> Result<(PathBuf, String), SourceError> {
-    use crate::copy::fsops::{resolve_in_root, Escape, ResolveError};
-    match resolve_in_root(root, rel, true, Escape::Reject) {
-        Ok(r) => {
-            let p = r.host(root);
-            if p.symlink_metadata().is_ok() {
-                Ok((p, r.rel_string()))
-            } else {
-                Err(SourceError::NotFound)
-            }
-        }
-        Err(ResolveError::Escapes) => Err(SourceError::Escapes),
-        Err(ResolveError::TooManyLinks) => Err(SourceError::TooManyLinks),
-        Err(ResolveError::Io(e)) => Err(SourceError::Io(e)),
-    }
-}
-
-/// Copies a file or directory tree (for writable binds and seeded caches).
-fn copy_tree(
-    src: &Path,
-    dst: &Path,
-    excluded: &dyn Fn(&str) -> bool,
-    rel: &str,
-) -> Result<(), BuildError> {
-    let meta = std::fs::symlink_metadata(src).map_err(io_err(src))?;
-    if meta.is_dir() {
-        std::fs::create_dir_all(dst).map_err(io_err(dst))?;
-        std::fs::set_permissions(dst, meta.permissions()).map_err(io_err(dst))?;
-        let mut names: Vec<_> = std::fs::read_dir(src)
-            .map_err(io_err(src))?
-            .filter_map(|e| e.ok().map(|e| e.file_name()))
-            .collect();
-        names.sort();
-        for name in names {
-            let child_rel = if rel.trim_matches('/').is_empty() {
-                name.to_string_lossy().to_string()
-            } else {
-                format!("{}/{}", rel.trim_matches('/'), name.to_string_lossy())
-            };
-            if excluded(&child_rel) {
-                continue;
-            }
-            copy_tree(&src.join(&name), &dst.join(&name), excluded, &child_rel)?;
-        }
-    } else if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(src).map_err(io_err(src))?;
-        std::os::unix::fs::symlink(target, dst).map_err(io_err(dst))?;
-    } else if meta.is_file() {
-        std::fs::copy(src, dst).map_err(io_err(dst))?;
-    }
-    Ok(())
-}
-
-/// Parses `--ssh default[=SOCKET]` values; `default` alone uses
-/// `SSH_AUTH_SOCK`.
-pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf), BuildError> {
-    let (id, path) = match spec.split_once('=') {
-        Some((id, p)) => (id.to_string(), PathBuf::from(p)),
-        None => {
-            let sock = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| BuildError::NoSshAgent {
-                spec: spec.to_string(),
-            })?;
-            (spec.to_string(), PathBuf::from(sock))
-        }
-    };
-    Ok((id, path))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::mounts::cache_dir_name;
     use super::*;
 
     #[test]
