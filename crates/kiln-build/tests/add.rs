@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use kiln_build::copy::{copy, AddOptions, CopyError, CopyRequest};
 use kiln_build::fetch::HttpFetcher;
+use kiln_testkit::http::{Response, TinyServer};
+use kiln_testkit::net::free_port;
 use sha2::Digest;
 
 fn tar_bytes() -> Vec<u8> {
@@ -226,41 +227,20 @@ fn archive_breakout_is_rejected() {
 /// Status, extra headers and body of one canned response.
 type Route = (u16, Vec<(String, String)>, Vec<u8>);
 
-/// A tiny HTTP/1.1 server on 127.0.0.1 serving fixed responses.
+/// kiln-testkit's tiny HTTP/1.1 server on 127.0.0.1 serving fixed
+/// responses (404 for any other path); returns its `http://` URL.
 fn serve(routes: HashMap<String, Route>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let req = String::from_utf8_lossy(&buf);
-            let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let (status, headers, body) =
-                routes
-                    .get(&path)
-                    .cloned()
-                    .unwrap_or((404, vec![], b"not found".to_vec()));
-            let mut resp = format!(
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                body.len()
-            );
-            for (k, v) in headers {
-                resp.push_str(&format!("{k}: {v}\r\n"));
-            }
-            resp.push_str("\r\n");
-            let _ = s.write_all(resp.as_bytes());
-            let _ = s.write_all(&body);
-        }
-    });
-    format!("http://{addr}")
+    TinyServer::start(move |r| {
+        let (status, headers, body) =
+            routes
+                .get(&r.target)
+                .cloned()
+                .unwrap_or((404, vec![], b"not found".to_vec()));
+        let mut resp = Response::new(status, body);
+        resp.headers = headers;
+        resp
+    })
+    .url()
 }
 
 fn sha(b: &[u8]) -> String {
@@ -344,11 +324,7 @@ fn url_errors_name_the_url() {
     assert_eq!(err.to_string(), format!("{url}: server answered 404"));
     assert!(!e.root.path().join("x").exists());
     // A port nothing listens on.
-    let closed = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let url = format!("http://{closed}/file");
+    let url = format!("http://127.0.0.1:{}/file", free_port());
     let err = copy(&add_req(&e, &[&url], "/y/")).unwrap_err();
     assert!(matches!(err, CopyError::Fetch(_)), "{err}");
     assert!(err.to_string().starts_with(&url), "{err}");

@@ -8,7 +8,7 @@ use common::*;
 
 #[test]
 fn kaniko_flags_push_to_a_registry_and_write_digest_files() {
-    let reg = Registry::start();
+    let reg = Registry::plain();
     let sb = Sandbox::new();
     sb.busybox();
     sb.write("app/hello.txt", "hello\n");
@@ -16,8 +16,8 @@ fn kaniko_flags_push_to_a_registry_and_write_digest_files() {
         "FROM scratch\nCOPY busybox /bin/busybox\nARG WHO\nCOPY app/ /app/\nLABEL who=$WHO\nCMD [\"/bin/busybox\", \"cat\", \"/app/hello.txt\"]\n",
     );
     let ctx = format!("dir://{}", sb.context().display());
-    let dest1 = format!("{}/team/app:v1", reg.addr);
-    let dest2 = format!("{}/team/app:stable", reg.addr);
+    let dest1 = format!("{}/team/app:v1", reg.host);
+    let dest2 = format!("{}/team/app:stable", reg.host);
     let out = sb.kiln(&[
         "executor",
         "--context",
@@ -51,7 +51,7 @@ fn kaniko_flags_push_to_a_registry_and_write_digest_files() {
     assert_eq!(stdout(&out).trim(), digest);
     assert_eq!(
         std::fs::read_to_string(sb.path("names")).expect("names"),
-        format!("{0}/team/app@{digest}\n{0}/team/app@{digest}\n", reg.addr)
+        format!("{0}/team/app@{digest}\n{0}/team/app@{digest}\n", reg.host)
     );
     assert_eq!(
         std::fs::read_to_string(sb.path("tags")).expect("tags"),

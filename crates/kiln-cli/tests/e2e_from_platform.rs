@@ -7,11 +7,11 @@ use common::*;
 
 #[test]
 fn from_platform_picks_that_platform_out_of_an_index() {
-    let reg = Registry::start();
+    let reg = Registry::plain();
     // A two-platform base whose /arch names its platform.
     let base = Sandbox::new();
     base.dockerfile("FROM scratch\nARG TARGETARCH\nCOPY <<EOF /arch\n$TARGETARCH\nEOF\n");
-    let image = format!("{}/lib/multi:1", reg.addr);
+    let image = format!("{}/lib/multi:1", reg.host);
     let o = base.kiln(&[
         "build",
         "--platform",

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
+use kiln_testkit::tree::walk_order;
 
 /// A fixed SOURCE_DATE_EPOCH: 2023-11-14T22:13:20Z.
 const EPOCH: &str = "1700000000";
@@ -77,27 +78,6 @@ fn expected_libs(sb: &Sandbox) -> BTreeSet<String> {
     libs
 }
 
-/// Every path in a tree, relative, sorted.
-fn tree(root: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .expect("read_dir")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        entries.sort();
-        for p in entries {
-            let rel = p.strip_prefix(root).expect("under root");
-            out.push(rel.to_string_lossy().to_string());
-            if std::fs::symlink_metadata(&p).expect("stat").is_dir() {
-                walk(root, &p, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out
-}
-
 /// Unpacks an OCI archive (a tarred OCI layout) with tar + umoci.
 fn unpack_archive(sb: &Sandbox, archive: &Path, tag: &str, name: &str) -> PathBuf {
     let layout = sb.path(&format!("{name}-layout"));
@@ -128,117 +108,6 @@ impl Loaded {
 impl Drop for Loaded {
     fn drop(&mut self) {
         let _ = podman(&["rmi", "-f", &self.0]);
-    }
-}
-
-/// An https server on a free loopback port for `localhost`, its certificate
-/// issued by a CA made for the test (openssl); stopped on drop.
-struct HttpsServer {
-    child: std::process::Child,
-    port: u16,
-    ca: PathBuf,
-}
-
-impl HttpsServer {
-    fn serve(sb: &Sandbox, dir: &Path) -> HttpsServer {
-        let tls = sb.path("tls");
-        std::fs::create_dir_all(&tls).expect("mkdir");
-        let p = |name: &str| tls.join(name).to_string_lossy().to_string();
-        std::fs::write(
-            tls.join("ext"),
-            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("ext");
-        run_tool(
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-keyout",
-                &p("ca.key"),
-                "-out",
-                &p("ca.pem"),
-                "-subj",
-                "/CN=kiln e2e CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign",
-            ],
-        );
-        run_tool(
-            "openssl",
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &p("srv.key"),
-                "-out",
-                &p("srv.csr"),
-                "-subj",
-                "/CN=localhost",
-            ],
-        );
-        run_tool(
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &p("srv.csr"),
-                "-CA",
-                &p("ca.pem"),
-                "-CAkey",
-                &p("ca.key"),
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                &p("srv.pem"),
-                "-extfile",
-                &p("ext"),
-            ],
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let server = "import functools, http.server, ssl, sys\n\
-            handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])\n\
-            httpd = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), handler)\n\
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
-            ctx.load_cert_chain(sys.argv[3], sys.argv[4])\n\
-            httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)\n\
-            httpd.serve_forever()\n";
-        let child = Command::new("python3")
-            .args(["-c", server, &port.to_string()])
-            .arg(dir)
-            .args([p("srv.pem"), p("srv.key")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 (scripts/setup.sh installs it)");
-        wait_for_port(port);
-        HttpsServer {
-            child,
-            port,
-            ca: tls.join("ca.pem"),
-        }
-    }
-}
-
-impl Drop for HttpsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -331,7 +200,7 @@ fn image_config_tree_and_reproducible_digest() {
     .chain(libs.iter().map(|l| format!("kiln/lib/{l}")))
     .collect();
     expected.sort();
-    assert_eq!(tree(&rootfs), expected);
+    assert_eq!(walk_order(&rootfs), expected);
     for dir in [
         "etc",
         "etc/ssl/certs",
@@ -518,7 +387,7 @@ fn executor_entrypoint_builds_from_a_mounted_and_an_http_context() {
             ".",
         ],
     );
-    let http = HttpServer::serve(&served);
+    let http = StaticServer::http(&served);
     let url = format!("http://localhost:{}/ctx.tar.gz", http.port);
     let run = podman_run(&[
         "--network",
@@ -586,7 +455,7 @@ fn https_context_trusts_a_ca_mounted_into_kaniko_ssl_certs() {
             ".",
         ],
     );
-    let https = HttpsServer::serve(&sb, &served);
+    let https = StaticServer::https(&served, &sb.path("tls"));
     let url = format!("https://localhost:{}/ctx.tar.gz", https.port);
     // The image's own bundle does not know the test CA.
     let refused = podman_run(&["--network", "host", &tag, "--context", &url, "--no-push"]);
@@ -599,7 +468,10 @@ fn https_context_trusts_a_ca_mounted_into_kaniko_ssl_certs() {
     // Mounted into /kaniko/ssl/certs/ as with Kaniko, it is trusted.
     let out_dir = sb.path("out");
     std::fs::create_dir_all(&out_dir).expect("mkdir");
-    let ca_mount = format!("{}:/kaniko/ssl/certs/extra-ca.crt:ro", https.ca.display());
+    let ca_mount = format!(
+        "{}:/kaniko/ssl/certs/extra-ca.crt:ro",
+        https.ca.as_ref().expect("https has a CA").display()
+    );
     let out_mount = format!("{}:/out", out_dir.display());
     let run = podman_run(&[
         "--network",
@@ -628,7 +500,7 @@ fn https_context_trusts_a_ca_mounted_into_kaniko_ssl_certs() {
         ],
     );
     let rootfs = umoci_unpack(&converted, "https", &sb.path("https-bundle"));
-    assert_eq!(tree(&rootfs), ["hello.txt"]);
+    assert_eq!(walk_order(&rootfs), ["hello.txt"]);
     assert_eq!(
         std::fs::read_to_string(rootfs.join("hello.txt")).expect("hello.txt"),
         "hello over https\n"

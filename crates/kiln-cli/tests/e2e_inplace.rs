@@ -10,7 +10,8 @@
 //! registry's htpasswd) in the same unprivileged container.
 //!
 //! Real components only: podman, the CNCF distribution registry, moto,
-//! umoci and skopeo. Tests skip only when podman is not installed.
+//! umoci and skopeo. A missing podman fails the tests (scripts/setup.sh
+//! installs it).
 
 mod common;
 
@@ -20,6 +21,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use kiln_testkit::registry::Mode;
 
 /// A fixed SOURCE_DATE_EPOCH (2023-11-14T22:13:20Z) for reproducible builds.
 const EPOCH: &str = "1700000000";
@@ -36,15 +38,6 @@ const CAP_SYS_ADMIN_BIT: u32 = 21;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Whether podman exists; the only reason these tests skip.
-fn have_podman(test: &str) -> bool {
-    if which("podman").is_some() {
-        return true;
-    }
-    eprintln!("{test}: skipped, podman is not installed (scripts/setup.sh installs it)");
-    false
 }
 
 /// The kiln under test, copied once so every image of a test packages the
@@ -316,11 +309,9 @@ CMD ["cat", "/home/app/work/whoami.txt"]
 
 #[test]
 fn in_place_build_in_an_unprivileged_container_matches_the_userns_build() {
-    if !have_podman("in_place_build_in_an_unprivileged_container_matches_the_userns_build") {
-        return;
-    }
-    let reg = Registry::start();
-    let base = format!("{}/kiln-e2e/busybox:1", reg.addr);
+    require("podman");
+    let reg = Registry::plain();
+    let base = format!("{}/kiln-e2e/busybox:1", reg.host);
     let base_sb = Sandbox::new();
     push_base(&base_sb, &base, &[], &[]);
 
@@ -650,76 +641,6 @@ impl Drop for Moto {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A CNCF distribution registry whose only user is `AWS` with the given
-/// password (ECR's scheme), on a free loopback port; stopped on drop.
-struct EcrRegistry {
-    child: std::process::Child,
-    host: String,
-    _dir: tempfile::TempDir,
-}
-
-impl EcrRegistry {
-    fn start(password: &str) -> EcrRegistry {
-        let dir = tempfile::tempdir().expect("registry dir");
-        // The registry reads bcrypt htpasswd entries only; libcrypt makes one.
-        let hash = run_tool(
-            "python3",
-            &[
-                "-W",
-                "ignore",
-                "-c",
-                "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=32)))",
-                password,
-            ],
-        );
-        assert!(hash.starts_with("$2b$"), "not a bcrypt hash: {hash}");
-        let htpasswd = dir.path().join("htpasswd");
-        std::fs::write(&htpasswd, format!("AWS:{}", hash.trim_end())).expect("htpasswd");
-        let host = format!("127.0.0.1:{}", free_port());
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {host}, secret: kiln-e2e}}\nauth: {{htpasswd: {{realm: kiln-e2e, path: {}}}}}\n",
-                dir.path().join("data").display(),
-                htpasswd.display()
-            ),
-        )
-        .expect("config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry (scripts/setup.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&host).is_err() {
-            assert!(Instant::now() < deadline, "registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        EcrRegistry {
-            child,
-            host,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for EcrRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Creates a bucket in moto and uploads a file to it (argv: bucket, key, file).
 const S3_UPLOAD: &str = "import boto3, sys\n\
 s3 = boto3.client('s3')\n\
@@ -735,13 +656,14 @@ print(password)\n";
 
 #[test]
 fn executor_image_builds_from_s3_and_pushes_with_ecr_style_auth_in_place() {
-    if !have_podman("executor_image_builds_from_s3_and_pushes_with_ecr_style_auth_in_place") {
-        return;
-    }
+    require("podman");
     let moto = Moto::start();
     let password = moto.python(ECR_PASSWORD, &[]).trim().to_string();
     assert!(!password.is_empty());
-    let reg = EcrRegistry::start(&password);
+    let reg = Registry::start(Mode::BasicAs {
+        user: "AWS".into(),
+        password: password.clone(),
+    });
     let ecr = format!("{}=ecr:{ECR_ACCOUNT}:{ECR_REGION}", reg.host);
     let aws_env = [
         ("AWS_ACCESS_KEY_ID", AWS_KEY_ID),

@@ -7,167 +7,29 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::{assert_success, run_tool, stderr, stdout, Registry, Sandbox};
+use kiln_testkit::registry::Mode;
 
-/// A TLS distribution registry with a CA generated for it, optionally requiring a
-/// client certificate signed by that CA.
-struct TlsRegistry {
-    child: Child,
-    host: String,
-    dir: tempfile::TempDir,
+/// What these tests ask of a TLS registry (kiln-testkit's, in `Tls` or
+/// `MutualTls` mode).
+trait TlsRegistry {
+    fn ca(&self) -> String;
+    /// `--registry-client-cert` value for this registry.
+    fn client_cert_flag(&self) -> String;
+    fn cert_dir_flag(&self) -> String;
+    /// `skopeo inspect --raw` of `REPO:TAG` here.
+    fn raw(&self, image: &str) -> String;
+    /// Copies an OCI layout image into this registry with skopeo.
+    fn put(&self, layout: &Path, tag: &str, image: &str);
 }
 
-impl Drop for TlsRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert_success(&out);
-}
-
-/// Signs `NAME.csr` (made with a fresh key `NAME.key`) with the CA into `out`.
-fn issue(dir: &Path, name: &str, subject: &str, ext: &str, out: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            subject,
-        ],
-    );
-    std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            out,
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-        ],
-    );
-}
-
-impl TlsRegistry {
-    fn start(mutual: bool) -> TlsRegistry {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let host = format!("127.0.0.1:{port}");
-        openssl(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=kiln e2e CA",
-            ],
-        );
-        issue(
-            d,
-            "srv",
-            "/CN=127.0.0.1",
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-            "srv.crt",
-        );
-        // skopeo's cert dir: the CA, and the client certificate when one is needed.
-        let skopeo_dir = d.join("skopeo-certs");
-        std::fs::create_dir_all(&skopeo_dir).expect("mkdir");
-        std::fs::copy(d.join("ca.crt"), skopeo_dir.join("ca.crt")).expect("copy");
-        let mut tls = format!(
-            "  tls:\n    certificate: {}\n    key: {}\n",
-            d.join("srv.crt").display(),
-            d.join("srv.key").display()
-        );
-        if mutual {
-            issue(
-                d,
-                "client",
-                "/CN=kiln e2e client",
-                "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-                "client.cert",
-            );
-            tls.push_str(&format!(
-                "    clientcas:\n      - {}\n",
-                d.join("ca.crt").display()
-            ));
-            for f in ["client.cert", "client.key"] {
-                std::fs::copy(d.join(f), skopeo_dir.join(f)).expect("copy");
-            }
-        }
-        let config = d.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n{tls}",
-                d.join("data").display()
-            ),
-        )
-        .expect("config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry (scripts/setup.sh installs it)");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(&host).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        TlsRegistry { child, host, dir }
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
+impl TlsRegistry for Registry {
     fn ca(&self) -> String {
         self.file("ca.crt").display().to_string()
     }
 
-    /// `--registry-client-cert` value for this registry.
     fn client_cert_flag(&self) -> String {
         format!(
             "{}={},{}",
@@ -178,10 +40,9 @@ impl TlsRegistry {
     }
 
     fn cert_dir_flag(&self) -> String {
-        format!("--cert-dir={}", self.file("skopeo-certs").display())
+        format!("--cert-dir={}", self.cert_dir().display())
     }
 
-    /// `skopeo inspect --raw` of `REPO:TAG` here.
     fn raw(&self, image: &str) -> String {
         run_tool(
             "skopeo",
@@ -194,14 +55,13 @@ impl TlsRegistry {
         )
     }
 
-    /// Copies an OCI layout image into this registry with skopeo.
     fn put(&self, layout: &Path, tag: &str, image: &str) {
         run_tool(
             "skopeo",
             &[
                 "copy",
                 "--quiet",
-                &format!("--dest-cert-dir={}", self.file("skopeo-certs").display()),
+                &format!("--dest-cert-dir={}", self.cert_dir().display()),
                 &format!("oci:{}:{tag}", layout.display()),
                 &format!("docker://{}/{image}", self.host),
             ],
@@ -257,7 +117,7 @@ fn small_layout(sb: &Sandbox, name: &str, file: &str, content: &str) -> PathBuf 
 
 #[test]
 fn client_certificates_by_flag_and_by_certs_dir() {
-    let reg = TlsRegistry::start(true);
+    let reg = Registry::start(Mode::MutualTls);
     let sb = Sandbox::new();
     sb.write("hello.txt", "hello mtls\n");
     sb.dockerfile("FROM scratch\nCOPY hello.txt /hello.txt\n");
@@ -359,9 +219,9 @@ fn client_certificates_by_flag_and_by_certs_dir() {
 
 #[test]
 fn insecure_pull_relaxes_pulls_not_pushes() {
-    let plain = Registry::start();
-    let source = TlsRegistry::start(false);
-    let dest = TlsRegistry::start(false);
+    let plain = Registry::plain();
+    let source = Registry::start(Mode::Tls);
+    let dest = Registry::start(Mode::Tls);
     let sb = Sandbox::new();
 
     // The base image on a plain-HTTP registry, a COPY --from image on a TLS registry
@@ -374,7 +234,7 @@ fn insecure_pull_relaxes_pulls_not_pushes() {
             "--quiet",
             "--dest-tls-verify=false",
             &format!("oci:{}:v1", base.display()),
-            &format!("docker://{}/base:v1", plain.addr),
+            &format!("docker://{}/base:v1", plain.host),
         ],
     );
     let extra = small_layout(&sb, "extra", "extra.txt", "from the TLS registry\n");
@@ -382,7 +242,7 @@ fn insecure_pull_relaxes_pulls_not_pushes() {
 
     sb.dockerfile(&format!(
         "FROM {}/base:v1\nCOPY --from={}/extra:v1 /extra.txt /extra.txt\n",
-        plain.addr, source.host
+        plain.host, source.host
     ));
     let ctx = sb.context().display().to_string();
     let destination = format!("{}/out/app:v1", dest.host);
@@ -477,7 +337,7 @@ fn insecure_pull_relaxes_pulls_not_pushes() {
 
 #[test]
 fn multi_platform_build_is_one_index() {
-    let reg = Registry::start();
+    let reg = Registry::plain();
     let sb = Sandbox::new();
     sb.busybox();
     sb.write("hello.txt", "hello from every platform\n");
@@ -487,7 +347,7 @@ fn multi_platform_build_is_one_index() {
         "FROM --platform=$BUILDPLATFORM scratch AS gen\nCOPY busybox /bin/busybox\nARG TARGETARCH\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo $TARGETARCH > /arch\"]\n\nFROM scratch\nARG TARGETARCH\nCOPY hello.txt /hello-$TARGETARCH.txt\nCOPY --from=gen /arch /arch\n",
     );
     let ctx = sb.context().display().to_string();
-    let tag = format!("{}/multi/app:v1", reg.addr);
+    let tag = format!("{}/multi/app:v1", reg.host);
     let layout = sb.path("out-layout");
     let archive = sb.path("out.tar");
     let out = sb.kiln(&[

@@ -3,67 +3,25 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::Arc;
-
 use common::*;
 use kiln_context::open;
+use kiln_testkit::http::{Response, TinyServer};
 
-/// Serves `files` (path → body) on 127.0.0.1; anything else is a 404.
-/// Records the request lines it saw.
-fn serve(files: Vec<(&'static str, Vec<u8>)>) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
-                continue;
+/// Serves `files` (path → body) on 127.0.0.1 with kiln-testkit's tiny
+/// server; anything else is a 404. A path starting with `/cut` announces
+/// twice its length, then hangs up.
+fn serve(files: Vec<(&'static str, Vec<u8>)>) -> (u16, TinyServer) {
+    let server = TinyServer::start(move |r| match files.iter().find(|(p, _)| *p == r.path()) {
+        Some((p, body)) => {
+            let mut resp = Response::ok(body.clone());
+            if p.starts_with("/cut") {
+                resp.announce_length = Some(body.len() * 2);
             }
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if line.to_ascii_lowercase().starts_with("authorization:") {
-                    log.lock().unwrap().push(line.trim().to_string());
-                }
-            }
-            log.lock().unwrap().push(request.trim().to_string());
-            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
-            match files.iter().find(|(p, _)| *p == path) {
-                Some((p, body)) => {
-                    // `/cut…` announces twice its length, then hangs up.
-                    let announced = if p.starts_with("/cut") {
-                        body.len() * 2
-                    } else {
-                        body.len()
-                    };
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n"
-                    );
-                    // Several writes, so the client sees many chunks.
-                    for chunk in body.chunks(4096) {
-                        if stream.write_all(chunk).is_err() {
-                            break;
-                        }
-                    }
-                }
-                None => {
-                    let _ = stream.write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    );
-                }
-            }
+            resp
         }
+        None => Response::not_found(),
     });
-    (port, seen)
+    (server.port(), server)
 }
 
 #[test]
@@ -131,11 +89,9 @@ fn http_errors_name_the_url_not_the_credentials() {
         )
     );
     // The credentials were sent to the server, only hidden from output.
-    assert!(seen
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.starts_with("authorization: Basic") || l.starts_with("Authorization: Basic")));
+    assert!(seen.requests().iter().any(|r| r
+        .header("authorization")
+        .is_some_and(|v| v.starts_with("Basic"))));
 
     let closed = free_port();
     let e = open(

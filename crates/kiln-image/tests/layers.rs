@@ -5,7 +5,7 @@ mod common;
 use std::io::Read;
 use std::path::Path;
 
-use common::{entry, have, run, sha256_file};
+use common::{entry, require, run, sha256_file};
 use kiln_image::*;
 
 fn sample_entries(dir: &Path) -> Vec<LayerEntry> {
@@ -101,38 +101,35 @@ fn system_tools_read_what_kiln_writes() {
     let blob = store.path(&layer.digest);
     let plain = tmp.path().join("layer.tar");
     for tool in ["gzip", "pigz"] {
-        if have(tool) {
-            let out = run(tool, &["-dc", blob.to_str().unwrap()]);
-            std::fs::write(&plain, out).unwrap();
-            assert_eq!(sha256_file(&plain), layer.diff_id.hex(), "{tool}");
-        }
+        require(tool);
+        let out = run(tool, &["-dc", blob.to_str().unwrap()]);
+        std::fs::write(&plain, out).unwrap();
+        assert_eq!(sha256_file(&plain), layer.diff_id.hex(), "{tool}");
     }
     let z = write_layer(&store, entries, &opts(Compression::Zstd { level: 3 })).unwrap();
     assert_eq!(z.diff_id, layer.diff_id);
-    if have("zstd") {
-        let out = run("zstd", &["-dc", store.path(&z.digest).to_str().unwrap()]);
-        assert_eq!(kiln_image::Digest::sha256(&out), z.diff_id);
-    }
-    if have("tar") {
-        let listing = String::from_utf8(run(
-            "tar",
-            &["--numeric-owner", "-tvf", plain.to_str().unwrap()],
-        ))
-        .unwrap();
-        let names: Vec<&str> = listing
-            .lines()
-            .map(|l| l.rsplit_once(' ').map_or(l, |x| x.1))
-            .collect();
-        assert!(listing.contains("-rwsr-xr-x 0/0"), "{listing}");
-        assert!(listing.contains("etc/link -> hello"), "{listing}");
-        assert!(
-            listing.contains("usr/bin/tool link to usr/bin/alias"),
-            "{listing}"
-        );
-        assert_eq!(names[0], "etc/", "{listing}");
-        assert!(listing.contains("etc/.wh.old"));
-        assert!(listing.contains("var/.wh..wh..opq"));
-    }
+    require("zstd");
+    let out = run("zstd", &["-dc", store.path(&z.digest).to_str().unwrap()]);
+    assert_eq!(kiln_image::Digest::sha256(&out), z.diff_id);
+    require("tar");
+    let listing = String::from_utf8(run(
+        "tar",
+        &["--numeric-owner", "-tvf", plain.to_str().unwrap()],
+    ))
+    .unwrap();
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.rsplit_once(' ').map_or(l, |x| x.1))
+        .collect();
+    assert!(listing.contains("-rwsr-xr-x 0/0"), "{listing}");
+    assert!(listing.contains("etc/link -> hello"), "{listing}");
+    assert!(
+        listing.contains("usr/bin/tool link to usr/bin/alias"),
+        "{listing}"
+    );
+    assert_eq!(names[0], "etc/", "{listing}");
+    assert!(listing.contains("etc/.wh.old"));
+    assert!(listing.contains("var/.wh..wh..opq"));
     // And the tar crate agrees on every header.
     let mut ar = tar::Archive::new(std::fs::File::open(&plain).unwrap());
     let got: Vec<(String, u32, u64)> = ar
@@ -230,20 +227,19 @@ fn pax_for_long_names_links_and_big_ids() {
         }
     }
     assert_eq!(seen, 2);
-    if have("tar") {
-        let listing = String::from_utf8(run(
-            "tar",
-            &[
-                "--numeric-owner",
-                "-tvf",
-                store.path(&layer.digest).to_str().unwrap(),
-            ],
-        ))
-        .unwrap();
-        assert!(listing.contains("3000000/3000001"), "{listing}");
-        assert!(listing.contains(&long), "{listing}");
-        assert!(listing.contains(&format!("sym -> {target}")), "{listing}");
-    }
+    require("tar");
+    let listing = String::from_utf8(run(
+        "tar",
+        &[
+            "--numeric-owner",
+            "-tvf",
+            store.path(&layer.digest).to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    assert!(listing.contains("3000000/3000001"), "{listing}");
+    assert!(listing.contains(&long), "{listing}");
+    assert!(listing.contains(&format!("sym -> {target}")), "{listing}");
 }
 
 #[test]

@@ -4,10 +4,10 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
-use common::{entry, have, run};
+use common::{entry, require, run};
 use kiln_image::*;
+use kiln_testkit::tree;
 
 fn build(store: &BlobStore, format: Format) -> (Image, StoredImage) {
     let o = LayerOptions {
@@ -157,81 +157,53 @@ fn oci_layout_and_archive_with_skopeo_and_umoci() {
         "archive is deterministic"
     );
 
-    if have("skopeo") {
-        for arg in [
-            format!("oci:{}:latest", layout.display()),
-            format!("oci-archive:{}:latest", archive.display()),
-        ] {
-            let v = inspect(&arg);
-            assert_eq!(v["Digest"], stored.manifest.digest.to_string(), "{arg}");
-            let layers: Vec<String> = image.layers.iter().map(|l| l.digest.to_string()).collect();
-            assert_eq!(v["Layers"], serde_json::json!(layers), "{arg}");
-            assert_eq!(v["Env"], serde_json::json!(["PATH=/bin"]), "{arg}");
-            assert_eq!(v["Labels"]["org.example"], "yes", "{arg}");
-        }
+    require("skopeo");
+    for arg in [
+        format!("oci:{}:latest", layout.display()),
+        format!("oci-archive:{}:latest", archive.display()),
+    ] {
+        let v = inspect(&arg);
+        assert_eq!(v["Digest"], stored.manifest.digest.to_string(), "{arg}");
+        let layers: Vec<String> = image.layers.iter().map(|l| l.digest.to_string()).collect();
+        assert_eq!(v["Layers"], serde_json::json!(layers), "{arg}");
+        assert_eq!(v["Env"], serde_json::json!(["PATH=/bin"]), "{arg}");
+        assert_eq!(v["Labels"]["org.example"], "yes", "{arg}");
     }
-    if have("umoci") {
-        let bundle = tmp.path().join("bundle");
-        run(
-            "umoci",
-            &[
-                "unpack",
-                "--rootless",
-                "--image",
-                &format!("{}:latest", layout.display()),
-                bundle.to_str().unwrap(),
-            ],
-        );
-        let rootfs = bundle.join("rootfs");
-        assert_eq!(
-            fs::read(rootfs.join("bin/hello")).unwrap(),
-            b"#!/bin/sh\necho hi\n"
-        );
-        assert_eq!(
-            fs::metadata(rootfs.join("bin/hello"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o755
-        );
-        assert_eq!(fs::read(rootfs.join("etc/motd")).unwrap(), b"welcome\n");
-        assert!(!rootfs.join("etc/gone").exists());
-        assert_eq!(
-            fs::read_link(rootfs.join("bin/hi")).unwrap().to_str(),
-            Some("hello")
-        );
-        // Compare with kiln's own extraction.
-        let ours = tmp.path().join("ours");
-        write_rootfs_dir(&store, &image, &ours).unwrap();
-        assert_eq!(tree(&ours), tree(&rootfs));
-    }
-}
-
-/// (relative path, kind, content) of every entry below `root`, sorted.
-fn tree(root: &Path) -> Vec<(String, String)> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let m = fs::symlink_metadata(&p).unwrap();
-            if m.file_type().is_symlink() {
-                out.push((rel, format!("-> {}", fs::read_link(&p).unwrap().display())));
-            } else if m.is_dir() {
-                out.push((rel, "dir".into()));
-                walk(root, &p, out);
-            } else {
-                out.push((
-                    rel,
-                    String::from_utf8_lossy(&fs::read(&p).unwrap()).into_owned(),
-                ));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out.sort();
-    out
+    require("umoci");
+    let bundle = tmp.path().join("bundle");
+    run(
+        "umoci",
+        &[
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{}:latest", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        fs::read(rootfs.join("bin/hello")).unwrap(),
+        b"#!/bin/sh\necho hi\n"
+    );
+    assert_eq!(
+        fs::metadata(rootfs.join("bin/hello"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+    assert_eq!(fs::read(rootfs.join("etc/motd")).unwrap(), b"welcome\n");
+    assert!(!rootfs.join("etc/gone").exists());
+    assert_eq!(
+        fs::read_link(rootfs.join("bin/hi")).unwrap().to_str(),
+        Some("hello")
+    );
+    // Compare with kiln's own extraction.
+    let ours = tmp.path().join("ours");
+    write_rootfs_dir(&store, &image, &ours).unwrap();
+    assert_eq!(tree::contents(&ours), tree::contents(&rootfs));
 }
 
 #[test]
@@ -264,12 +236,11 @@ fn docker_archive_with_skopeo() {
             l.join(",")
         )
     );
-    if have("skopeo") {
-        let v = inspect(&format!("docker-archive:{}", archive.display()));
-        let diffs: Vec<String> = image.layers.iter().map(|l| l.diff_id.to_string()).collect();
-        assert_eq!(v["Layers"], serde_json::json!(diffs));
-        assert_eq!(v["Env"], serde_json::json!(["PATH=/bin"]));
-    }
+    require("skopeo");
+    let v = inspect(&format!("docker-archive:{}", archive.display()));
+    let diffs: Vec<String> = image.layers.iter().map(|l| l.diff_id.to_string()).collect();
+    assert_eq!(v["Layers"], serde_json::json!(diffs));
+    assert_eq!(v["Env"], serde_json::json!(["PATH=/bin"]));
 }
 
 #[test]

@@ -31,17 +31,7 @@ fn gcr_push_and_pull_with_metadata_server_and_service_account() {
     // A service account key.
     let key_pem = tmp.path().join("key.pem");
     let pub_pem = tmp.path().join("pub.pem");
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| kiln_testkit::tls::openssl(tmp.path(), args);
     openssl(&[
         "genpkey",
         "-algorithm",

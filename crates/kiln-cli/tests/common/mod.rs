@@ -1,7 +1,18 @@
 //! Shared helpers for the end-to-end tests: run the real `kiln` binary in
 //! an isolated cache directory, write contexts, and ask real tools
-//! (skopeo, umoci, podman) about what kiln produced.
-#![allow(dead_code)]
+//! (skopeo, umoci, podman) about what kiln produced. Registries, HTTP
+//! servers, tree dumps, ports and tool checks come from kiln-testkit.
+#![allow(dead_code, unused_imports)]
+
+pub mod cache;
+pub mod hostile;
+
+pub use kiln_testkit::http::StaticServer;
+pub use kiln_testkit::isolation_matrix;
+pub use kiln_testkit::net::{free_port, wait_for_port};
+pub use kiln_testkit::registry::Registry;
+pub use kiln_testkit::tools::{require, which};
+pub use kiln_testkit::tree::{entries, Entry};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -50,7 +61,7 @@ impl Sandbox {
 
     /// Copies the static busybox into the context as `busybox`.
     pub fn busybox(&self) -> PathBuf {
-        let src = which("busybox").expect("busybox-static is installed by scripts/setup.sh");
+        let src = require("busybox");
         let dst = self.context().join("busybox");
         std::fs::create_dir_all(self.context()).expect("mkdir");
         std::fs::copy(src, &dst).expect("copy busybox");
@@ -105,14 +116,6 @@ pub fn assert_success(o: &Output) {
         stdout(o),
         stderr(o)
     );
-}
-
-pub fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(tool))
-            .find(|p| p.is_file())
-    })
 }
 
 /// Runs a tool and returns its stdout, failing the test with its stderr.
@@ -207,196 +210,4 @@ pub fn owner_of(p: &Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     (m.uid(), m.gid())
-}
-
-/// A CNCF distribution registry on a free loopback port, stopped on drop.
-pub struct Registry {
-    child: std::process::Child,
-    pub addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    pub fn start() -> Registry {
-        let dir = tempfile::tempdir().expect("registry dir");
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            l.local_addr().expect("addr").port()
-        };
-        let addr = format!("127.0.0.1:{port}");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: {addr}}}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry (scripts/setup.sh installs it)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Registry {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-}
-
-impl Registry {
-    /// Where the registry keeps its repositories and blobs.
-    pub fn data_dir(&self) -> PathBuf {
-        self._dir.path().join("data")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One entry of an unpacked image, everything a user of the image sees
-/// except timestamps.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub kind: &'static str,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub size: u64,
-    /// A hash of the contents: equality of two test trees, not security.
-    pub content: Option<u64>,
-    pub link_target: Option<PathBuf>,
-    /// For a file with several links: the first path (in sorted order) of
-    /// those that share its inode.
-    pub hardlink_group: Option<String>,
-}
-
-/// Every entry below `root` by relative path.
-pub fn entries(root: &Path) -> std::collections::BTreeMap<String, Entry> {
-    use std::os::unix::fs::MetadataExt;
-    fn walk(
-        root: &Path,
-        dir: &Path,
-        out: &mut std::collections::BTreeMap<String, Entry>,
-        inodes: &mut std::collections::BTreeMap<u64, String>,
-    ) {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.expect("dir entry").path())
-            .collect();
-        names.sort();
-        for p in names {
-            let rel = p
-                .strip_prefix(root)
-                .expect("under root")
-                .to_string_lossy()
-                .to_string();
-            let m = std::fs::symlink_metadata(&p).expect("lstat");
-            let ft = m.file_type();
-            let kind = if ft.is_dir() {
-                "dir"
-            } else if ft.is_symlink() {
-                "symlink"
-            } else if ft.is_file() {
-                "file"
-            } else {
-                "special"
-            };
-            let content = ft.is_file().then(|| {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                std::hash::Hash::hash(&std::fs::read(&p).expect("read"), &mut h);
-                std::hash::Hasher::finish(&h)
-            });
-            let hardlink_group = (ft.is_file() && m.nlink() > 1)
-                .then(|| inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone());
-            out.insert(
-                rel.clone(),
-                Entry {
-                    kind,
-                    mode: if ft.is_symlink() {
-                        0
-                    } else {
-                        m.mode() & 0o7777
-                    },
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    size: if ft.is_dir() { 0 } else { m.len() },
-                    content,
-                    link_target: ft
-                        .is_symlink()
-                        .then(|| std::fs::read_link(&p).expect("readlink")),
-                    hardlink_group,
-                },
-            );
-            if ft.is_dir() {
-                walk(root, &p, out, inodes);
-            }
-        }
-    }
-    let mut out = std::collections::BTreeMap::new();
-    walk(root, root, &mut out, &mut std::collections::BTreeMap::new());
-    out
-}
-
-/// `python3 -m http.server` on a free loopback port, stopped on drop.
-pub struct HttpServer {
-    child: std::process::Child,
-    pub port: u16,
-}
-
-impl HttpServer {
-    pub fn serve(dir: &Path) -> HttpServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let child = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 (scripts/setup.sh installs it)");
-        wait_for_port(port);
-        HttpServer { child, port }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits (up to 5 s) until something accepts connections on loopback `port`.
-pub fn wait_for_port(port: u16) {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }

@@ -1,13 +1,13 @@
-//! Test helpers: context archives built in the test, loopback servers
-//! started as child processes, and reading a materialized tree back.
-#![allow(dead_code)]
+//! Test helpers: context archives built in the test, and context options.
+//! Loopback servers, free ports and tree dumps come from kiln-testkit.
+#![allow(dead_code, unused_imports)]
+
+pub use kiln_testkit::net::{free_port, start_server, Server};
+pub use kiln_testkit::tree::paths as tree;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use kiln_context::{Context, ContextOptions};
 
@@ -75,32 +75,6 @@ pub fn assert_sample(ctx: &Context) {
     assert_eq!(tree(root).len(), 8, "{:?}", tree(root));
 }
 
-/// Every path below `root` (relative, sorted), directories with a `/`.
-pub fn tree(root: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let ty = e.file_type().unwrap();
-            if ty.is_dir() {
-                out.push(format!("{rel}/"));
-                walk(root, &e.path(), out);
-            } else {
-                out.push(rel);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out.sort();
-    out
-}
-
 pub fn options(work: &Path) -> ContextOptions {
     ContextOptions {
         work_dir: work.to_path_buf(),
@@ -115,44 +89,6 @@ pub fn opts_with(work: &Path, store: &[(&str, &str)]) -> ContextOptions {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect::<BTreeMap<_, _>>();
     o
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when the test ends.
-pub struct Server(pub Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `cmd` and waits until something listens on `port`.
-pub fn start_server(cmd: &mut Command, port: u16, what: &str) -> Server {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what} could not start ({e}); run scripts/setup.sh"));
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not listen on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
 }
 
 /// Runs `f` on a fresh single-threaded runtime (for uploads in tests).

@@ -1,10 +1,15 @@
-//! Shared helpers for kiln-image integration tests.
-#![allow(dead_code)]
+//! Shared helpers for kiln-image integration tests: layer entries and
+//! file sums. Tool checks and runs come from kiln-testkit (a missing tool
+//! fails the test).
+#![allow(dead_code, unused_imports)]
 
 use std::path::Path;
-use std::process::Command;
+
+pub use kiln_testkit::tools::{require, run};
 
 use kiln_image::{EntryKind, LayerEntry};
+
+pub mod hostile;
 
 pub fn entry(path: &str, kind: EntryKind, mode: u32) -> LayerEntry {
     LayerEntry {
@@ -16,30 +21,6 @@ pub fn entry(path: &str, kind: EntryKind, mode: u32) -> LayerEntry {
         mtime: 1_700_000_000,
         xattrs: vec![],
     }
-}
-
-/// Whether a system tool is installed; prints why a test is skipped when not.
-pub fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIP: {tool} is not installed");
-    }
-    ok
-}
-
-/// Runs a command, asserting success; returns stdout.
-pub fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
-    let o = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
 }
 
 pub fn sha256_file(p: &Path) -> String {

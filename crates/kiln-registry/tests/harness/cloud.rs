@@ -5,47 +5,31 @@
 //! Each cloud test binary holds one test, since the credential chains read the process
 //! environment.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
-use super::free_port;
+use kiln_testkit::http::{Response, TinyServer};
+use kiln_testkit::net::{free_port, start_server, Server};
 
 /// A running `moto_server`.
 pub struct Moto {
-    child: Child,
+    _server: Server,
     pub endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Moto {
     pub fn start() -> Moto {
         let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server (PyPI moto[server]; see scripts/setup.sh)");
-        let moto = Moto {
-            child,
+        let server = start_server(
+            Command::new("moto_server").args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+            port,
+            "moto_server (PyPI moto[server])",
+        );
+        Moto {
+            _server: server,
             endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(100));
         }
-        moto
     }
 }
 
@@ -87,22 +71,7 @@ pub fn capture_all_logs() -> LogBuf {
 }
 
 /// One HTTP request as the mini server saw it.
-#[derive(Debug, Clone)]
-pub struct SeenRequest {
-    pub method: String,
-    pub target: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl SeenRequest {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+pub use kiln_testkit::http::Request as SeenRequest;
 
 /// A response: status, JSON body and extra headers.
 pub struct Reply(pub u16, pub String, pub Vec<(String, String)>);
@@ -113,10 +82,7 @@ impl From<(u16, String)> for Reply {
     }
 }
 
-type Handler = dyn Fn(&SeenRequest) -> Reply + Send + Sync;
-
-/// A one-request-per-connection HTTP/1.1 server on a loopback port, answering with
-/// `handler`; every request is recorded.
+/// kiln-testkit's [`TinyServer`] answering JSON: every request is recorded.
 pub struct MiniServer {
     pub addr: String,
     pub seen: Arc<Mutex<Vec<SeenRequest>>>,
@@ -126,66 +92,18 @@ impl MiniServer {
     pub fn start<R: Into<Reply>>(
         handler: impl Fn(&SeenRequest) -> R + Send + Sync + 'static,
     ) -> MiniServer {
-        let handler: Box<Handler> = Box::new(move |r| handler(r).into());
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s2 = seen.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let _ = serve(&mut conn, &*handler, &s2);
-            }
+        let server = TinyServer::start(move |r| {
+            let Reply(status, body, extra) = handler(r).into();
+            let mut resp =
+                Response::new(status, body.into_bytes()).header("Content-Type", "application/json");
+            resp.headers.extend(extra);
+            resp
         });
-        MiniServer { addr, seen }
-    }
-}
-
-fn serve(
-    conn: &mut TcpStream,
-    handler: &Handler,
-    seen: &Mutex<Vec<SeenRequest>>,
-) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_string();
-    let target = parts.next().unwrap_or("/").to_string();
-    let mut headers = Vec::new();
-    let mut content_length = 0usize;
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                content_length = v.trim().parse().unwrap_or(0);
-            }
-            headers.push((k.trim().to_string(), v.trim().to_string()));
+        MiniServer {
+            addr: server.addr.to_string(),
+            seen: server.seen,
         }
     }
-    let mut body = vec![0; content_length];
-    reader.read_exact(&mut body)?;
-    let req = SeenRequest {
-        method,
-        target,
-        headers,
-        body,
-    };
-    let Reply(status, body, extra) = handler(&req);
-    seen.lock().unwrap().push(req);
-    let extra: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    write!(
-        conn,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    Ok(())
 }
 
 /// Points every AWS and Google credential source of this process at nothing, so only

@@ -1,7 +1,8 @@
 //! Shared fixtures: a busybox rootfs, step dirs, a spec builder, and a
-//! compact, comparable view of layer entries.
+//! compact, comparable view of layer entries. Tree dumps come from
+//! kiln-testkit.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -9,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use kiln_image::{EntryKind, LayerEntry};
 use kiln_sandbox::{Isolation, Network, RunSpec, Sandbox};
+
+pub use kiln_testkit::tree::detailed as tree;
 
 pub fn sandbox() -> Sandbox {
     Sandbox::with_init(env!("CARGO_BIN_EXE_kiln-sandbox-helper"))
@@ -112,46 +115,4 @@ pub fn describe(entries: &[LayerEntry]) -> Vec<String> {
             format!("{} {kind} {:o} {}:{}", e.path, e.mode, e.uid, e.gid)
         })
         .collect()
-}
-
-/// Every path under `root` with type, mode, owner, size, link target and
-/// content, sorted: two trees with equal listings are equal.
-pub fn tree(root: &Path) -> Vec<String> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let md = fs::symlink_metadata(&p).unwrap();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let ft = md.file_type();
-            let extra = if ft.is_symlink() {
-                format!("-> {}", fs::read_link(&p).unwrap().display())
-            } else if ft.is_file() {
-                // FNV-1a of the content: equal trees, equal sums.
-                let sum = fs::read(&p)
-                    .unwrap()
-                    .iter()
-                    .fold(0xcbf29ce484222325u64, |h, b| {
-                        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-                    });
-                format!("{sum:016x} links={}", md.nlink())
-            } else {
-                String::new()
-            };
-            out.push(format!(
-                "{rel} {:o} {}:{} {} {extra}",
-                md.mode(),
-                md.uid(),
-                md.gid(),
-                if ft.is_dir() { 0 } else { md.len() }
-            ));
-            if ft.is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
