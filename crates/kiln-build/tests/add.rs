@@ -2,6 +2,9 @@
 //! archive breakouts, and URLs served by a real HTTP server on loopback
 //! (file names, 0600, Last-Modified, --checksum, 404, refused connections).
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;

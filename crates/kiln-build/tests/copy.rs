@@ -2,6 +2,9 @@
 //! metadata, ownership, --chmod, --exclude, --parents, heredocs, errors and
 //! the layer entries of what was written. Runs as root (lchown works).
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;

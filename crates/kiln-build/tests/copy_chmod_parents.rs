@@ -3,6 +3,9 @@
 //! `--chown` owner), and `--chmod` applies only to the copied entries and to
 //! the destination directory that stands for a copied directory's root.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;

@@ -2,6 +2,9 @@
 //! ARG values a derived stage inherits from its base stage, and `FROM`
 //! matching stage names exactly as written.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 
 use kiln_build::fetch::HttpFetcher;

@@ -2,6 +2,9 @@
 //! clients: skopeo reads the layouts and archives, umoci unpacks them,
 //! podman loads and runs the docker archive.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

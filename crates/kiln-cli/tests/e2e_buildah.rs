@@ -19,6 +19,9 @@
 //! installs them); the test runs as root, as buildah's chroot isolation and
 //! umoci's owner-preserving unpack need.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -8,6 +8,9 @@
 //! contain it), so the tests can tell exactly which steps ran; the helpers
 //! are in `common/cache.rs`.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::cache::*;

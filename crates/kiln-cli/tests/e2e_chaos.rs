@@ -5,6 +5,9 @@
 //! an invalid image name is refused before anything is written; `kiln cache
 //! prune` waits for running builds.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,9 @@
 //! Contexts from elsewhere than a directory, through the real binary: a tar
 //! stream on stdin and a git repository (`file://` URL with `#ref:subdir`).
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

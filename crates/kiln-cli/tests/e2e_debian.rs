@@ -6,6 +6,9 @@
 //! between runs (it only depends on the mirror), so only the first run on a
 //! machine pays for it.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

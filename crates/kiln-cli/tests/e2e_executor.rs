@@ -2,6 +2,9 @@
 //! registry on loopback: push to destinations, Kaniko's digest files, a
 //! tarball, and a base image pulled back from the registry.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,9 @@
 //! `FROM --platform=…` pulls the base image for that platform from a
 //! multi-platform index, whatever platform the build targets.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -7,6 +7,9 @@
 //! Real components only: the kiln binary, podman, the CNCF distribution
 //! registry, skopeo and busybox.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

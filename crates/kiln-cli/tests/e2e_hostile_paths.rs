@@ -14,6 +14,9 @@
 //! Real components only: the kiln binary, the CNCF distribution registry,
 //! skopeo, umoci, busybox, gzip and python3.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

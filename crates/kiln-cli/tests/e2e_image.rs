@@ -6,6 +6,9 @@
 //! needs the image's libc, NSS and /etc files to work), and the debug
 //! variant's busybox shell.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

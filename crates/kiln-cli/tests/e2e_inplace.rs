@@ -13,6 +13,9 @@
 //! umoci and skopeo. A missing podman fails the tests (scripts/setup.sh
 //! installs it).
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

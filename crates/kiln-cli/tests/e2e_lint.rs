@@ -1,6 +1,9 @@
 //! End-to-end: `kiln build` prints BuildKit's lint warnings on stderr,
 //! for the stages it builds, and never a value.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

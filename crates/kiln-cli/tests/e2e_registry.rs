@@ -4,6 +4,9 @@
 //! multi-platform builds pushed and exported as one image index, read back by skopeo
 //! and umoci.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -5,6 +5,9 @@
 //! the root or in `/dev`; `RUN --security=insecure` is refused without the
 //! `security.insecure` entitlement and unconfined with it.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::MetadataExt;

@@ -1,6 +1,9 @@
 //! Tar contexts: files (plain, gzip, zstd), standard input, sub-paths, and
 //! archives that try to escape the context directory.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Write;

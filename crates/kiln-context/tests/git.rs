@@ -2,6 +2,9 @@
 //! loopback and read through `file://`, with a branch, a tag, a
 //! subdirectory and a submodule.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

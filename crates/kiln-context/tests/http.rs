@@ -1,6 +1,9 @@
 //! https tarball contexts, served over plain http on loopback by a small
 //! HTTP/1.1 server thread.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

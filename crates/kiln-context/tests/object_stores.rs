@@ -2,6 +2,9 @@
 //! server), Azure Blob (Azurite) and Google Cloud Storage
 //! (gcp-storage-emulator). Objects are uploaded through object_store.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Command;

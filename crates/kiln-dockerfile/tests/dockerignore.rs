@@ -4,6 +4,9 @@
 //! paths that must be excluded (`x PATH`) or included (`i PATH`), and
 //! directories a walker may skip (`skip DIR`) or must enter (`walk DIR`).
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use kiln_dockerfile::dockerignore::{

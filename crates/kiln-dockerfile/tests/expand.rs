@@ -16,6 +16,9 @@
 //! Inside `⟦…⟧` text is verbatim, except `⏎` stands for a newline and `⇥`
 //! for a tab.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 

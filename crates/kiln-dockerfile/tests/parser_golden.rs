@@ -3,6 +3,9 @@
 //! display in `<case>.err`. `KILN_BLESS=1` rewrites the expected files; each
 //! blessed file must then be read and checked against BuildKit's behaviour.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::Path;
 

@@ -1,6 +1,9 @@
 //! Table-driven parser tests: small inputs with the exact outcome (error
 //! message and location, or the parsed value), and `--mount` parsing.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use kiln_dockerfile::mount::{parse_mount, MountType, Sharing};
 use kiln_dockerfile::*;
 

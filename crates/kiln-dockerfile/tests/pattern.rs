@@ -1,6 +1,9 @@
 //! Path pattern tables (`testdata/dockerignore/patterns/*.txt`, format in
 //! the header of `01-docs-examples.txt`) and direct API checks.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use kiln_dockerfile::pattern::{clean_path, PatternSet};

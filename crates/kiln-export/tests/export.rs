@@ -3,6 +3,9 @@
 //! exports to OCI layouts, OCI archives, per-platform directories and docker
 //! archives (no registry: nothing is pushed).
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use kiln_export::files::{metadata, name_tags_with_digest, names_with_digest};

@@ -5,6 +5,9 @@
 //! Run with `cargo bench -p kiln-image`. `KILN_BENCH_BIG_MIB` sets the size of the big
 //! file (default 1024), `KILN_BENCH_SMALL_FILES` the number of small files (default 20000).
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;

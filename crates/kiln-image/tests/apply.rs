@@ -1,5 +1,8 @@
 //! apply_layer: whiteouts, opaque dirs, hardlinks, setuid, and escape attempts.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::fs;

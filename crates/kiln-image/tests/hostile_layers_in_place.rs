@@ -8,6 +8,9 @@
 //! layer either fails with an error or lands inside the root. The raw tar
 //! writer and the canary scene are in `common/hostile.rs`.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::fs;

@@ -1,5 +1,8 @@
 //! Layer writing: determinism, PAX headers, compression interop with system tools.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Read;

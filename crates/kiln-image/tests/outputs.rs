@@ -1,5 +1,8 @@
 //! Image outputs and inputs, checked with skopeo and umoci where installed.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::fs;

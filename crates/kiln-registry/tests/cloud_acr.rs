@@ -6,6 +6,9 @@
 //! whole auth chain is exercised. One test per binary: credentials come from the
 //! process environment.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod harness;
 
 use std::collections::HashMap;

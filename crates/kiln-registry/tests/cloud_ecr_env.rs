@@ -2,6 +2,9 @@
 //! (STS/ECR) and a real registry whose password is moto's token. One test per binary:
 //! the AWS credential chain reads the process environment.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod harness;
 
 use harness::{Mode, Registry};

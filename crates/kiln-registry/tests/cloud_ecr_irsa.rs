@@ -2,6 +2,9 @@
 //! STS (`AssumeRoleWithWebIdentity`, served by moto) for the credentials that call
 //! `GetAuthorizationToken`. One test per binary: the chain reads the environment.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod harness;
 
 use harness::cloud::{

@@ -4,6 +4,9 @@
 //! checks that token and hands out keys, which then call ECR on moto. One test per
 //! binary: the chain reads the process environment.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod harness;
 
 use harness::cloud::{

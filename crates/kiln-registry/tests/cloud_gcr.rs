@@ -5,6 +5,9 @@
 //! `oauth2accesstoken` with that token as password. One test per binary: the
 //! credential sources are read from the process environment.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod harness;
 
 use std::collections::HashMap;

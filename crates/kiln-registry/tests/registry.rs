@@ -1,5 +1,8 @@
 //! Integration tests against a real CNCF distribution registry (see `harness`).
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod harness;
 
 use std::collections::HashMap;

@@ -2,6 +2,9 @@
 //! certificate given explicitly or found in a Docker-style `certs.d` directory), and
 //! `insecure_pull`, which relaxes TLS for pulls only.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod harness;
 
 use std::collections::HashMap;

@@ -5,6 +5,9 @@
 //! `cargo bench -p kiln-sandbox --bench in_place`; a plain `main` that
 //! prints its figures. `KILN_BENCH_FILES` changes the file count.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -14,6 +14,9 @@
 //! init's namespace and mount setup and teardown, and the parent's side
 //! (temp dir, generated /etc files, socket, id maps).
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -12,6 +12,9 @@
 //! `userns`). "host cp" is the same copy without a sandbox, once per base,
 //! for what the disk itself costs at that moment.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 //! of change, ignore paths, wiping a root, and running commands directly.
 //! Nothing here touches the real `/`.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,8 @@
 //! Real runs in `root` isolation (the tests run as root).
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::fs;

@@ -1,6 +1,9 @@
 //! Real runs in `userns` isolation started by unprivileged users: `nobody`
 //! (single-id map) and a user with /etc/subuid ranges (newuidmap).
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::fs;

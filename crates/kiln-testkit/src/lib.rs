@@ -17,6 +17,9 @@
 //! - [`isolation`]: [`isolation_matrix!`], one line that runs an end-to-end
 //!   case under every isolation mode.
 
+// Test support: a failed setup step is a failed test, so it panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod http;
 pub mod isolation;
 pub mod net;
