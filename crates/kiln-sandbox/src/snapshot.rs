@@ -374,7 +374,7 @@ fn in_tree(tree: &Path) -> impl Fn(RootError) -> SandboxError + '_ {
 /// The path naming `name` in `dir` by the directory's descriptor, for the
 /// xattr calls, which take no directory descriptor: only `name` is looked
 /// up, and the `l*xattr` calls never follow it.
-fn at(dir: &Dir, name: &OsStr) -> PathBuf {
+pub(crate) fn at(dir: &Dir, name: &OsStr) -> PathBuf {
     let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.fd().as_raw_fd()));
     p.push(name);
     p
