@@ -13,6 +13,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -74,10 +75,18 @@ pub(crate) fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 }
 
 fn list_xattrs(path: &Path) -> Result<Vec<String>> {
+    list_xattrs_with(path, |buf| rustix::fs::llistxattr(path, buf))
+}
+
+/// The xattr names `list` reads (a `listxattr` call) of the entry at `path`.
+fn list_xattrs_with(
+    path: &Path,
+    mut list: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+) -> Result<Vec<String>> {
     let mut size = 1024;
     loop {
         let mut buf = vec![0u8; size];
-        match rustix::fs::llistxattr(path, &mut buf) {
+        match list(&mut buf) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf
@@ -456,7 +465,7 @@ impl Merge<'_> {
                 self.move_into(up, root, &name)?;
                 continue;
             }
-            strip_overlay_xattrs(&at(up, &name))?;
+            strip_overlay_xattrs(up, &name)?;
             if let Some(e) = existing {
                 // A replaced file is kept in the discard dir too (renaming over
                 // it would free its blocks right here), by a hard link, so that
@@ -532,7 +541,7 @@ impl Merge<'_> {
 
     /// Drops overlay's xattrs from `name` in `up` and everything below it.
     fn strip_overlay_xattrs_tree(&self, up: &Dir, name: &OsStr) -> Result<()> {
-        strip_overlay_xattrs(&at(up, name))?;
+        strip_overlay_xattrs(up, name)?;
         let err = in_tree(self.upper);
         let mut stack = vec![up.subdir(name).map_err(&err)?];
         while let Some(dir) = stack.pop() {
@@ -543,7 +552,7 @@ impl Merge<'_> {
                 if st.is_symlink() {
                     continue;
                 }
-                strip_overlay_xattrs(&at(&dir, &n))?;
+                strip_overlay_xattrs(&dir, &n)?;
                 if st.is_dir() {
                     stack.push(dir.subdir(&n).map_err(&err)?);
                 }
@@ -553,14 +562,72 @@ impl Merge<'_> {
     }
 }
 
-fn strip_overlay_xattrs(path: &Path) -> Result<()> {
-    for name in list_xattrs(path)? {
-        if OVERLAY_XATTR_PREFIXES.iter().any(|p| name.starts_with(p)) {
-            match rustix::fs::lremovexattr(path, name.as_str()) {
+/// `listxattrat(2)` (Linux 6.13), whose number is the same on every
+/// architecture kiln builds for; libc does not name it yet.
+const SYS_LISTXATTRAT: libc::c_long = 465;
+
+/// Set once `listxattrat` turned out to be missing (an older kernel, or a
+/// seccomp profile that refuses it).
+static NO_LISTXATTRAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The xattr names of `name` in `dir`, never following it: one
+/// `listxattrat` relative to the descriptor, or `llistxattr` on the
+/// descriptor's `/proc/self/fd` entry where that call is missing.
+fn list_xattrs_in(dir: &Dir, name: &OsStr) -> Result<Vec<String>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let path = at(dir, name);
+    if !NO_LISTXATTRAT.load(Relaxed) {
+        if let Ok(c) = std::ffi::CString::new(name.as_bytes()) {
+            let got = list_xattrs_with(&path, |buf| {
+                // SAFETY: a valid descriptor, a NUL-terminated name and a
+                // buffer passed with its length; the kernel writes at most
+                // that many bytes.
+                #[allow(unsafe_code)]
+                let r = unsafe {
+                    libc::syscall(
+                        SYS_LISTXATTRAT,
+                        dir.fd().as_raw_fd(),
+                        c.as_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                        buf.as_mut_ptr(),
+                        buf.len(),
+                    )
+                };
+                usize::try_from(r).map_err(|_| {
+                    rustix::io::Errno::from_raw_os_error(
+                        std::io::Error::last_os_error()
+                            .raw_os_error()
+                            .unwrap_or(libc::EIO),
+                    )
+                })
+            });
+            match got {
+                Err(SandboxError::Io { source, .. })
+                    if matches!(
+                        source.raw_os_error(),
+                        Some(libc::ENOSYS) | Some(libc::EPERM)
+                    ) =>
+                {
+                    NO_LISTXATTRAT.store(true, Relaxed);
+                }
+                r => return r,
+            }
+        }
+    }
+    list_xattrs(&path)
+}
+
+/// Drops overlay's xattrs from `name` in `dir`.
+fn strip_overlay_xattrs(dir: &Dir, name: &OsStr) -> Result<()> {
+    let mut path = None;
+    for key in list_xattrs_in(dir, name)? {
+        if OVERLAY_XATTR_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            let path = path.get_or_insert_with(|| at(dir, name));
+            match rustix::fs::lremovexattr(&*path, key.as_str()) {
                 Ok(()) | Err(rustix::io::Errno::NODATA) => {}
                 Err(e) => {
                     return Err(SandboxError::Io {
-                        context: format!("remove xattr {name} of {}", path.display()),
+                        context: format!("remove xattr {key} of {}", path.display()),
                         source: e.into(),
                     })
                 }
