@@ -21,14 +21,15 @@
 //! under Docker).
 
 use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use kiln_image::root::{Dir, Root, RootError};
 use nix::mount::{mount, MsFlags};
-use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
-use nix::sys::time::TimeSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::confine::{MASKED_PATHS, READONLY_PATHS};
@@ -326,33 +327,37 @@ pub(crate) fn mount_all(
 ) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let mut secrets: Option<SecretStage> = None;
+    let r = Root::open(root).map_err(in_root(root))?;
     for m in &plan.mounts {
         for (rel, is_dir) in &m.create {
-            let p = root.join(rel);
+            let (parent, name) = Target::parent_of(&r, rel)?;
+            // Umask 0: the modes `mkdir` and `touch` would give.
             if *is_dir {
-                fs::create_dir(&p).ctx(|| format!("create mount point {}", p.display()))?;
+                parent.mkdir(name, 0o777).map_err(in_root(root))?;
             } else {
-                fs::File::create(&p).ctx(|| format!("create mount point {}", p.display()))?;
+                parent.create_file(name, 0o666).map_err(in_root(root))?;
             }
         }
-        let target = root.join(&m.rel);
+        let place = Target::new(&r, &m.rel)?;
+        let target = place.open()?;
+        let target = target.path();
         let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         match &m.what {
             What::Proc => do_mount(
                 Some(Path::new("proc")),
-                &target,
+                target,
                 Some("proc"),
                 nosuid_nodev_noexec,
                 None,
             )?,
             What::Dev => {
-                mount_dev(&target)?;
+                let dev = mount_dev(&place, target)?;
                 if plan
                     .mounts
                     .iter()
                     .any(|m| matches!(m.what, What::Secret { .. }))
                 {
-                    secrets = Some(SecretStage::new(&target)?);
+                    secrets = Some(SecretStage::new(&dev)?);
                 }
             }
             What::Sys => {
@@ -362,7 +367,7 @@ pub(crate) fn mount_all(
                 let fresh_ok = fresh
                     && do_mount(
                         Some(Path::new("sysfs")),
-                        &target,
+                        target,
                         Some("sysfs"),
                         nosuid_nodev_noexec | MsFlags::MS_RDONLY,
                         None,
@@ -371,12 +376,12 @@ pub(crate) fn mount_all(
                 if !fresh_ok {
                     let bound = do_mount(
                         Some(Path::new("/sys")),
-                        &target,
+                        target,
                         None,
                         MsFlags::MS_BIND | MsFlags::MS_REC,
                         None,
                     )
-                    .and_then(|()| remount_readonly(&target));
+                    .and_then(|()| remount_readonly(place.open()?.path()));
                     if let Err(e) = bound {
                         if isolation == Isolation::Root {
                             return Err(e);
@@ -386,13 +391,13 @@ pub(crate) fn mount_all(
                 }
             }
             What::File(source) => {
-                do_mount(Some(source), &target, None, MsFlags::MS_BIND, None)?;
-                remount_bind(&target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+                do_mount(Some(source), target, None, MsFlags::MS_BIND, None)?;
+                remount_bind(place.open()?.path(), MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
             }
             What::Bind { source, readonly } => {
                 do_mount(
                     Some(source),
-                    &target,
+                    target,
                     None,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None,
@@ -403,7 +408,7 @@ pub(crate) fn mount_all(
                 if *readonly {
                     extra |= MsFlags::MS_RDONLY;
                 }
-                remount_bind(&target, extra)?;
+                remount_bind(place.open()?.path(), extra)?;
             }
             What::Tmpfs { size } => {
                 let mut data = "mode=1777".to_string();
@@ -412,7 +417,7 @@ pub(crate) fn mount_all(
                 }
                 do_mount(
                     Some(Path::new("tmpfs")),
-                    &target,
+                    target,
                     Some("tmpfs"),
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                     Some(&data),
@@ -428,8 +433,8 @@ pub(crate) fn mount_all(
                     SandboxError::Setup("a secret mount without /dev to stage it on".into())
                 })?;
                 let source = stage.write(data, *mode, *uid, *gid)?;
-                do_mount(Some(&source), &target, None, MsFlags::MS_BIND, None)?;
-                remount_readonly(&target)?;
+                do_mount(Some(&source), target, None, MsFlags::MS_BIND, None)?;
+                remount_readonly(place.open()?.path())?;
             }
         }
     }
@@ -454,17 +459,12 @@ struct SecretStage {
 const SECRET_STAGE: &str = ".kiln-secrets";
 
 impl SecretStage {
-    fn new(dev: &Path) -> Result<SecretStage> {
+    fn new(dev: &Dir) -> Result<SecretStage> {
         use rustix::fs::{Mode as RMode, OFlags};
         let err = |what: &str, e: rustix::io::Errno| {
-            SandboxError::Setup(format!("{what} {}/{SECRET_STAGE}: {e}", dev.display()))
+            SandboxError::Setup(format!("{what} /{}/{SECRET_STAGE}: {e}", dev.rel()))
         };
-        let dev_fd = rustix::fs::open(
-            dev,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            RMode::empty(),
-        )
-        .map_err(|e| err("open", e))?;
+        let dev_fd = rustix::io::fcntl_dupfd_cloexec(dev.fd(), 0).map_err(|e| err("open", e))?;
         rustix::fs::mkdirat(&dev_fd, SECRET_STAGE, RMode::from_raw_mode(0o700))
             .map_err(|e| err("create", e))?;
         let dir = rustix::fs::openat(
@@ -528,33 +528,39 @@ impl SecretStage {
     }
 }
 
-/// A tmpfs /dev with the standard nodes, pts, shm and the usual symlinks.
+/// A tmpfs /dev with the standard nodes, pts, shm and the usual symlinks,
+/// mounted on `target` (the open mount point at `place`); returns the
+/// mounted tmpfs, open, in which everything is made by descriptor.
 ///
 /// The tmpfs is `nodev`, so a node the step makes there (it has
 /// CAP_MKNOD, as under Docker, which relies on the devices cgroup instead)
 /// cannot be opened; the standard nodes are bind mounts of the host's,
 /// which keep their own (device-permitting) mount flags.
-fn mount_dev(dev: &Path) -> Result<()> {
+fn mount_dev(place: &Target, target: &Path) -> Result<Dir> {
     do_mount(
         Some(Path::new("tmpfs")),
-        dev,
+        target,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
+    // Opened again: the mount point's own descriptor still names the
+    // directory under the tmpfs.
+    let dev = place.dir()?;
+    let err = |e: RootError| SandboxError::Setup(format!("/dev: {e}"));
     for name in DEVICES {
-        let p = dev.join(name);
-        fs::File::create(&p).ctx(|| format!("create {}", p.display()))?;
+        dev.create_file(OsStr::new(name), 0o666).map_err(err)?;
         let host = Path::new("/dev").join(name);
-        do_mount(Some(&host), &p, None, MsFlags::MS_BIND, None)?;
+        let node = Target::at(&dev, name)?.open()?;
+        do_mount(Some(&host), node.path(), None, MsFlags::MS_BIND, None)?;
     }
-    let pts = dev.join("pts");
-    fs::create_dir(&pts).ctx(|| format!("create {}", pts.display()))?;
+    dev.mkdir(OsStr::new("pts"), 0o777).map_err(err)?;
+    let pts = Target::at(&dev, "pts")?.open()?;
     let pts_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
     // gid=5 (tty) is not mapped in a single-id user namespace: retry without.
     do_mount(
         Some(Path::new("devpts")),
-        &pts,
+        pts.path(),
         Some("devpts"),
         pts_flags,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
@@ -562,17 +568,16 @@ fn mount_dev(dev: &Path) -> Result<()> {
     .or_else(|_| {
         do_mount(
             Some(Path::new("devpts")),
-            &pts,
+            pts.path(),
             Some("devpts"),
             pts_flags,
             Some("newinstance,ptmxmode=0666,mode=0620"),
         )
     })?;
-    let shm = dev.join("shm");
-    fs::create_dir(&shm).ctx(|| format!("create {}", shm.display()))?;
+    dev.mkdir(OsStr::new("shm"), 0o777).map_err(err)?;
     do_mount(
         Some(Path::new("shm")),
-        &shm,
+        Target::at(&dev, "shm")?.open()?.path(),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=1777,size=65536k"),
@@ -584,17 +589,123 @@ fn mount_dev(dev: &Path) -> Result<()> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        let p = dev.join(link);
-        std::os::unix::fs::symlink(target, &p).ctx(|| format!("symlink {}", p.display()))?;
+        dev.symlink(OsStr::new(link), OsStr::new(target))
+            .map_err(err)?;
     }
-    let _ = fs::set_permissions(dev, fs::Permissions::from_mode(0o755));
-    Ok(())
+    let _ = dev.chmod_self(0o755);
+    Ok(dev)
+}
+
+/// A mount point inside the root: the directory that holds it, open, and
+/// its name there. Mounts go onto a descriptor of the mount point itself
+/// (`/proc/self/fd/N`, as runc does since CVE-2021-30465), opened through
+/// that directory without following the name, so no path string is
+/// resolved again between the check and the mount.
+pub(crate) struct Target {
+    parent: Dir,
+    name: OsString,
+}
+
+/// An open mount point (an `O_PATH` descriptor) and the `/proc/self/fd`
+/// path that names it for mount(2).
+struct Opened {
+    _fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Opened {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Target {
+    /// The directory holding `rel` (a resolved path below the root, no
+    /// symlinks in it: each component is opened without following it) and
+    /// the last component.
+    fn parent_of<'a>(root: &Root, rel: &'a Path) -> Result<(Dir, &'a OsStr)> {
+        let bad =
+            || SandboxError::InvalidSpec(format!("mount point {} names the root", rel.display()));
+        let name = rel.file_name().ok_or_else(bad)?;
+        let mut dir = root.top().map_err(in_root(root.path()))?;
+        if let Some(parent) = rel.parent() {
+            for c in parent.components() {
+                let std::path::Component::Normal(c) = c else {
+                    return Err(bad());
+                };
+                dir = dir.subdir(c).map_err(in_root(root.path()))?;
+            }
+        }
+        Ok((dir, name))
+    }
+
+    fn new(root: &Root, rel: &Path) -> Result<Target> {
+        let (parent, name) = Target::parent_of(root, rel)?;
+        Ok(Target {
+            name: name.to_os_string(),
+            parent,
+        })
+    }
+
+    /// `name` in `dir`.
+    fn at(dir: &Dir, name: &str) -> Result<Target> {
+        Ok(Target {
+            parent: dir
+                .try_clone()
+                .map_err(|e| SandboxError::Setup(e.to_string()))?,
+            name: OsString::from(name),
+        })
+    }
+
+    /// Opens the mount point as it is now (after a mount on it: the root
+    /// of what is mounted). A symlink is refused, never followed.
+    fn open(&self) -> Result<Opened> {
+        use rustix::fs::{Mode, OFlags};
+        let err = |e: rustix::io::Errno| {
+            SandboxError::Setup(format!(
+                "open mount point /{}: {e}",
+                self.parent.rel_of(&self.name)
+            ))
+        };
+        let fd = rustix::fs::openat(
+            self.parent.fd(),
+            self.name.as_os_str(),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(err)?;
+        let st = rustix::fs::fstat(&fd).map_err(err)?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink {
+            return Err(err(rustix::io::Errno::LOOP));
+        }
+        let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        Ok(Opened { _fd: fd, path })
+    }
+
+    /// The mount point as a directory (after a mount on it: the root of
+    /// what is mounted).
+    fn dir(&self) -> Result<Dir> {
+        self.parent
+            .subdir(&self.name)
+            .map_err(|e| SandboxError::Setup(e.to_string()))
+    }
+}
+
+/// Turns a [`RootError`] (which names a path below the root) into a setup
+/// error that names the root too.
+fn in_root(root: &Path) -> impl Fn(RootError) -> SandboxError + '_ {
+    move |e| SandboxError::Setup(format!("{}: {e}", root.display()))
 }
 
 /// Hides [`MASKED_PATHS`] and makes [`READONLY_PATHS`] read-only under the
 /// step's `/proc` and `/sys` (mounted below `root` by [`mount_all`]), as
 /// Docker does; see the `confine` module. Paths this kernel lacks (or a
 /// `/sys` a user namespace could not mount) are skipped.
+///
+/// These mounts go on paths: every target lies inside the procfs or sysfs
+/// that [`mount_all`] has just mounted (at a place resolved with no symlink
+/// left), whose entries the image cannot shape, and nothing runs in the
+/// container yet that could change the way there.
 pub(crate) fn mask_paths(plan: &Plan, root: &Path) -> Result<()> {
     let mount_of = |want: fn(&What) -> bool| {
         plan.mounts
@@ -662,7 +773,13 @@ pub(crate) fn mask_paths(plan: &Plan, root: &Path) -> Result<()> {
 }
 
 /// Removes the stubs of `plan` from `upper` (see the module docs).
+///
+/// The upper dir holds what the step wrote: every component of a stub's
+/// path is opened without following it, and a stub whose path is no longer
+/// made of real directories is left alone (the step replaced it).
 pub(crate) fn cleanup_stubs(plan: &Plan, upper: &Path, lower: &Path) -> Result<()> {
+    use rustix::fs::AtFlags;
+    let up = Root::open(upper).map_err(in_root(upper))?;
     let mut created: Vec<&PathBuf> = plan
         .mounts
         .iter()
@@ -670,56 +787,74 @@ pub(crate) fn cleanup_stubs(plan: &Plan, upper: &Path, lower: &Path) -> Result<(
         .collect();
     created.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for rel in created {
-        let p = upper.join(rel);
-        let Ok(md) = fs::symlink_metadata(&p) else {
+        let Ok((dir, name)) = Target::parent_of(&up, rel) else {
+            continue;
+        };
+        let Ok(Some(md)) = dir.lstat(name) else {
             continue;
         };
         if md.is_dir() {
             // Not empty: the command put something there; keep it.
-            let _ = fs::remove_dir(&p);
-        } else if md.is_file() && md.len() == 0 {
-            fs::remove_file(&p).ctx(|| format!("remove mount stub {}", p.display()))?;
+            let _ = rustix::fs::unlinkat(dir.fd(), name, AtFlags::REMOVEDIR);
+        } else if md.kind == rustix::fs::FileType::RegularFile && md.size == 0 {
+            dir.remove_all(name).map_err(in_root(upper))?;
         }
     }
     let mut parents: Vec<&Times> = plan.parents.iter().collect();
     parents.sort_by_key(|t| std::cmp::Reverse(t.rel.components().count()));
     for t in parents {
-        let p = upper.join(&t.rel);
-        if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
-            utimensat(
-                nix::fcntl::AT_FDCWD,
-                &p,
-                &TimeSpec::new(t.atime.0, t.atime.1),
-                &TimeSpec::new(t.mtime.0, t.mtime.1),
-                UtimensatFlags::NoFollowSymlink,
-            )
-            .map_err(|e| ms(e, || format!("restore times of {}", p.display())))?;
+        let here = if t.rel.as_os_str().is_empty() {
+            up.top().ok()
+        } else {
+            Target::parent_of(&up, &t.rel)
+                .ok()
+                .and_then(|(d, name)| d.subdir(name).ok())
+        };
+        if let Some(d) = here {
+            d.set_times(OsStr::new("."), t.atime, t.mtime)
+                .map_err(|e| SandboxError::Setup(format!("restore times: {e}")))?;
         }
         let mut rel = t.rel.clone();
-        while !rel.as_os_str().is_empty() && redundant_copy_up(&upper.join(&rel), &lower.join(&rel))
-        {
-            fs::remove_dir(upper.join(&rel))
-                .ctx(|| format!("remove copied-up dir {}", upper.join(&rel).display()))?;
+        while let Ok((dir, name)) = Target::parent_of(&up, &rel) {
+            if !redundant_copy_up(&dir, name, &lower.join(&rel)) {
+                break;
+            }
+            rustix::fs::unlinkat(dir.fd(), name, AtFlags::REMOVEDIR).map_err(|e| {
+                SandboxError::Io {
+                    context: format!("remove copied-up dir {}", upper.join(&rel).display()),
+                    source: e.into(),
+                }
+            })?;
             rel.pop();
         }
     }
     Ok(())
 }
 
-/// An upper dir that overlayfs copied up without any change of its own.
-fn redundant_copy_up(up: &Path, low: &Path) -> bool {
-    let (Ok(u), Ok(l)) = (fs::symlink_metadata(up), fs::symlink_metadata(low)) else {
+/// Whether `name` in the upper directory `dir` is a directory that
+/// overlayfs copied up without any change of its own (`low` is its lower
+/// counterpart).
+// The stat fields' types differ between targets.
+#[allow(clippy::unnecessary_cast)]
+fn redundant_copy_up(dir: &Dir, name: &OsStr, low: &Path) -> bool {
+    let (Ok(u), Ok(l)) = (
+        rustix::fs::statat(dir.fd(), name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW),
+        fs::symlink_metadata(low),
+    ) else {
         return false;
     };
-    u.is_dir()
+    rustix::fs::FileType::from_raw_mode(u.st_mode) == rustix::fs::FileType::Directory
         && l.is_dir()
-        && fs::read_dir(up).is_ok_and(|mut d| d.next().is_none())
-        && !crate::snapshot::is_opaque(up)
-        && u.mode() == l.mode()
-        && u.uid() == l.uid()
-        && u.gid() == l.gid()
-        && u.mtime() == l.mtime()
-        && u.mtime_nsec() == l.mtime_nsec()
+        && dir
+            .subdir(name)
+            .and_then(|d| d.names())
+            .is_ok_and(|n| n.is_empty())
+        && !crate::snapshot::is_opaque(&crate::snapshot::at(dir, name))
+        && u.st_mode == l.mode()
+        && u.st_uid == l.uid()
+        && u.st_gid == l.gid()
+        && u.st_mtime as i64 == l.mtime()
+        && u.st_mtime_nsec as i64 == l.mtime_nsec()
 }
 
 #[cfg(test)]
@@ -744,6 +879,52 @@ mod tests {
         );
         assert_eq!(resolve_in_root(r, "/../../a/./b")?, PathBuf::from("a/b"));
         assert!(resolve_in_root(r, "/loop/x").is_err());
+        Ok(())
+    }
+
+    /// The step replaced `/etc` (where a stub was made) by a symlink to a
+    /// host directory: cleaning up the stubs must not remove or touch
+    /// anything there.
+    #[test]
+    fn stub_cleanup_never_follows_a_symlink_the_step_left() -> Result<()> {
+        let t = tempfile::tempdir().ctx(|| "tempdir".into())?;
+        let (upper, lower, host) = (
+            t.path().join("upper"),
+            t.path().join("lower"),
+            t.path().join("host"),
+        );
+        for d in [&upper, &lower, &host.join("sub")] {
+            fs::create_dir_all(d).ctx(|| "mkdir".into())?;
+        }
+        fs::create_dir(lower.join("etc")).ctx(|| "mkdir".into())?;
+        fs::write(host.join("hosts"), "").ctx(|| "write".into())?;
+        std::os::unix::fs::symlink(&host, upper.join("etc")).ctx(|| "ln".into())?;
+        let before = fs::metadata(host.join("sub")).ctx(|| "stat".into())?;
+        let plan = Plan {
+            mounts: vec![
+                Planned {
+                    rel: PathBuf::from("etc/hosts"),
+                    what: What::Proc,
+                    create: vec![(PathBuf::from("etc/hosts"), false)],
+                },
+                Planned {
+                    rel: PathBuf::from("etc/sub/x"),
+                    what: What::Proc,
+                    create: vec![(PathBuf::from("etc/sub/x"), true)],
+                },
+            ],
+            parents: vec![Times {
+                rel: PathBuf::from("etc/sub"),
+                atime: (1, 0),
+                mtime: (1, 0),
+            }],
+        };
+        fs::create_dir(host.join("sub/x")).ctx(|| "mkdir".into())?;
+        cleanup_stubs(&plan, &upper, &lower)?;
+        assert!(host.join("hosts").is_file(), "a host file was removed");
+        assert!(host.join("sub/x").is_dir(), "a host dir was removed");
+        let after = fs::metadata(host.join("sub")).ctx(|| "stat".into())?;
+        assert_eq!(after.mtime(), before.mtime(), "host dir times changed");
         Ok(())
     }
 }

@@ -9,14 +9,18 @@
 //! a layer or the rootfs.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use kiln_image::root::{Dir, Root, RootError};
 use kiln_image::{EntryKind, LayerEntry};
 use nix::sys::stat::{major, minor};
+use rustix::fs::{AtFlags, FileType};
 
 use crate::error::{IoContext, Result, SandboxError};
 use crate::idmap::IdMap;
@@ -71,10 +75,18 @@ pub(crate) fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 }
 
 fn list_xattrs(path: &Path) -> Result<Vec<String>> {
+    list_xattrs_with(path, |buf| rustix::fs::llistxattr(path, buf))
+}
+
+/// The xattr names `list` reads (a `listxattr` call) of the entry at `path`.
+fn list_xattrs_with(
+    path: &Path,
+    mut list: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+) -> Result<Vec<String>> {
     let mut size = 1024;
     loop {
         let mut buf = vec![0u8; size];
-        match rustix::fs::llistxattr(path, &mut buf) {
+        match list(&mut buf) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf
@@ -322,11 +334,17 @@ fn walk(
 /// the same filesystem), changed directories take the upper's mode, owner,
 /// xattrs and times. Overlay's own xattrs are dropped.
 ///
+/// Both trees are walked through directory descriptors ([`Root`], [`Dir`]):
+/// every rename, link, removal and metadata change acts on an open
+/// directory and one final name that is never followed, and the walk
+/// descends into a rootfs directory only where `lstat` found a real one. A
+/// rootfs whose directories were swapped for symlinks (by the step, or by
+/// anything else) therefore never receives a write outside itself.
+///
 /// This consumes `upper` (entries are moved out of it): write the layer from
 /// [`upper_changes`] first, then merge, then delete the upper dir.
 pub fn merge_upper(upper: &Path, rootfs: &Path) -> Result<()> {
-    merge_dir(upper, rootfs, &Discard(None))?;
-    Ok(())
+    merge(upper, rootfs, None)
 }
 
 /// [`merge_upper`] that moves what the step deleted or replaced into
@@ -336,189 +354,283 @@ pub fn merge_upper(upper: &Path, rootfs: &Path) -> Result<()> {
 /// later, off the build's critical path.
 pub fn merge_upper_discarding(upper: &Path, rootfs: &Path, discard: &Path) -> Result<()> {
     fs::create_dir_all(discard).ctx(|| format!("create {}", discard.display()))?;
-    merge_dir(upper, rootfs, &Discard(Some(discard)))?;
-    Ok(())
+    merge(upper, rootfs, Some(discard))
 }
 
-/// Where replaced and deleted entries go (`None`: deleted at once).
-struct Discard<'a>(Option<&'a Path>);
+fn merge(upper: &Path, rootfs: &Path, discard: Option<&Path>) -> Result<()> {
+    let top = |p: &Path| {
+        Root::open(p)
+            .and_then(|r| r.top())
+            .map_err(|e| in_tree(p)(e))
+    };
+    let m = Merge {
+        upper,
+        rootfs,
+        discard: discard.map(top).transpose()?,
+    };
+    m.dir(&top(upper)?, &top(rootfs)?)
+}
+
+/// Turns a [`RootError`] (which names the path below its root) into an
+/// error that names the tree too.
+fn in_tree(tree: &Path) -> impl Fn(RootError) -> SandboxError + '_ {
+    move |e| SandboxError::Io {
+        context: tree.display().to_string(),
+        source: e.into(),
+    }
+}
+
+/// The path naming `name` in `dir` by the directory's descriptor, for the
+/// xattr calls, which take no directory descriptor: only `name` is looked
+/// up, and the `l*xattr` calls never follow it.
+pub(crate) fn at(dir: &Dir, name: &OsStr) -> PathBuf {
+    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.fd().as_raw_fd()));
+    p.push(name);
+    p
+}
+
+/// One merge: the trees' paths (for messages) and where replaced and
+/// deleted entries go (`None`: deleted at once).
+struct Merge<'a> {
+    upper: &'a Path,
+    rootfs: &'a Path,
+    discard: Option<Dir>,
+}
 
 static DISCARDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-impl Discard<'_> {
-    /// Takes `path` out of the tree: renamed into the discard directory,
-    /// or removed when there is none or the rename fails.
-    /// Keeps a hard link to the file at `path` (not a directory) in the
-    /// discard directory; whether it did.
-    fn keep(&self, path: &Path) -> bool {
-        let Some(dir) = self.0 else {
+fn discard_name() -> OsString {
+    let n = DISCARDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    OsString::from(format!("d{n}"))
+}
+
+impl Merge<'_> {
+    /// Keeps a hard link to the file `name` in `root` (not a directory) in
+    /// the discard directory; whether it did.
+    fn keep(&self, root: &Dir, name: &OsStr) -> bool {
+        let Some(d) = &self.discard else {
             return false;
         };
-        let n = DISCARDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        fs::hard_link(path, dir.join(format!("d{n}"))).is_ok()
+        d.link_from(&discard_name(), root, name).is_ok()
     }
 
-    fn take(&self, path: &Path, md: &fs::Metadata) -> Result<()> {
-        if let Some(dir) = self.0 {
-            let n = DISCARDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if fs::rename(path, dir.join(format!("d{n}"))).is_ok() {
+    /// Takes `name` out of `root`: renamed into the discard directory, or
+    /// removed when there is none or the rename fails.
+    fn take(&self, root: &Dir, name: &OsStr) -> Result<()> {
+        if let Some(d) = &self.discard {
+            if root.rename(name, d, &discard_name()).is_ok() {
                 return Ok(());
             }
         }
-        remove_any(path, md)
+        root.remove_all(name).map_err(in_tree(self.rootfs))
     }
-}
 
-fn merge_dir(up: &Path, root: &Path, discard: &Discard) -> Result<()> {
-    for name in sorted_names(up)? {
-        let src = up.join(&name);
-        let dst = root.join(&name);
-        let md = fs::symlink_metadata(&src).ctx(|| format!("stat {}", src.display()))?;
-        let existing = fs::symlink_metadata(&dst).ok();
-        if is_whiteout(&md) {
-            if let Some(e) = existing {
-                discard.take(&dst, &e)?;
+    /// Merges the upper directory `up` into the rootfs directory `root`.
+    fn dir(&self, up: &Dir, root: &Dir) -> Result<()> {
+        let mut names = up.names().map_err(in_tree(self.upper))?;
+        names.sort();
+        for name in names {
+            let md =
+                rustix::fs::statat(up.fd(), &name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+                    SandboxError::Io {
+                        context: format!("stat {}", self.upper.join(up.rel_of(&name)).display()),
+                        source: e.into(),
+                    }
+                })?;
+            let kind = FileType::from_raw_mode(md.st_mode);
+            let existing = root.lstat(&name).ok().flatten();
+            if kind == FileType::CharacterDevice && md.st_rdev == 0 {
+                // A whiteout.
+                if existing.is_some() {
+                    self.take(root, &name)?;
+                }
+                continue;
             }
-            continue;
+            if kind == FileType::Directory {
+                let opaque = is_opaque(&at(up, &name));
+                match existing {
+                    Some(e) if e.is_dir() && !opaque => {
+                        let sub_up = up.subdir(&name).map_err(in_tree(self.upper))?;
+                        let sub_root = root.subdir(&name).map_err(in_tree(self.rootfs))?;
+                        self.dir(&sub_up, &sub_root)?;
+                        self.dir_metadata(up, root, &sub_root, &name, &md)?;
+                        continue;
+                    }
+                    Some(_) => self.take(root, &name)?,
+                    None => {}
+                }
+                // A new (or opaque) dir holds only new entries: move it whole,
+                // after dropping overlay xattrs anywhere inside.
+                self.strip_overlay_xattrs_tree(up, &name)?;
+                self.move_into(up, root, &name)?;
+                continue;
+            }
+            strip_overlay_xattrs(up, &name)?;
+            if let Some(e) = existing {
+                // A replaced file is kept in the discard dir too (renaming over
+                // it would free its blocks right here), by a hard link, so that
+                // the rename over it is atomic: a layer writer that reads the
+                // path meanwhile finds the old file or the new one, never none.
+                let kept = !e.is_dir() && self.keep(root, &name);
+                if !kept && (e.is_dir() || self.discard.is_some()) {
+                    self.take(root, &name)?;
+                }
+            }
+            self.move_into(up, root, &name)?;
         }
-        if md.is_dir() {
-            let opaque = is_opaque(&src);
-            match existing {
-                Some(e) if e.is_dir() && !opaque => {
-                    merge_dir(&src, &dst, discard)?;
-                    copy_dir_metadata(&src, &dst, &md)?;
+        Ok(())
+    }
+
+    fn move_into(&self, up: &Dir, root: &Dir, name: &OsStr) -> Result<()> {
+        up.rename(name, root, name).map_err(|e| {
+            let hint = if e.kind() == Some(ErrorKind::CrossesDevices) {
+                " (the upper dir and the rootfs must be on the same filesystem)"
+            } else {
+                ""
+            };
+            SandboxError::Io {
+                context: format!(
+                    "move {} to {}{hint}",
+                    self.upper.join(up.rel_of(name)).display(),
+                    self.rootfs.join(root.rel_of(name)).display()
+                ),
+                source: e.into(),
+            }
+        })
+    }
+
+    /// Gives the rootfs directory `name` in `root` (open as `dst`) the
+    /// owner, mode, xattrs and times of its upper counterpart (`md`, `name`
+    /// in `up`).
+    fn dir_metadata(
+        &self,
+        up: &Dir,
+        root: &Dir,
+        dst: &Dir,
+        name: &OsStr,
+        md: &rustix::fs::Stat,
+    ) -> Result<()> {
+        let err = in_tree(self.rootfs);
+        let d = dst.stat_self().map_err(&err)?;
+        if (d.uid, d.gid) != (md.st_uid, md.st_gid) {
+            root.chown(name, md.st_uid, md.st_gid).map_err(&err)?;
+        }
+        if d.mode != md.st_mode & 0o7777 {
+            dst.chmod_self(md.st_mode & 0o7777).map_err(&err)?;
+        }
+        let want = xattrs(&at(up, name))?;
+        let have = xattrs(&at(root, name))?;
+        for (key, _) in have
+            .iter()
+            .filter(|(k, _)| !want.iter().any(|(w, _)| w == k))
+        {
+            root.remove_xattr(name, key).map_err(&err)?;
+        }
+        for (key, value) in want.iter().filter(|x| !have.contains(x)) {
+            root.set_xattr(name, key, value).map_err(&err)?;
+        }
+        // The stat fields' types differ between targets.
+        #[allow(clippy::unnecessary_cast)]
+        root.set_times(
+            name,
+            (md.st_atime as i64, md.st_atime_nsec as i64),
+            (md.st_mtime as i64, md.st_mtime_nsec as i64),
+        )
+        .map_err(&err)
+    }
+
+    /// Drops overlay's xattrs from `name` in `up` and everything below it.
+    fn strip_overlay_xattrs_tree(&self, up: &Dir, name: &OsStr) -> Result<()> {
+        strip_overlay_xattrs(up, name)?;
+        let err = in_tree(self.upper);
+        let mut stack = vec![up.subdir(name).map_err(&err)?];
+        while let Some(dir) = stack.pop() {
+            for n in dir.names().map_err(&err)? {
+                let Some(st) = dir.lstat(&n).map_err(&err)? else {
+                    continue;
+                };
+                if st.is_symlink() {
                     continue;
                 }
-                Some(e) => discard.take(&dst, &e)?,
-                None => {}
-            }
-            // A new (or opaque) dir holds only new entries: move it whole,
-            // after dropping overlay xattrs anywhere inside.
-            strip_overlay_xattrs_tree(&src)?;
-            move_into(&src, &dst)?;
-            continue;
-        }
-        strip_overlay_xattrs(&src)?;
-        if let Some(e) = existing {
-            // A replaced file is kept in the discard dir too (renaming over
-            // it would free its blocks right here), by a hard link, so that
-            // the rename over it is atomic: a layer writer that reads the
-            // path meanwhile finds the old file or the new one, never none.
-            let kept = !e.is_dir() && discard.keep(&dst);
-            if !kept && (e.is_dir() || discard.0.is_some()) {
-                discard.take(&dst, &e)?;
+                strip_overlay_xattrs(&dir, &n)?;
+                if st.is_dir() {
+                    stack.push(dir.subdir(&n).map_err(&err)?);
+                }
             }
         }
-        move_into(&src, &dst)?;
+        Ok(())
     }
-    Ok(())
 }
 
-fn remove_any(path: &Path, md: &fs::Metadata) -> Result<()> {
-    if md.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    }
-    .ctx(|| format!("remove {}", path.display()))
-}
+/// `listxattrat(2)` (Linux 6.13), whose number is the same on every
+/// architecture kiln builds for; libc does not name it yet.
+const SYS_LISTXATTRAT: libc::c_long = 465;
 
-fn move_into(src: &Path, dst: &Path) -> Result<()> {
-    fs::rename(src, dst).map_err(|e| {
-        let hint = if e.kind() == ErrorKind::CrossesDevices {
-            " (the upper dir and the rootfs must be on the same filesystem)"
-        } else {
-            ""
-        };
-        SandboxError::Io {
-            context: format!("move {} to {}{hint}", src.display(), dst.display()),
-            source: e,
-        }
-    })
-}
+/// Set once `listxattrat` turned out to be missing (an older kernel, or a
+/// seccomp profile that refuses it).
+static NO_LISTXATTRAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn copy_dir_metadata(src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
-    let d = fs::symlink_metadata(dst).ctx(|| format!("stat {}", dst.display()))?;
-    if (d.uid(), d.gid()) != (md.uid(), md.gid()) {
-        std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid()))
-            .ctx(|| format!("chown {}", dst.display()))?;
-    }
-    if d.mode() & 0o7777 != md.mode() & 0o7777 {
-        kiln_image::root::chmod_nofollow(dst, md.mode() & 0o7777).map_err(|e| {
-            SandboxError::Io {
-                context: format!("chmod {}", dst.display()),
-                source: e,
+/// The xattr names of `name` in `dir`, never following it: one
+/// `listxattrat` relative to the descriptor, or `llistxattr` on the
+/// descriptor's `/proc/self/fd` entry where that call is missing.
+fn list_xattrs_in(dir: &Dir, name: &OsStr) -> Result<Vec<String>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let path = at(dir, name);
+    if !NO_LISTXATTRAT.load(Relaxed) {
+        if let Ok(c) = std::ffi::CString::new(name.as_bytes()) {
+            let got = list_xattrs_with(&path, |buf| {
+                // SAFETY: a valid descriptor, a NUL-terminated name and a
+                // buffer passed with its length; the kernel writes at most
+                // that many bytes.
+                #[allow(unsafe_code)]
+                let r = unsafe {
+                    libc::syscall(
+                        SYS_LISTXATTRAT,
+                        dir.fd().as_raw_fd(),
+                        c.as_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                        buf.as_mut_ptr(),
+                        buf.len(),
+                    )
+                };
+                usize::try_from(r).map_err(|_| {
+                    rustix::io::Errno::from_raw_os_error(
+                        std::io::Error::last_os_error()
+                            .raw_os_error()
+                            .unwrap_or(libc::EIO),
+                    )
+                })
+            });
+            match got {
+                Err(SandboxError::Io { source, .. })
+                    if matches!(
+                        source.raw_os_error(),
+                        Some(libc::ENOSYS) | Some(libc::EPERM)
+                    ) =>
+                {
+                    NO_LISTXATTRAT.store(true, Relaxed);
+                }
+                r => return r,
             }
-        })?;
+        }
     }
-    let want = xattrs(src)?;
-    let have = xattrs(dst)?;
-    for (name, _) in have
-        .iter()
-        .filter(|(n, _)| !want.iter().any(|(w, _)| w == n))
-    {
-        rustix::fs::lremovexattr(dst, name.as_str()).map_err(|e| SandboxError::Io {
-            context: format!("remove xattr {name} of {}", dst.display()),
-            source: e.into(),
-        })?;
-    }
-    for (name, value) in want.iter().filter(|x| !have.contains(x)) {
-        rustix::fs::lsetxattr(dst, name.as_str(), value, rustix::fs::XattrFlags::empty()).map_err(
-            |e| SandboxError::Io {
-                context: format!("set xattr {name} of {}", dst.display()),
-                source: e.into(),
-            },
-        )?;
-    }
-    let ts = |s: i64, ns: i64| rustix::fs::Timespec {
-        tv_sec: s,
-        tv_nsec: ns as _,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        dst,
-        &rustix::fs::Timestamps {
-            last_access: ts(md.atime(), md.atime_nsec()),
-            last_modification: ts(md.mtime(), md.mtime_nsec()),
-        },
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| SandboxError::Io {
-        context: format!("set times of {}", dst.display()),
-        source: e.into(),
-    })
+    list_xattrs(&path)
 }
 
-fn strip_overlay_xattrs(path: &Path) -> Result<()> {
-    for name in list_xattrs(path)? {
-        if OVERLAY_XATTR_PREFIXES.iter().any(|p| name.starts_with(p)) {
-            match rustix::fs::lremovexattr(path, name.as_str()) {
+/// Drops overlay's xattrs from `name` in `dir`.
+fn strip_overlay_xattrs(dir: &Dir, name: &OsStr) -> Result<()> {
+    let mut path = None;
+    for key in list_xattrs_in(dir, name)? {
+        if OVERLAY_XATTR_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            let path = path.get_or_insert_with(|| at(dir, name));
+            match rustix::fs::lremovexattr(&*path, key.as_str()) {
                 Ok(()) | Err(rustix::io::Errno::NODATA) => {}
                 Err(e) => {
                     return Err(SandboxError::Io {
-                        context: format!("remove xattr {name} of {}", path.display()),
+                        context: format!("remove xattr {key} of {}", path.display()),
                         source: e.into(),
                     })
                 }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn strip_overlay_xattrs_tree(path: &Path) -> Result<()> {
-    strip_overlay_xattrs(path)?;
-    let mut stack: Vec<PathBuf> = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for name in sorted_names(&dir)? {
-            let p = dir.join(name);
-            let md = fs::symlink_metadata(&p).ctx(|| format!("stat {}", p.display()))?;
-            if md.file_type().is_symlink() {
-                continue;
-            }
-            strip_overlay_xattrs(&p)?;
-            if md.is_dir() {
-                stack.push(p);
             }
         }
     }
@@ -686,5 +798,120 @@ mod tests {
             .collect();
         assert_eq!(kept.len(), 1);
         assert_eq!(fs::read_to_string(kept[0].path()).unwrap(), "0");
+    }
+
+    /// A rootfs directory the merge goes into is swapped, over and over,
+    /// with a symlink to a directory outside the rootfs (as a process left
+    /// running by the step could do): no entry of the upper dir may land
+    /// there, and nothing there may be discarded or changed.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_is_never_written_through() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let t = tempfile::tempdir().unwrap();
+        let (root, discard, canary) = (
+            t.path().join("root"),
+            t.path().join("discard"),
+            t.path().join("canary"),
+        );
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::create_dir_all(&canary).unwrap();
+        fs::write(canary.join("f0"), "host").unwrap();
+        std::os::unix::fs::symlink(&canary, root.join("x")).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let swaps = std::sync::Arc::new(AtomicU64::new(0));
+        let swapper = {
+            let (root, canary, stop, swaps) =
+                (root.clone(), canary.clone(), stop.clone(), swaps.clone());
+            std::thread::spawn(move || {
+                let is_link = |n: &str| {
+                    fs::symlink_metadata(root.join(n)).is_ok_and(|m| m.file_type().is_symlink())
+                };
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    // The merge may have discarded the symlink or either
+                    // name: put them back.
+                    if !is_link("d") && !is_link("x") {
+                        n += 1;
+                        let _ = fs::rename(root.join("x"), root.join(format!("old{n}")));
+                        let _ = std::os::unix::fs::symlink(&canary, root.join("x"));
+                    }
+                    if fs::symlink_metadata(root.join("d")).is_err() {
+                        let _ = fs::create_dir(root.join("d"));
+                    }
+                    if rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        root.join("d"),
+                        rustix::fs::CWD,
+                        root.join("x"),
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .is_ok()
+                    {
+                        swaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::thread::yield_now();
+                }
+            })
+        };
+        for i in 0..100 {
+            let upper = t.path().join(format!("upper{i}"));
+            fs::create_dir_all(upper.join("d/sub")).unwrap();
+            for j in 1..=20 {
+                fs::write(upper.join(format!("d/f{j}")), "new").unwrap();
+            }
+            fs::write(upper.join("d/sub/f"), "new").unwrap();
+            // A whiteout would delete `d/f0`.
+            nix::sys::stat::mknod(
+                &upper.join("d/f0"),
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .unwrap();
+            // The merge may fail when the swap lands between its steps;
+            // what counts is where it wrote.
+            let _ = merge_upper_discarding(&upper, &root, &discard);
+            if fs::read_dir(&canary).unwrap().count() != 1 {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert!(swaps.load(Ordering::Relaxed) > 0, "the swapper never ran");
+        let mut found: Vec<_> = fs::read_dir(&canary)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        found.sort();
+        assert_eq!(found, ["f0"], "the merge wrote outside the rootfs");
+        assert_eq!(fs::read_to_string(canary.join("f0")).unwrap(), "host");
+    }
+
+    /// A rootfs directory the upper dir merges into was replaced by a
+    /// symlink to a directory outside the rootfs: the symlink is replaced,
+    /// never written through.
+    #[test]
+    fn a_directory_replaced_by_a_symlink_is_replaced_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, upper, canary) = (
+            t.path().join("root"),
+            t.path().join("upper"),
+            t.path().join("canary"),
+        );
+        fs::create_dir_all(root.join("a")).unwrap();
+        fs::create_dir_all(&canary).unwrap();
+        fs::write(canary.join("f0"), "host").unwrap();
+        std::os::unix::fs::symlink(&canary, root.join("a/d")).unwrap();
+        fs::create_dir_all(upper.join("a/d/sub")).unwrap();
+        fs::write(upper.join("a/d/f1"), "new").unwrap();
+        fs::write(upper.join("a/d/sub/f"), "new").unwrap();
+        merge_upper(&upper, &root).unwrap();
+        assert!(fs::symlink_metadata(root.join("a/d")).unwrap().is_dir());
+        assert_eq!(fs::read_to_string(root.join("a/d/f1")).unwrap(), "new");
+        let found: Vec<_> = fs::read_dir(&canary)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(found, ["f0"]);
     }
 }

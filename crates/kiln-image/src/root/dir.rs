@@ -359,6 +359,17 @@ impl Dir {
         .map_err(|e| self.err("set xattr on", name, e))
     }
 
+    /// Removes an extended attribute from `name` (never following it), the way
+    /// [`Dir::set_xattr`] sets one. Absent is fine.
+    pub fn remove_xattr(&self, name: &OsStr, key: &str) -> RootResult<()> {
+        let mut p = format!("/proc/self/fd/{}/", self.fd.as_raw_fd()).into_bytes();
+        p.extend_from_slice(name.as_bytes());
+        match rustix::fs::lremovexattr(OsStr::from_bytes(&p), key) {
+            Ok(()) | Err(Errno::NODATA) => Ok(()),
+            Err(e) => Err(self.err("remove xattr from", name, e)),
+        }
+    }
+
     /// Reads the symlink `name`.
     pub fn read_link(&self, name: &OsStr) -> RootResult<OsString> {
         rustix::fs::readlinkat(&self.fd, name, Vec::new())
