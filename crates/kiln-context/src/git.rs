@@ -12,32 +12,87 @@
 //! `docker build` does for git contexts.
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::source::{redact, GitSource};
 use crate::{ContextError, GitOptions};
 
-fn git_error(src: &GitSource, display: &str, reason: impl Into<String>) -> ContextError {
-    let mut reason = reason.into();
-    // git usually strips credentials from what it prints, but not always.
-    if let Ok(u) = url::Url::parse(&src.remote) {
-        if let Some(p) = u.password().filter(|p| !p.is_empty()) {
-            reason = reason.replace(p, "***");
-        }
-        if !u.username().is_empty() && matches!(u.scheme(), "http" | "https") {
-            reason = reason.replace(u.username(), "***");
-        }
-    }
-    reason = reason.replace(&src.remote, &redact(&src.remote));
+/// One `git` command that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitCommandError {
+    #[error("the git binary is not installed (git contexts need it on PATH)")]
+    NotInstalled,
+    #[error("running git: {error}")]
+    Spawn { error: std::io::Error },
+    /// git's last `fatal:`/`error:` line (else its last line), with the
+    /// remote's credentials redacted.
+    #[error("{message}")]
+    Failed { message: String },
+}
+
+/// Which step of fetching a git context failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("creating {}: {error}", .path.display())]
+    CreateDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Setting up the repository (`git init`, `git remote add`) or fetching.
+    #[error(transparent)]
+    Command(GitCommandError),
+    #[error("ref {reference} not found")]
+    RefNotFound { reference: String },
+    /// A commit the server would not send by id, and fetching everything
+    /// failed too.
+    #[error("fetching commit {reference}: {by_id}; {all}")]
+    FetchCommit {
+        reference: String,
+        by_id: GitCommandError,
+        all: GitCommandError,
+    },
+    #[error("commit {reference}: {error}")]
+    CheckoutCommit {
+        reference: String,
+        error: GitCommandError,
+    },
+    #[error("checking out {target}: {error}")]
+    Checkout {
+        target: String,
+        error: GitCommandError,
+    },
+    #[error("submodules: {error}")]
+    Submodules { error: GitCommandError },
+    #[error("removing .git: {error}")]
+    RemoveGitDir { error: std::io::Error },
+}
+
+fn git_error(display: &str, reason: GitError) -> ContextError {
     ContextError::Git {
         location: display.to_string(),
         reason,
     }
 }
 
-/// Runs `git ARGS` in `dir`; on failure returns git's last stderr line.
-fn run<I, S>(dir: &Path, args: I) -> Result<(), String>
+/// `text` (from git) with `src`'s credentials and remote redacted: git
+/// usually strips credentials from what it prints, but not always.
+fn redact_output(src: &GitSource, text: &str) -> String {
+    let mut text = text.to_string();
+    if let Ok(u) = url::Url::parse(&src.remote) {
+        if let Some(p) = u.password().filter(|p| !p.is_empty()) {
+            text = text.replace(p, "***");
+        }
+        if !u.username().is_empty() && matches!(u.scheme(), "http" | "https") {
+            text = text.replace(u.username(), "***");
+        }
+    }
+    text.replace(&src.remote, &redact(&src.remote))
+}
+
+/// Runs `git ARGS` in `dir`; on failure returns git's last stderr line,
+/// redacted.
+fn run<I, S>(src: &GitSource, dir: &Path, args: I) -> Result<(), GitCommandError>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -54,11 +109,11 @@ where
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                "the git binary is not installed (git contexts need it on PATH)".to_string()
+        .map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                GitCommandError::NotInstalled
             } else {
-                format!("running git: {e}")
+                GitCommandError::Spawn { error }
             }
         })?;
     if output.status.success() {
@@ -72,9 +127,10 @@ where
         .rfind(|l| l.starts_with("fatal:") || l.starts_with("error:"))
         .or_else(|| stderr.lines().rfind(|l| !l.trim().is_empty()))
         .unwrap_or("git failed")
-        .trim()
-        .to_string();
-    Err(line)
+        .trim();
+    Err(GitCommandError::Failed {
+        message: redact_output(src, line),
+    })
 }
 
 fn is_commit_id(s: &str) -> bool {
@@ -88,10 +144,21 @@ pub(crate) fn fetch(
     tree: &Path,
     display: &str,
 ) -> Result<(), ContextError> {
-    let err = |reason: String| git_error(src, display, reason);
-    std::fs::create_dir_all(tree).map_err(|e| err(format!("creating {}: {e}", tree.display())))?;
-    run(tree, ["init", "-q", "."]).map_err(err)?;
-    run(tree, ["remote", "add", "--", "origin", src.remote.as_str()]).map_err(err)?;
+    let err = |reason: GitError| git_error(display, reason);
+    let command = |e: GitCommandError| err(GitError::Command(e));
+    std::fs::create_dir_all(tree).map_err(|error| {
+        err(GitError::CreateDir {
+            path: tree.to_path_buf(),
+            error,
+        })
+    })?;
+    run(src, tree, ["init", "-q", "."]).map_err(command)?;
+    run(
+        src,
+        tree,
+        ["remote", "add", "--", "origin", src.remote.as_str()],
+    )
+    .map_err(command)?;
 
     let reference = src
         .reference
@@ -109,6 +176,7 @@ pub(crate) fn fetch(
         // Other branches matter only to a kept `.git`; fetch them first so
         // FETCH_HEAD ends up naming the requested ref alone.
         run(
+            src,
             tree,
             [
                 "fetch",
@@ -118,14 +186,15 @@ pub(crate) fn fetch(
                 "+refs/heads/*:refs/remotes/origin/*",
             ],
         )
-        .map_err(err)?;
+        .map_err(command)?;
     }
-    match run(tree, &fetch_args) {
+    match run(src, tree, &fetch_args) {
         Ok(()) => {}
-        Err(reason) if is_commit_id(&reference) => {
+        Err(by_id) if is_commit_id(&reference) => {
             // Servers that refuse to send an arbitrary commit by id: fetch
             // every branch and tag, then look the commit up locally.
             run(
+                src,
                 tree,
                 [
                     "fetch",
@@ -135,23 +204,45 @@ pub(crate) fn fetch(
                     "+refs/tags/*:refs/tags/*",
                 ],
             )
-            .map_err(|e| err(format!("fetching commit {reference}: {reason}; {e}")))?;
-            run(tree, ["checkout", "-q", "--detach", reference.as_str()])
-                .map_err(|e| err(format!("commit {reference}: {e}")))?;
+            .map_err(|all| {
+                err(GitError::FetchCommit {
+                    reference: reference.clone(),
+                    by_id,
+                    all,
+                })
+            })?;
+            run(
+                src,
+                tree,
+                ["checkout", "-q", "--detach", reference.as_str()],
+            )
+            .map_err(|error| {
+                err(GitError::CheckoutCommit {
+                    reference: reference.clone(),
+                    error,
+                })
+            })?;
             return finish(src, opts, tree, display);
         }
-        Err(reason) => {
-            let reason = if reason.contains("couldn't find remote ref") {
-                format!("ref {reference} not found")
+        Err(error) => {
+            let missing_ref = matches!(
+                &error,
+                GitCommandError::Failed { message } if message.contains("couldn't find remote ref")
+            );
+            return Err(if missing_ref {
+                err(GitError::RefNotFound { reference })
             } else {
-                reason
-            };
-            return Err(err(reason));
+                command(error)
+            });
         }
     }
     let target = src.commit.as_deref().unwrap_or("FETCH_HEAD");
-    run(tree, ["checkout", "-q", "--detach", target])
-        .map_err(|e| err(format!("checking out {target}: {e}")))?;
+    run(src, tree, ["checkout", "-q", "--detach", target]).map_err(|error| {
+        err(GitError::Checkout {
+            target: target.to_string(),
+            error,
+        })
+    })?;
     finish(src, opts, tree, display)
 }
 
@@ -161,9 +252,10 @@ fn finish(
     tree: &Path,
     display: &str,
 ) -> Result<(), ContextError> {
-    let err = |reason: String| git_error(src, display, reason);
+    let err = |reason: GitError| git_error(display, reason);
     if opts.recurse_submodules {
         run(
+            src,
             tree,
             [
                 "submodule",
@@ -174,10 +266,10 @@ fn finish(
                 "--depth=1",
             ],
         )
-        .map_err(|e| err(format!("submodules: {e}")))?;
+        .map_err(|error| err(GitError::Submodules { error }))?;
     }
     if !opts.keep_git_dir {
-        remove_git_dirs(tree).map_err(|e| err(format!("removing .git: {e}")))?;
+        remove_git_dirs(tree).map_err(|error| err(GitError::RemoveGitDir { error }))?;
     }
     Ok(())
 }

@@ -11,17 +11,21 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use kiln_dockerfile::dockerignore::{dockerignore_path_for, parse_dockerignore};
-use kiln_dockerfile::pattern::PatternSet;
+use kiln_dockerfile::pattern::{PatternError, PatternSet};
 
 mod archive;
 mod git;
 mod remote;
 pub mod source;
 
-pub use source::{GitSource, Source};
+pub use git::{GitCommandError, GitError};
+pub use remote::FetchError;
+pub use source::{GitSource, Source, SpecError};
 
 /// Errors while opening a build context. Every message names the source
-/// (with any credentials redacted) and the reason, on one line.
+/// (with any credentials redacted) and the reason, on one line. The reasons
+/// are typed per step ([`SpecError`], [`FetchError`], [`GitError`],
+/// [`SubPathError`]) and shown in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
     #[error("build context {path}: {source}")]
@@ -32,22 +36,45 @@ pub enum ContextError {
     },
     #[error("build context {0} is not a directory")]
     NotADirectory(PathBuf),
-    #[error("{path}: {message}")]
-    Ignore { path: PathBuf, message: String },
+    #[error("{path}: {error}")]
+    Ignore { path: PathBuf, error: PatternError },
     #[error("build context {spec}: {reason}")]
-    InvalidSpec { spec: String, reason: String },
+    InvalidSpec { spec: String, reason: SpecError },
     #[error("build context {location}: {reason}")]
-    Fetch { location: String, reason: String },
+    Fetch {
+        location: String,
+        reason: FetchError,
+    },
     #[error("build context {location}: {reason}")]
     Archive { location: String, reason: String },
     #[error("build context {location}: git: {reason}")]
-    Git { location: String, reason: String },
+    Git { location: String, reason: GitError },
     #[error("build context {location}: sub-path {sub_path}: {reason}")]
     SubPath {
         location: String,
         sub_path: String,
-        reason: String,
+        reason: SubPathError,
     },
+}
+
+/// Why a `--context-sub-path` (or a git URL's `:subdir`) is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum SubPathError {
+    #[error("must be a relative path inside the context")]
+    NotRelative,
+    /// The context root itself cannot be resolved.
+    #[error("{}: {error}", .root.display())]
+    Root {
+        root: PathBuf,
+        error: std::io::Error,
+    },
+    /// The sub-path cannot be resolved (missing, a dangling link…).
+    #[error("{error}")]
+    Resolve { error: std::io::Error },
+    #[error("resolves outside the context")]
+    Outside,
+    #[error("is not a directory")]
+    NotADirectory,
 }
 
 /// Kaniko's `--git` options.
@@ -125,10 +152,8 @@ fn materialize(
     let remote = match source {
         Source::Dir(dir) => return Ok(dir.clone()),
         Source::TarFile(path) => {
-            let file = std::fs::File::open(path).map_err(|e| ContextError::Fetch {
-                location: display.to_string(),
-                reason: e.to_string(),
-            })?;
+            let file = std::fs::File::open(path)
+                .map_err(|error| remote::fetch_error(display, FetchError::OpenTarFile { error }))?;
             let dest = fresh_dir(opts)?;
             archive::extract(file, &dest, display)?;
             return Ok(dest);
@@ -201,7 +226,7 @@ fn fresh_dir(opts: &ContextOptions) -> Result<PathBuf, ContextError> {
 /// `root/sub`, which must be a directory inside `root` once symlinks are
 /// resolved.
 fn scoped_sub_path(root: &Path, sub: &str, display: &str) -> Result<PathBuf, ContextError> {
-    let err = |reason: String| ContextError::SubPath {
+    let err = |reason: SubPathError| ContextError::SubPath {
         location: display.to_string(),
         sub_path: sub.to_string(),
         reason,
@@ -213,18 +238,23 @@ fn scoped_sub_path(root: &Path, sub: &str, display: &str) -> Result<PathBuf, Con
             Component::ParentDir | Component::RootDir | Component::Prefix(_)
         )
     }) {
-        return Err(err("must be a relative path inside the context".into()));
+        return Err(err(SubPathError::NotRelative));
     }
-    let root = root
-        .canonicalize()
-        .map_err(|e| err(format!("{}: {e}", root.display())))?;
+    let root = root.canonicalize().map_err(|error| {
+        err(SubPathError::Root {
+            root: root.to_path_buf(),
+            error,
+        })
+    })?;
     let joined = root.join(rel);
-    let resolved = joined.canonicalize().map_err(|e| err(e.to_string()))?;
+    let resolved = joined
+        .canonicalize()
+        .map_err(|error| err(SubPathError::Resolve { error }))?;
     if !resolved.starts_with(&root) {
-        return Err(err("resolves outside the context".into()));
+        return Err(err(SubPathError::Outside));
     }
     if !resolved.is_dir() {
-        return Err(err("is not a directory".into()));
+        return Err(err(SubPathError::NotADirectory));
     }
     Ok(resolved)
 }
@@ -263,9 +293,9 @@ impl Context {
         for candidate in candidates {
             match std::fs::read_to_string(&candidate) {
                 Ok(text) => {
-                    let set = parse_dockerignore(&text).map_err(|e| ContextError::Ignore {
+                    let set = parse_dockerignore(&text).map_err(|error| ContextError::Ignore {
                         path: candidate.clone(),
-                        message: e.to_string(),
+                        error,
                     })?;
                     ignore = Some(set);
                     ignore_file = Some(candidate);

@@ -43,9 +43,55 @@ pub(crate) enum Remote {
     },
 }
 
+/// Why a remote (or tar file) context could not be fetched. Messages never
+/// carry credentials: reqwest errors are kept without their URL (which may
+/// hold some), and object_store's name the request URL and status only.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The tar file named as the context cannot be opened.
+    #[error("{error}")]
+    OpenTarFile { error: std::io::Error },
+    #[error("starting the download runtime: {error}")]
+    Runtime { error: std::io::Error },
+    #[error("starting the download thread: {error}")]
+    Thread { error: std::io::Error },
+    #[error("the download stopped before it started")]
+    Stopped,
+    /// A `store_options` key the object store does not know.
+    #[error("unknown object store option {key:?}")]
+    UnknownOption { key: String },
+    #[error("S3 endpoint {endpoint:?}: {error}")]
+    S3Endpoint {
+        endpoint: String,
+        error: url::ParseError,
+    },
+    #[error("{}", store_reason(.error))]
+    Store { error: object_store::Error },
+    #[error("http client: {error}")]
+    HttpClient { error: reqwest::Error },
+    /// The request or the download failed (connect, TLS, dropped connection).
+    #[error("{}", one_line(&reqwest_reason(.error)))]
+    Http { error: reqwest::Error },
+    #[error("HTTP {status}")]
+    Status { status: reqwest::StatusCode },
+}
+
+impl FetchError {
+    fn store(error: object_store::Error) -> Self {
+        FetchError::Store { error }
+    }
+
+    /// `error` without its URL, which may carry credentials.
+    fn http(error: reqwest::Error) -> Self {
+        FetchError::Http {
+            error: error.without_url(),
+        }
+    }
+}
+
 enum Msg {
     Chunk(Bytes),
-    Failed(String),
+    Failed(FetchError),
 }
 
 /// A [`Read`] over the chunks the download thread sends.
@@ -80,10 +126,10 @@ impl Read for ChannelReader {
     }
 }
 
-fn fetch_error(display: &str, reason: impl Into<String>) -> ContextError {
+pub(crate) fn fetch_error(display: &str, reason: FetchError) -> ContextError {
     ContextError::Fetch {
         location: display.to_string(),
-        reason: reason.into(),
+        reason,
     }
 }
 
@@ -95,16 +141,16 @@ pub(crate) fn stream(
     opts: &ContextOptions,
 ) -> Result<ChannelReader, ContextError> {
     let (tx, rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), FetchError>>();
     let settings = Settings::from(opts);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| fetch_error(display, format!("starting the download runtime: {e}")))?;
+        .map_err(|error| fetch_error(display, FetchError::Runtime { error }))?;
     std::thread::Builder::new()
         .name("kiln-context-fetch".into())
         .spawn(move || runtime.block_on(download(remote, settings, tx, ready_tx)))
-        .map_err(|e| fetch_error(display, format!("starting the download thread: {e}")))?;
+        .map_err(|error| fetch_error(display, FetchError::Thread { error }))?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(ChannelReader {
             rx,
@@ -112,10 +158,7 @@ pub(crate) fn stream(
             done: false,
         }),
         Ok(Err(reason)) => Err(fetch_error(display, reason)),
-        Err(_) => Err(fetch_error(
-            display,
-            "the download stopped before it started",
-        )),
+        Err(_) => Err(fetch_error(display, FetchError::Stopped)),
     }
 }
 
@@ -140,13 +183,13 @@ impl From<&ContextOptions> for Settings {
     }
 }
 
-type Stream = futures_util::stream::BoxStream<'static, Result<Bytes, String>>;
+type Stream = futures_util::stream::BoxStream<'static, Result<Bytes, FetchError>>;
 
 async fn download(
     remote: Remote,
     settings: Settings,
     tx: mpsc::Sender<Msg>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    ready: std::sync::mpsc::Sender<Result<(), FetchError>>,
 ) {
     let mut stream = match start(remote, &settings).await {
         Ok(s) => s,
@@ -169,7 +212,7 @@ async fn download(
     }
 }
 
-async fn start(remote: Remote, settings: &Settings) -> Result<Stream, String> {
+async fn start(remote: Remote, settings: &Settings) -> Result<Stream, FetchError> {
     match remote {
         Remote::Http(url) => start_http(url).await,
         Remote::S3 { bucket, key } => {
@@ -182,7 +225,7 @@ async fn start(remote: Remote, settings: &Settings) -> Result<Stream, String> {
                 let key: GoogleConfigKey = k.parse().map_err(|_| unknown_option(k))?;
                 b = b.with_config(key, v);
             }
-            let store = b.build().map_err(|e| store_reason(&e))?;
+            let store = b.build().map_err(FetchError::store)?;
             start_object(Arc::new(store), &key).await
         }
         Remote::Azure {
@@ -202,20 +245,29 @@ async fn start(remote: Remote, settings: &Settings) -> Result<Stream, String> {
                 let key: AzureConfigKey = k.parse().map_err(|_| unknown_option(k))?;
                 b = b.with_config(key, v);
             }
-            let store = b.build().map_err(|e| store_reason(&e))?;
+            let store = b.build().map_err(FetchError::store)?;
             start_object(Arc::new(store), &blob).await
         }
     }
 }
 
-fn unknown_option(key: &str) -> String {
-    format!("unknown object store option {key:?}")
+fn unknown_option(key: &str) -> FetchError {
+    FetchError::UnknownOption {
+        key: key.to_string(),
+    }
 }
 
-async fn s3_store(bucket: &str, settings: &Settings) -> Result<Arc<dyn ObjectStore>, String> {
+fn s3_endpoint(endpoint: &str) -> impl FnOnce(url::ParseError) -> FetchError + '_ {
+    move |error| FetchError::S3Endpoint {
+        endpoint: endpoint.to_string(),
+        error,
+    }
+}
+
+async fn s3_store(bucket: &str, settings: &Settings) -> Result<Arc<dyn ObjectStore>, FetchError> {
     let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
     if let Some(endpoint) = &settings.s3_endpoint {
-        let mut url = Url::parse(endpoint).map_err(|e| format!("S3 endpoint {endpoint:?}: {e}"))?;
+        let mut url = Url::parse(endpoint).map_err(s3_endpoint(endpoint))?;
         if url.scheme() == "http" {
             b = b.with_allow_http(true);
         }
@@ -226,7 +278,7 @@ async fn s3_store(bucket: &str, settings: &Settings) -> Result<Arc<dyn ObjectSto
             // S3 clients do unless path style is forced.
             let host = url.host_str().unwrap_or_default().to_string();
             url.set_host(Some(&format!("{bucket}.{host}")))
-                .map_err(|e| format!("S3 endpoint {endpoint:?}: {e}"))?;
+                .map_err(s3_endpoint(endpoint))?;
             b = b
                 .with_endpoint(url.as_str().trim_end_matches('/'))
                 .with_virtual_hosted_style_request(true);
@@ -245,21 +297,21 @@ async fn s3_store(bucket: &str, settings: &Settings) -> Result<Arc<dyn ObjectSto
             // requiring it to be configured.
             let region = object_store::aws::resolve_bucket_region(bucket, &Default::default())
                 .await
-                .map_err(|e| store_reason(&e))?;
+                .map_err(FetchError::store)?;
             b = b.with_region(region);
         } else {
             b = b.with_region("us-east-1");
         }
     }
-    Ok(Arc::new(b.build().map_err(|e| store_reason(&e))?))
+    Ok(Arc::new(b.build().map_err(FetchError::store)?))
 }
 
-async fn start_object(store: Arc<dyn ObjectStore>, key: &str) -> Result<Stream, String> {
+async fn start_object(store: Arc<dyn ObjectStore>, key: &str) -> Result<Stream, FetchError> {
     let path = object_store::path::Path::from(key);
-    let result = store.get(&path).await.map_err(|e| store_reason(&e))?;
+    let result = store.get(&path).await.map_err(FetchError::store)?;
     Ok(result
         .into_stream()
-        .map(|r| r.map_err(|e| store_reason(&e)))
+        .map(|r| r.map_err(FetchError::store))
         .boxed())
 }
 
@@ -294,23 +346,19 @@ fn one_line(s: &str) -> String {
     }
 }
 
-async fn start_http(url: Url) -> Result<Stream, String> {
+async fn start_http(url: Url) -> Result<Stream, FetchError> {
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(30))
         .build()
-        .map_err(|e| format!("http client: {e}"))?;
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| one_line(&reqwest_reason(&e)))?;
+        .map_err(|error| FetchError::HttpClient { error })?;
+    let response = client.get(url).send().await.map_err(FetchError::http)?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("HTTP {status}"));
+        return Err(FetchError::Status { status });
     }
     Ok(response
         .bytes_stream()
-        .map(|r| r.map_err(|e| one_line(&reqwest_reason(&e))))
+        .map(|r| r.map_err(FetchError::http))
         .boxed())
 }
 

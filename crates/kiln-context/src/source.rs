@@ -114,10 +114,39 @@ pub(crate) fn redact(s: &str) -> String {
     s.to_string()
 }
 
-fn invalid(spec: &str, reason: impl Into<String>) -> ContextError {
+/// Why a context argument is not one kiln understands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("empty context")]
+    Empty,
+    #[error("expected tar://stdin or tar://<path>")]
+    EmptyTarPath,
+    #[error("expected dir://<path>")]
+    EmptyDirPath,
+    /// `s3://`, `gs://`, `azblob://` (or an Azure Blob URL) without both parts.
+    #[error("expected <bucket>/<object key>")]
+    BucketKey,
+    #[error("empty git remote")]
+    EmptyGitRemote,
+    /// Would reach git as an option.
+    #[error("a git remote cannot start with \"-\"")]
+    GitRemoteOption,
+    /// Would reach git as an option.
+    #[error("a git ref cannot start with \"-\"")]
+    GitRefOption,
+    #[error("{commit:?} is not a commit id")]
+    NotACommit { commit: String },
+    /// An http(s) URL that does not parse (the parser's reason names no part of it).
+    #[error("{error}")]
+    Url { error: url::ParseError },
+    #[error("unsupported context scheme {scheme}://")]
+    UnsupportedScheme { scheme: String },
+}
+
+fn invalid(spec: &str, reason: SpecError) -> ContextError {
     ContextError::InvalidSpec {
         spec: redact(spec),
-        reason: reason.into(),
+        reason,
     }
 }
 
@@ -125,7 +154,7 @@ fn invalid(spec: &str, reason: impl Into<String>) -> ContextError {
 fn bucket_key(spec: &str, rest: &str) -> Result<(String, String), ContextError> {
     match rest.split_once('/') {
         Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b.to_string(), k.to_string())),
-        _ => Err(invalid(spec, "expected <bucket>/<object key>")),
+        _ => Err(invalid(spec, SpecError::BucketKey)),
     }
 }
 
@@ -165,14 +194,14 @@ fn parse_git(spec: &str) -> Result<GitSource, ContextError> {
         None => (spec, None),
     };
     if remote.is_empty() {
-        return Err(invalid(spec, "empty git remote"));
+        return Err(invalid(spec, SpecError::EmptyGitRemote));
     }
     // Nothing the user wrote may reach git as an option.
     if remote.starts_with('-') {
-        return Err(invalid(spec, "a git remote cannot start with \"-\""));
+        return Err(invalid(spec, SpecError::GitRemoteOption));
     }
     if fragment.is_some_and(|f| f.starts_with('-')) {
-        return Err(invalid(spec, "a git ref cannot start with \"-\""));
+        return Err(invalid(spec, SpecError::GitRefOption));
     }
     let remote = if remote.to_ascii_lowercase().starts_with("github.com/") {
         format!("https://{remote}")
@@ -199,7 +228,12 @@ fn parse_git(spec: &str) -> Result<GitSource, ContextError> {
         }
         if let Some(c) = c.filter(|c| !c.is_empty()) {
             if !c.chars().all(|ch| ch.is_ascii_hexdigit()) {
-                return Err(invalid(spec, format!("{c:?} is not a commit id")));
+                return Err(invalid(
+                    spec,
+                    SpecError::NotACommit {
+                        commit: c.to_string(),
+                    },
+                ));
             }
             commit = Some(c.to_string());
         }
@@ -218,20 +252,20 @@ fn parse_git(spec: &str) -> Result<GitSource, ContextError> {
 /// Parses a context argument as users write it.
 pub fn parse(spec: &str) -> Result<Source, ContextError> {
     if spec.is_empty() {
-        return Err(invalid(spec, "empty context"));
+        return Err(invalid(spec, SpecError::Empty));
     }
     if spec == "-" || spec == "tar://stdin" {
         return Ok(Source::Stdin);
     }
     if let Some(path) = spec.strip_prefix("tar://") {
         if path.is_empty() {
-            return Err(invalid(spec, "expected tar://stdin or tar://<path>"));
+            return Err(invalid(spec, SpecError::EmptyTarPath));
         }
         return Ok(Source::TarFile(PathBuf::from(path)));
     }
     if let Some(path) = spec.strip_prefix("dir://") {
         if path.is_empty() {
-            return Err(invalid(spec, "expected dir://<path>"));
+            return Err(invalid(spec, SpecError::EmptyDirPath));
         }
         return Ok(Source::Dir(PathBuf::from(path)));
     }
@@ -256,7 +290,7 @@ pub fn parse(spec: &str) -> Result<Source, ContextError> {
     }
     let lower = spec.to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
-        let url = Url::parse(spec).map_err(|e| invalid(spec, e.to_string()))?;
+        let url = Url::parse(spec).map_err(|error| invalid(spec, SpecError::Url { error }))?;
         if let Some(account) = url
             .host_str()
             .and_then(|h| h.strip_suffix(".blob.core.windows.net"))
@@ -280,7 +314,9 @@ pub fn parse(spec: &str) -> Result<Source, ContextError> {
         {
             return Err(invalid(
                 spec,
-                format!("unsupported context scheme {scheme}://"),
+                SpecError::UnsupportedScheme {
+                    scheme: scheme.to_string(),
+                },
             ));
         }
     }
@@ -419,7 +455,9 @@ mod tests {
             ("", "empty context"),
         ] {
             match parse(spec) {
-                Err(ContextError::InvalidSpec { reason: r, .. }) => assert_eq!(r, reason, "{spec}"),
+                Err(ContextError::InvalidSpec { reason: r, .. }) => {
+                    assert_eq!(r.to_string(), reason, "{spec}")
+                }
                 other => panic!("{spec}: {other:?}"),
             }
         }

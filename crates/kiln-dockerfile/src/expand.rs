@@ -684,7 +684,7 @@ impl<'a> Lexer<'a> {
     }
 }
 
-fn invalid_pattern(pattern: &str, err: &str, start: usize) -> LexError {
+fn invalid_pattern(pattern: &str, err: &GlobEscapeError, start: usize) -> LexError {
     lex_err(
         format!("invalid pattern ({pattern}) in substitution: {err}"),
         start,
@@ -701,6 +701,18 @@ enum GlobTok {
     Star,
 }
 
+/// A `${V#…}`/`${V/…}` pattern with a backslash that escapes nothing the
+/// pattern language knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum GlobEscapeError {
+    /// `\c` where `c` is not `*`, `?`, a backslash, `}` or `/`.
+    #[error("invalid escape '\\{0}'")]
+    Unknown(char),
+    /// A lone `\` ending the pattern.
+    #[error("invalid escape '\\' at end of pattern")]
+    AtEnd,
+}
+
 /// A compiled `${V#…}`/`${V/…}` pattern, matched by simulating its
 /// automaton so no input can make matching exponential.
 struct ShellGlob {
@@ -708,7 +720,7 @@ struct ShellGlob {
 }
 
 impl ShellGlob {
-    fn compile(pattern: &str) -> Result<ShellGlob, String> {
+    fn compile(pattern: &str) -> Result<ShellGlob, GlobEscapeError> {
         let mut toks = Vec::new();
         let mut chars = pattern.chars().peekable();
         while let Some(ch) = chars.next() {
@@ -723,8 +735,8 @@ impl ShellGlob {
                         chars.next();
                         toks.push(GlobTok::Lit(c));
                     }
-                    Some(c) => return Err(format!("invalid escape '\\{c}'")),
-                    None => return Err("invalid escape '\\' at end of pattern".to_string()),
+                    Some(c) => return Err(GlobEscapeError::Unknown(c)),
+                    None => return Err(GlobEscapeError::AtEnd),
                 },
                 c => toks.push(GlobTok::Lit(c)),
             }

@@ -24,7 +24,7 @@ use crate::error::ParseError;
 use crate::mount;
 use args::{command, healthcheck, json_or_list, name_values};
 use flags::{no_flags, parse_flags, FlagKind};
-pub use lexer::{heredoc_opener, parse_go_duration, HeredocOpener};
+pub use lexer::{heredoc_opener, parse_go_duration, DurationError, HeredocOpener};
 use lexer::{Json, Line, Range, Word};
 
 /// Instruction keywords, upper case.

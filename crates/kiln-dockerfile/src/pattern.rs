@@ -144,12 +144,18 @@ struct Glob {
     toks: Vec<Tok>,
 }
 
-fn syntax_error() -> String {
-    "syntax error in pattern".to_string()
+/// A malformed glob (an unfinished escape or character class), with the
+/// message Go's `filepath.Match` gives for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("syntax error in pattern")]
+struct SyntaxError;
+
+fn syntax_error() -> SyntaxError {
+    SyntaxError
 }
 
 impl Glob {
-    fn compile(pattern: &str) -> Result<Glob, String> {
+    fn compile(pattern: &str) -> Result<Glob, SyntaxError> {
         let chars: Vec<char> = pattern.chars().collect();
         let mut toks = Vec::new();
         let mut i = 0;
@@ -306,7 +312,7 @@ impl Glob {
 /// Parses a class body starting after `[`, with `filepath.Match`'s syntax:
 /// an optional `^`, then at least one character or `lo-hi` range (`\`
 /// escapes; an unescaped `-` or `]` cannot start a range), then `]`.
-fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), String> {
+fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), SyntaxError> {
     let mut class = Class {
         negated: false,
         ranges: Vec::new(),
@@ -331,7 +337,7 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), String> {
     }
 }
 
-fn class_char(chars: &[char], mut i: usize) -> Result<(char, usize), String> {
+fn class_char(chars: &[char], mut i: usize) -> Result<(char, usize), SyntaxError> {
     let c = match chars.get(i) {
         None | Some('-' | ']') => return Err(syntax_error()),
         Some('\\') => {
@@ -422,7 +428,7 @@ impl PatternSet {
             return Err(error("illegal exclusion pattern: \"!\"".to_string()));
         }
         let text = normalize_pattern(body);
-        let glob = Glob::compile(&text).map_err(error)?;
+        let glob = Glob::compile(&text).map_err(|e| error(e.to_string()))?;
         self.patterns.push(Pattern {
             text,
             exception,

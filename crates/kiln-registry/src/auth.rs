@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::credentials::Credential;
-use crate::error::{Error, Result};
+use crate::error::{AuthError, Error, ProtocolError, Result};
 use crate::secret::Secret;
 
 /// A parsed `WWW-Authenticate` challenge.
@@ -160,7 +160,10 @@ pub(crate) async fn fetch_token(
 ) -> Result<Token> {
     let mut url = url::Url::parse(realm).map_err(|e| Error::Protocol {
         registry: registry.to_string(),
-        reason: format!("token realm {realm:?} is not a URL: {e}"),
+        reason: ProtocolError::TokenRealmNotUrl {
+            realm: realm.to_string(),
+            error: e,
+        },
     })?;
     let req = match cred {
         Some(Credential::IdentityToken(refresh)) => {
@@ -204,15 +207,12 @@ pub(crate) async fn fetch_token(
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
         return Err(Error::Unauthorized {
             registry: registry.to_string(),
-            reason: format!(
-                "the token server {realm} refused the {} (HTTP {})",
-                if cred.is_some() {
-                    "credentials"
-                } else {
-                    "anonymous request"
-                },
-                status.as_u16()
-            ),
+            reason: AuthError::TokenServerRefused {
+                realm: realm.to_string(),
+                with_credentials: cred.is_some(),
+                status: status.as_u16(),
+            },
+            cloud: None,
         });
     }
     if !status.is_success() {
@@ -231,7 +231,9 @@ pub(crate) async fn fetch_token(
     })?;
     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| Error::Protocol {
         registry: registry.to_string(),
-        reason: format!("the token server {realm} returned something other than a token JSON"),
+        reason: ProtocolError::TokenNotJson {
+            realm: realm.to_string(),
+        },
     })?;
     let value = parsed
         .token
@@ -239,7 +241,9 @@ pub(crate) async fn fetch_token(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| Error::Protocol {
             registry: registry.to_string(),
-            reason: format!("the token server {realm} returned no token"),
+            reason: ProtocolError::NoToken {
+                realm: realm.to_string(),
+            },
         })?;
     // Default lifetime per the token spec is 60 s; renew a little before expiry.
     let lifetime = parsed.expires_in.unwrap_or(60).max(10);

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, HelperError, Result};
 use crate::reference::DOCKER_HUB;
 use crate::secret::Secret;
 
@@ -83,16 +83,20 @@ impl CredentialStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(CredentialStore::default())
             }
-            Err(e) => {
-                return Err(Error::Config(format!(
-                    "cannot read docker config {}: {e}",
-                    path.display()
-                )))
+            Err(error) => {
+                return Err(ConfigError::ReadDockerConfig {
+                    path: path.to_path_buf(),
+                    error,
+                }
+                .into())
             }
         };
         // serde_json's error names line and column only, never the content.
-        let config: DockerConfig = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Config(format!("invalid docker config {}: {e}", path.display())))?;
+        let config: DockerConfig =
+            serde_json::from_slice(&bytes).map_err(|error| ConfigError::InvalidDockerConfig {
+                path: path.to_path_buf(),
+                error,
+            })?;
         Ok(CredentialStore {
             config,
             path: Some(path.to_path_buf()),
@@ -151,24 +155,20 @@ impl CredentialStore {
         if let Some(auth) = e.auth.as_deref().filter(|a| !a.is_empty()) {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
-                .map_err(|_| {
-                    Error::Config(format!(
-                        "docker config {}: the \"auth\" entry for {registry} is not valid base64",
-                        where_()
-                    ))
+                .map_err(|_| ConfigError::AuthNotBase64 {
+                    config: where_(),
+                    registry: registry.to_string(),
                 })?;
-            let text = String::from_utf8(raw).map_err(|_| {
-                Error::Config(format!(
-                    "docker config {}: the \"auth\" entry for {registry} is not UTF-8",
-                    where_()
-                ))
+            let text = String::from_utf8(raw).map_err(|_| ConfigError::AuthNotUtf8 {
+                config: where_(),
+                registry: registry.to_string(),
             })?;
-            let (user, pass) = text.split_once(':').ok_or_else(|| {
-                Error::Config(format!(
-                    "docker config {}: the \"auth\" entry for {registry} is not \"user:password\"",
-                    where_()
-                ))
-            })?;
+            let (user, pass) =
+                text.split_once(':')
+                    .ok_or_else(|| ConfigError::AuthNotUserPassword {
+                        config: where_(),
+                        registry: registry.to_string(),
+                    })?;
             return Ok(Credential::Basic {
                 username: user.to_string(),
                 password: Secret::new(pass),
@@ -179,10 +179,11 @@ impl CredentialStore {
                 username: u.clone(),
                 password: Secret::new(p.clone()),
             }),
-            _ => Err(Error::Config(format!(
-                "docker config {}: the entry for {registry} has neither \"auth\", \"username\"/\"password\" nor \"identitytoken\"",
-                where_()
-            ))),
+            _ => Err(ConfigError::EntryWithoutCredentials {
+                config: where_(),
+                registry: registry.to_string(),
+            }
+            .into()),
         }
     }
 }
@@ -213,7 +214,7 @@ async fn run_program(
     registry: &str,
     server: &str,
 ) -> Result<Option<Credential>> {
-    let fail = |reason: String| Error::CredentialHelper {
+    let fail = |reason: HelperError| Error::CredentialHelper {
         helper: helper.to_string(),
         registry: registry.to_string(),
         reason,
@@ -225,17 +226,17 @@ async fn run_program(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| fail(format!("cannot run it: {e}")))?;
+        .map_err(|error| fail(HelperError::Spawn { error }))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(server.as_bytes())
             .await
-            .map_err(|e| fail(format!("cannot write to it: {e}")))?;
+            .map_err(|error| fail(HelperError::Write { error }))?;
     }
     let out = child
         .wait_with_output()
         .await
-        .map_err(|e| fail(format!("it failed: {e}")))?;
+        .map_err(|error| fail(HelperError::Wait { error }))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         // The protocol reports "credentials not found" on stdout; that means anonymous.
@@ -243,10 +244,10 @@ async fn run_program(
             return Ok(None);
         }
         // Its output is not echoed: a misbehaving helper could print a secret.
-        return Err(fail(format!("it exited with {}", out.status)));
+        return Err(fail(HelperError::Exited { status: out.status }));
     }
-    let parsed: HelperOutput = serde_json::from_str(&stdout)
-        .map_err(|_| fail("it printed something other than the expected JSON".into()))?;
+    let parsed: HelperOutput =
+        serde_json::from_str(&stdout).map_err(|_| fail(HelperError::BadOutput))?;
     if parsed.username == "<token>" {
         return Ok(Some(Credential::IdentityToken(Secret::new(parsed.secret))));
     }

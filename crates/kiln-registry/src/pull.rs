@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use crate::auth::scope;
 use crate::client::{ManifestRecord, RegistryClient};
 use crate::error::describe;
-use crate::error::{io_err, Error, Result};
+use crate::error::{io_err, Error, ProtocolError, Result};
 use crate::progress::{SkipReason, TransferProgress};
 use crate::reference::Reference;
 use crate::transport::{status_error, Direction, Endpoint};
@@ -41,7 +41,10 @@ pub fn classify(
 ) -> Result<String> {
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::Protocol {
         registry: registry.to_string(),
-        reason: format!("the manifest of {reference} is not JSON: {e}"),
+        reason: ProtocolError::ManifestNotJson {
+            reference: reference.to_string(),
+            error: e,
+        },
     })?;
     let declared = v.get("mediaType").and_then(|m| m.as_str());
     let ct = content_type
@@ -109,7 +112,10 @@ pub fn select_platform(
 fn parse_json<T: serde::de::DeserializeOwned>(registry: &str, what: &str, b: &[u8]) -> Result<T> {
     serde_json::from_slice(b).map_err(|e| Error::Protocol {
         registry: registry.to_string(),
-        reason: format!("{what} is not valid: {e}"),
+        reason: ProtocolError::InvalidDocument {
+            what: what.to_string(),
+            error: e,
+        },
     })
 }
 
@@ -385,7 +391,7 @@ impl RegistryClient {
                 let Some(w) = writer.as_mut() else {
                     return Err(Error::Protocol {
                         registry: ep.registry.clone(),
-                        reason: "internal: no blob writer".into(),
+                        reason: ProtocolError::NoBlobWriter,
                     });
                 };
                 let mut stream = resp.bytes_stream();
@@ -398,10 +404,10 @@ impl RegistryClient {
                     if w.written() + chunk.len() as u64 > d.size {
                         return Err(Error::Protocol {
                             registry: ep.registry.clone(),
-                            reason: format!(
-                                "blob {} is larger than the {} bytes its descriptor says",
-                                d.digest, d.size
-                            ),
+                            reason: ProtocolError::BlobTooLarge {
+                                digest: d.digest.clone(),
+                                size: d.size,
+                            },
                         });
                     }
                     // A buffered local-file write: short enough to do on the async task.
@@ -415,7 +421,7 @@ impl RegistryClient {
         let Some(w) = writer else {
             return Err(Error::Protocol {
                 registry: ep.registry.clone(),
-                reason: "internal: no blob writer".into(),
+                reason: ProtocolError::NoBlobWriter,
             });
         };
         let expected = d.digest.clone();

@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::auth::scope;
 use crate::client::RegistryClient;
-use crate::error::{io_err, Error, Result};
+use crate::error::{io_err, ConfigError, Error, ProtocolError, Result};
 use crate::progress::{SkipReason, TransferProgress};
 use crate::reference::Reference;
 use crate::transport::{status_error, Endpoint};
@@ -39,11 +39,11 @@ impl RegistryClient {
         let ep = self.t.endpoint(&registry).await?;
         let repo = &dest.repository;
         let manifest_bytes = store.read_bytes(&image.manifest.digest)?;
-        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
-            Error::Config(format!(
-                "manifest {} in the local store is not valid: {e}",
-                image.manifest.digest
-            ))
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|error| {
+            ConfigError::InvalidLocalManifest {
+                digest: image.manifest.digest.clone(),
+                error,
+            }
         })?;
         let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config)
             .chain(&manifest.layers)
@@ -60,10 +60,11 @@ impl RegistryClient {
         let digest = image.manifest.digest.clone();
         let reference = match (&dest.digest, &dest.tag) {
             (Some(d), _) if d != &digest => {
-                return Err(Error::Config(format!(
-                    "cannot push {} as {dest}: its manifest digest is {digest}",
-                    image.manifest.digest
-                )))
+                return Err(ConfigError::ManifestDigestMismatch {
+                    manifest: digest,
+                    dest: dest.to_string(),
+                }
+                .into())
             }
             (Some(d), _) => d.to_string(),
             (None, Some(t)) => t.clone(),
@@ -94,26 +95,27 @@ impl RegistryClient {
         progress: &dyn TransferProgress,
     ) -> Result<Digest> {
         let index_bytes = store.read_bytes(&index.digest)?;
-        let parsed: Index = serde_json::from_slice(&index_bytes).map_err(|e| {
-            Error::Config(format!(
-                "index {} in the local store is not valid: {e}",
-                index.digest
-            ))
+        let parsed: Index = serde_json::from_slice(&index_bytes).map_err(|error| {
+            ConfigError::InvalidLocalIndex {
+                digest: index.digest.clone(),
+                error,
+            }
         })?;
         let listed: Vec<&Digest> = parsed.manifests.iter().map(|d| &d.digest).collect();
         let given: Vec<&Digest> = images.iter().map(|i| &i.manifest.digest).collect();
         if listed != given {
-            return Err(Error::Config(format!(
-                "index {} does not list the images given to push with it",
-                index.digest
-            )));
+            return Err(ConfigError::IndexImagesMismatch {
+                digest: index.digest.clone(),
+            }
+            .into());
         }
         let reference = match (&dest.digest, &dest.tag) {
             (Some(d), _) if d != &index.digest => {
-                return Err(Error::Config(format!(
-                    "cannot push index {} as {dest}",
-                    index.digest
-                )))
+                return Err(ConfigError::IndexDigestMismatch {
+                    index: index.digest.clone(),
+                    dest: dest.to_string(),
+                }
+                .into())
             }
             (Some(d), _) => d.to_string(),
             (None, Some(t)) => t.clone(),
@@ -454,10 +456,13 @@ fn location(ep: &Endpoint, resp: &reqwest::Response) -> Result<Url> {
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| Error::Protocol {
             registry: ep.registry.clone(),
-            reason: "upload response has no Location header".into(),
+            reason: ProtocolError::NoUploadLocation,
         })?;
     resp.url().join(loc).map_err(|e| Error::Protocol {
         registry: ep.registry.clone(),
-        reason: format!("upload Location {loc:?} is not a URL: {e}"),
+        reason: ProtocolError::UploadLocationNotUrl {
+            location: loc.to_string(),
+            error: e,
+        },
     })
 }

@@ -11,6 +11,45 @@ use kiln_image::Digest;
 
 use crate::error::Error;
 
+/// Why a string is not an image reference. `Display` is the reason part of
+/// [`Error::InvalidReference`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("empty reference")]
+    Empty,
+    #[error("the digest must be \"sha256:\" followed by 64 lowercase hex digits")]
+    Digest,
+    #[error("missing repository name")]
+    MissingRepository,
+    #[error("name longer than 255 characters")]
+    TooLong,
+    #[error("registry host {host:?} has an unclosed '['")]
+    UnclosedBracket { host: String },
+    #[error("registry host {host:?} is not a valid IPv6 literal")]
+    InvalidIpv6 { host: String },
+    #[error("registry host {host:?}: unexpected text after ']'")]
+    TextAfterBracket { host: String },
+    #[error("registry host {host:?} is not a valid host name")]
+    InvalidHost { host: String },
+    #[error("registry port {port:?} is not a number from 0 to 65535")]
+    InvalidPort { port: String },
+    #[error("empty path component in repository name")]
+    EmptyComponent,
+    #[error("repository name {repository:?} must be lowercase")]
+    Uppercase { repository: String },
+    #[error("repository name {repository:?} contains {character:?}; allowed are a-z, 0-9 and the separators . _ __ -")]
+    ForbiddenCharacter { repository: String, character: char },
+    #[error("repository name {repository:?}: separator {separator:?} must sit between letters or digits")]
+    MisplacedSeparator {
+        repository: String,
+        separator: String,
+    },
+    #[error(
+        "tag {tag:?} must be 1 to 128 characters of A-Z a-z 0-9 _ . - and not start with . or -"
+    )]
+    InvalidTag { tag: String },
+}
+
 /// The canonical name of Docker Hub.
 pub const DOCKER_HUB: &str = "docker.io";
 /// The host that serves Docker Hub's registry API.
@@ -88,18 +127,18 @@ impl FromStr for Reference {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = |reason: &str| Error::InvalidReference {
+        let bad = |reason: ReferenceError| Error::InvalidReference {
             reference: s.to_string(),
-            reason: reason.to_string(),
+            reason,
         };
         if s.is_empty() {
-            return Err(bad("empty reference"));
+            return Err(bad(ReferenceError::Empty));
         }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
-                let digest = d.parse::<Digest>().map_err(|_| {
-                    bad("the digest must be \"sha256:\" followed by 64 lowercase hex digits")
-                })?;
+                let digest = d
+                    .parse::<Digest>()
+                    .map_err(|_| bad(ReferenceError::Digest))?;
                 (r, Some(digest))
             }
             None => (s, None),
@@ -111,17 +150,17 @@ impl FromStr for Reference {
                 let split = last_slash + i;
                 let name = rest.get(..split).unwrap_or_default();
                 let tag = rest.get(split + 1..).unwrap_or_default();
-                validate_tag(tag).map_err(|r| bad(&r))?;
+                validate_tag(tag).map_err(bad)?;
                 (name, Some(tag.to_string()))
             }
             None => (rest, None),
         };
         if name.is_empty() {
-            return Err(bad("missing repository name"));
+            return Err(bad(ReferenceError::MissingRepository));
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, path)) if looks_like_host(first) => {
-                validate_host(first).map_err(|r| bad(&r))?;
+                validate_host(first).map_err(bad)?;
                 let registry = match first {
                     "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
                     other => other.to_string(),
@@ -136,9 +175,9 @@ impl FromStr for Reference {
             Some(_) => (DOCKER_HUB.to_string(), name.to_string()),
             None => (DOCKER_HUB.to_string(), format!("library/{name}")),
         };
-        validate_repository(&repository).map_err(|r| bad(&r))?;
+        validate_repository(&repository).map_err(bad)?;
         if registry.len() + 1 + repository.len() > 255 {
-            return Err(bad("name longer than 255 characters"));
+            return Err(bad(ReferenceError::TooLong));
         }
         Ok(Reference {
             registry,
@@ -155,19 +194,20 @@ fn looks_like_host(first: &str) -> bool {
     first == "localhost" || first.contains('.') || first.contains(':') || first.starts_with('[')
 }
 
-fn validate_host(h: &str) -> Result<(), String> {
+fn validate_host(h: &str) -> Result<(), ReferenceError> {
+    let host_err = |make: fn(String) -> ReferenceError| make(h.to_string());
     let (host, port) = if let Some(rest) = h.strip_prefix('[') {
         let (inside, after) = rest
             .split_once(']')
-            .ok_or_else(|| format!("registry host {h:?} has an unclosed '['"))?;
+            .ok_or_else(|| host_err(|host| ReferenceError::UnclosedBracket { host }))?;
         if inside.is_empty() || !inside.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
-            return Err(format!("registry host {h:?} is not a valid IPv6 literal"));
+            return Err(host_err(|host| ReferenceError::InvalidIpv6 { host }));
         }
         let port = match after {
             "" => None,
             p => Some(
                 p.strip_prefix(':')
-                    .ok_or_else(|| format!("registry host {h:?}: unexpected text after ']'"))?,
+                    .ok_or_else(|| host_err(|host| ReferenceError::TextAfterBracket { host }))?,
             ),
         };
         (None, port)
@@ -186,24 +226,24 @@ fn validate_host(h: &str) -> Result<(), String> {
                     && !label.ends_with('-')
             });
         if !ok {
-            return Err(format!("registry host {h:?} is not a valid host name"));
+            return Err(host_err(|host| ReferenceError::InvalidHost { host }));
         }
     }
     if let Some(p) = port {
         if p.parse::<u16>().is_err() {
-            return Err(format!(
-                "registry port {p:?} is not a number from 0 to 65535"
-            ));
+            return Err(ReferenceError::InvalidPort {
+                port: p.to_string(),
+            });
         }
     }
     Ok(())
 }
 
 /// Path components: lowercase alphanumerics separated by `.`, `_`, `__` or runs of `-`.
-fn validate_repository(repo: &str) -> Result<(), String> {
+fn validate_repository(repo: &str) -> Result<(), ReferenceError> {
     for comp in repo.split('/') {
         if comp.is_empty() {
-            return Err("empty path component in repository name".into());
+            return Err(ReferenceError::EmptyComponent);
         }
         let bytes = comp.as_bytes();
         let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -216,7 +256,9 @@ fn validate_repository(repo: &str) -> Result<(), String> {
                 continue;
             }
             if b.is_ascii_uppercase() {
-                return Err(format!("repository name {repo:?} must be lowercase"));
+                return Err(ReferenceError::Uppercase {
+                    repository: repo.to_string(),
+                });
             }
             // A separator: '.', '_', '__' or a run of '-', between alphanumerics.
             let start = i;
@@ -234,17 +276,17 @@ fn validate_repository(repo: &str) -> Result<(), String> {
                     }
                 }
                 _ => {
-                    return Err(format!(
-                        "repository name {repo:?} contains {:?}; allowed are a-z, 0-9 and the separators . _ __ -",
-                        char::from(b)
-                    ))
+                    return Err(ReferenceError::ForbiddenCharacter {
+                        repository: repo.to_string(),
+                        character: char::from(b),
+                    })
                 }
             }
             if !prev_alnum || !bytes.get(i).copied().is_some_and(alnum) {
-                return Err(format!(
-                    "repository name {repo:?}: separator {:?} must sit between letters or digits",
-                    comp.get(start..i).unwrap_or_default()
-                ));
+                return Err(ReferenceError::MisplacedSeparator {
+                    repository: repo.to_string(),
+                    separator: comp.get(start..i).unwrap_or_default().to_string(),
+                });
             }
             prev_alnum = false;
         }
@@ -253,7 +295,7 @@ fn validate_repository(repo: &str) -> Result<(), String> {
 }
 
 /// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
-fn validate_tag(tag: &str) -> Result<(), String> {
+fn validate_tag(tag: &str) -> Result<(), ReferenceError> {
     let mut chars = tag.chars();
     let first_ok = chars
         .next()
@@ -262,9 +304,9 @@ fn validate_tag(tag: &str) -> Result<(), String> {
         || tag.len() > 128
         || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
     {
-        return Err(format!(
-            "tag {tag:?} must be 1 to 128 characters of A-Z a-z 0-9 _ . - and not start with . or -"
-        ));
+        return Err(ReferenceError::InvalidTag {
+            tag: tag.to_string(),
+        });
     }
     Ok(())
 }

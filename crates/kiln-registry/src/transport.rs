@@ -18,7 +18,7 @@ use crate::auth::{self, Challenge, TokenCache};
 use crate::cloud::{CloudAuth, CloudRegistry};
 use crate::credentials::{default_docker_config_path, Credential, CredentialStore};
 use crate::error::describe;
-use crate::error::{Error, Result};
+use crate::error::{AuthError, ConfigError, Error, ProtocolError, Result};
 use crate::reference::api_host;
 use crate::secret::Secret;
 
@@ -105,10 +105,11 @@ pub struct ClientCert {
 impl ClientCert {
     /// Parses the command-line form `HOST=CERT,KEY` (Kaniko's `--registry-client-cert`).
     pub fn parse_flag(spec: &str) -> Result<(String, ClientCert)> {
-        let bad = || {
-            Error::Config(format!(
-                "--registry-client-cert {spec}: expected HOST=/path/to/cert.pem,/path/to/key.pem"
-            ))
+        let bad = || -> Error {
+            ConfigError::ClientCertFlag {
+                spec: spec.to_string(),
+            }
+            .into()
         };
         let (host, files) = spec.split_once('=').ok_or_else(bad)?;
         let (cert, key) = files.split_once(',').ok_or_else(bad)?;
@@ -150,12 +151,15 @@ struct TlsMaterial {
     identity: Option<ClientCert>,
 }
 
-fn read_file(registry: &str, what: &str, path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
-        Error::Config(format!(
-            "registry {registry}: cannot read {what} {}: {e}",
-            path.display()
-        ))
+fn read_file(registry: &str, what: &'static str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|error| {
+        ConfigError::ReadTlsFile {
+            registry: registry.to_string(),
+            what,
+            path: path.to_path_buf(),
+            error,
+        }
+        .into()
     })
 }
 
@@ -183,7 +187,10 @@ impl Endpoint {
     pub(crate) fn url(&self, path: &str) -> Result<Url> {
         self.base.join(path).map_err(|e| Error::Protocol {
             registry: self.registry.clone(),
-            reason: format!("bad URL path {path:?}: {e}"),
+            reason: ProtocolError::BadUrlPath {
+                path: path.to_string(),
+                error: e,
+            },
         })
     }
 }
@@ -256,11 +263,12 @@ impl Transport {
                     Some("cert") if m.identity.is_none() => {
                         let key = p.with_extension("key");
                         if !key.is_file() {
-                            return Err(Error::Config(format!(
-                                "registry {registry}: client certificate {} has no key {} beside it",
-                                p.display(),
-                                key.display()
-                            )));
+                            return Err(ConfigError::MissingClientKey {
+                                registry: registry.to_string(),
+                                cert: p,
+                                key,
+                            }
+                            .into());
                         }
                         m.identity = Some(ClientCert { cert: p, key });
                     }
@@ -289,11 +297,12 @@ impl Transport {
         }
         let tls = self.tls_material(registry)?;
         for (path, pem) in &tls.cas {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-                Error::Config(format!(
-                    "registry {registry}: CA file {} is not a PEM bundle: {e}",
-                    path.display()
-                ))
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
+                ConfigError::CaNotPem {
+                    registry: registry.to_string(),
+                    path: path.clone(),
+                    error,
+                }
             })?;
             b = b.tls_certs_merge(certs);
         }
@@ -301,21 +310,19 @@ impl Transport {
             let mut pem = read_file(registry, "client certificate", &c.cert)?;
             pem.push(b'\n');
             pem.extend(read_file(registry, "client key", &c.key)?);
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                Error::Config(format!(
-                    "registry {registry}: client certificate {} with key {} is not usable (PEM certificate and PEM private key expected): {}",
-                    c.cert.display(),
-                    c.key.display(),
-                    describe(&e)
-                ))
+            let id = reqwest::Identity::from_pem(&pem).map_err(|error| {
+                ConfigError::ClientCertUnusable {
+                    registry: registry.to_string(),
+                    cert: c.cert.clone(),
+                    key: c.key.clone(),
+                    error,
+                }
             })?;
             b = b.identity(id);
         }
-        let client = b.build().map_err(|e| {
-            Error::Config(format!(
-                "registry {registry}: cannot set up HTTP client: {}",
-                describe(&e)
-            ))
+        let client = b.build().map_err(|error| ConfigError::HttpClient {
+            registry: registry.to_string(),
+            error,
         })?;
         Ok((client, tls.identity.is_some()))
     }
@@ -340,8 +347,11 @@ impl Transport {
         }
         let (http, client_cert) = self.build_client(registry, relaxed)?;
         let host = api_host(registry);
-        let https = Url::parse(&format!("https://{host}/"))
-            .map_err(|e| Error::Config(format!("registry {registry}: not a valid host: {e}")))?;
+        let https =
+            Url::parse(&format!("https://{host}/")).map_err(|error| ConfigError::InvalidHost {
+                registry: registry.to_string(),
+                error,
+            })?;
         let base = if relaxed || is_loopback(registry) {
             // Docker's rule: try TLS first, fall back to plain HTTP.
             let probe = http
@@ -352,8 +362,11 @@ impl Transport {
             match probe {
                 Ok(_) => https,
                 Err(e) => {
-                    let plain = Url::parse(&format!("http://{host}/")).map_err(|e| {
-                        Error::Config(format!("registry {registry}: not a valid host: {e}"))
+                    let plain = Url::parse(&format!("http://{host}/")).map_err(|error| {
+                        ConfigError::InvalidHost {
+                            registry: registry.to_string(),
+                            error,
+                        }
                     })?;
                     if speaks_plain_http(&http, &plain).await {
                         tracing::debug!(registry, error = %describe(&e), "TLS probe failed; using plain HTTP");
@@ -421,14 +434,6 @@ impl Transport {
             .await)
     }
 
-    /// `reason` for an anonymous refusal, with why built-in cloud auth had nothing.
-    fn with_cloud_failure(&self, registry: &str, reason: String) -> String {
-        match self.cloud.failure(registry) {
-            Some(why) => format!("{reason} ({why})"),
-            None => reason,
-        }
-    }
-
     /// The `Authorization` value for a request to `ep` needing `scopes`, if the
     /// registry asked for authentication before.
     async fn auth_header(&self, ep: &Endpoint, scopes: &[String]) -> Result<Option<Secret>> {
@@ -456,8 +461,14 @@ impl Transport {
                 )
                 .await
                 .map_err(|e| match (e, &cred) {
-                    (Error::Unauthorized { registry, reason }, None) => Error::Unauthorized {
-                        reason: self.with_cloud_failure(&registry, reason),
+                    (
+                        Error::Unauthorized {
+                            registry, reason, ..
+                        },
+                        None,
+                    ) => Error::Unauthorized {
+                        cloud: self.cloud.failure(&registry),
+                        reason,
                         registry,
                     },
                     (e, _) => e,
@@ -504,25 +515,24 @@ impl Transport {
             }
             let had_creds = self.credential(&ep.registry).await?.is_some();
             if attempt >= 2 || challenge.is_none() {
-                let reason = match (&challenge, had_creds, header.is_some()) {
-                    (None, _, _) => {
-                        "the registry answered 401 without a usable WWW-Authenticate challenge"
-                            .to_string()
-                    }
-                    (Some(Challenge::Basic), false, _) => self.with_cloud_failure(
-                        &ep.registry,
-                        "the registry requires credentials and none are configured for it".into(),
+                let (reason, cloud) = match (&challenge, had_creds, header.is_some()) {
+                    (None, _, _) => (AuthError::NoChallenge, None),
+                    (Some(Challenge::Basic), false, _) => (
+                        AuthError::CredentialsRequired,
+                        self.cloud.failure(&ep.registry),
                     ),
-                    (Some(Challenge::Basic), true, _) => {
-                        "the registry refused the credentials".to_string()
-                    }
-                    (Some(Challenge::Bearer { .. }), _, _) => {
-                        format!("the registry refused the token it was given for {what}")
-                    }
+                    (Some(Challenge::Basic), true, _) => (AuthError::CredentialsRefused, None),
+                    (Some(Challenge::Bearer { .. }), _, _) => (
+                        AuthError::TokenRefused {
+                            what: what.to_string(),
+                        },
+                        None,
+                    ),
                 };
                 return Err(Error::Unauthorized {
                     registry: ep.registry.clone(),
                     reason,
+                    cloud,
                 });
             }
             if let Some(c) = challenge {

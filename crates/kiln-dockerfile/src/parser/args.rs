@@ -173,7 +173,7 @@ pub(super) fn healthcheck(line: &Line, head: &Head) -> Res<InstructionKind> {
             return Ok(None);
         };
         let span = flags.span(name).unwrap_or(at);
-        let nanos = lexer::parse_go_duration(&v).map_err(|e| fault(span, e))?;
+        let nanos = lexer::parse_go_duration(&v).map_err(|e| fault(span, e.to_string()))?;
         if nanos != 0 && nanos < 1_000_000 {
             return Err(fault(
                 span,

@@ -456,11 +456,28 @@ pub(crate) fn parse_json_array(s: &str) -> Json {
     }
 }
 
+/// A Go duration that does not parse; `Display` is Go's `time.ParseDuration`
+/// message for the same input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a duration at all, or out of range.
+    #[error("time: invalid duration {}", go_quote(.input))]
+    Invalid { input: String },
+    /// A number without a unit (`5`).
+    #[error("time: missing unit in duration {}", go_quote(.input))]
+    MissingUnit { input: String },
+    /// A unit other than `ns`, `us`, `ms`, `s`, `m` and `h`.
+    #[error("time: unknown unit {} in duration {}", go_quote(.unit), go_quote(.input))]
+    UnknownUnit { unit: String, input: String },
+}
+
 /// Parses a Go duration (`300ms`, `1.5h`, `2h45m`, `-1s`) into nanoseconds,
 /// with Go's error messages. Hand-written because the format (and its
 /// messages) are Go's own, which no Rust crate reproduces exactly.
-pub fn parse_go_duration(orig: &str) -> Result<i128, String> {
-    let invalid = || format!("time: invalid duration {}", go_quote(orig));
+pub fn parse_go_duration(orig: &str) -> Result<i128, DurationError> {
+    let invalid = || DurationError::Invalid {
+        input: orig.to_string(),
+    };
     let mut s = orig;
     let mut neg = false;
     if let Some(r) = s.strip_prefix('-') {
@@ -494,7 +511,9 @@ pub fn parse_go_duration(orig: &str) -> Result<i128, String> {
             .unwrap_or(rest.len());
         let (unit, rest) = rest.split_at(unit_end);
         if unit.is_empty() {
-            return Err(format!("time: missing unit in duration {}", go_quote(orig)));
+            return Err(DurationError::MissingUnit {
+                input: orig.to_string(),
+            });
         }
         let scale: i128 = match unit {
             "ns" => 1,
@@ -504,11 +523,10 @@ pub fn parse_go_duration(orig: &str) -> Result<i128, String> {
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
             _ => {
-                return Err(format!(
-                    "time: unknown unit {} in duration {}",
-                    go_quote(unit),
-                    go_quote(orig)
-                ))
+                return Err(DurationError::UnknownUnit {
+                    unit: unit.to_string(),
+                    input: orig.to_string(),
+                })
             }
         };
         let mut value: i128 = 0;
@@ -666,19 +684,19 @@ mod tests {
             assert_eq!(parse_go_duration(s), Ok(want), "{s}");
         }
         assert_eq!(
-            parse_go_duration("5").unwrap_err(),
+            parse_go_duration("5").unwrap_err().to_string(),
             "time: missing unit in duration \"5\""
         );
         assert_eq!(
-            parse_go_duration("5x").unwrap_err(),
+            parse_go_duration("5x").unwrap_err().to_string(),
             "time: unknown unit \"x\" in duration \"5x\""
         );
         assert_eq!(
-            parse_go_duration("abc").unwrap_err(),
+            parse_go_duration("abc").unwrap_err().to_string(),
             "time: invalid duration \"abc\""
         );
         assert_eq!(
-            parse_go_duration("").unwrap_err(),
+            parse_go_duration("").unwrap_err().to_string(),
             "time: invalid duration \"\""
         );
         assert!(parse_go_duration("99999999999999999999h").is_err());

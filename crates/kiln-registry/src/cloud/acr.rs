@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use super::{env, post_form, renew_at, Issued};
+use super::{env, post_form, renew_at, CloudError, Issued};
 use crate::credentials::Credential;
 use crate::secret::Secret;
 
@@ -42,12 +42,12 @@ pub(crate) async fn credential(
     registry: &str,
     registry_http: &reqwest::Client,
     base: &url::Url,
-) -> Result<Issued, String> {
+) -> Result<Issued, CloudError> {
     let tenant = env("AZURE_TENANT_ID");
     let aad = aad_token(http, tenant.as_deref()).await?;
     let url = base
         .join("oauth2/exchange")
-        .map_err(|e| format!("bad registry URL: {e}"))?;
+        .map_err(|error| CloudError::RegistryUrl { error })?;
     let service = registry.split(':').next().unwrap_or(registry);
     let mut form = vec![
         ("grant_type", "access_token"),
@@ -60,22 +60,28 @@ pub(crate) async fn credential(
     let resp = post_form(registry_http, url.clone(), &form)
         .send()
         .await
-        .map_err(|e| format!("cannot reach {url}: {}", crate::error::describe(&e)))?;
+        .map_err(|error| CloudError::Unreachable {
+            url: url.to_string(),
+            error,
+        })?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(format!(
-            "the registry refused to exchange the Entra ID token: HTTP {}",
-            status.as_u16()
-        ));
+        return Err(CloudError::ExchangeRefused {
+            status: status.as_u16(),
+        });
     }
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("{url}: {}", crate::error::describe(&e)))?;
-    let ex: Exchanged = serde_json::from_slice(&body)
-        .map_err(|_| format!("{url} returned something other than a token JSON"))?;
+    let body = resp.bytes().await.map_err(|error| CloudError::ReadBody {
+        url: url.to_string(),
+        error,
+    })?;
+    let ex: Exchanged = serde_json::from_slice(&body).map_err(|_| CloudError::NotTokenJson {
+        url: url.to_string(),
+    })?;
     if ex.refresh_token.is_empty() {
-        return Err(format!("{url} returned no refresh_token"));
+        return Err(CloudError::NoToken {
+            url: url.to_string(),
+            field: "refresh_token",
+        });
     }
     let now = SystemTime::now();
     Ok(Issued {
@@ -85,7 +91,7 @@ pub(crate) async fn credential(
 }
 
 /// An Entra ID access token for Azure Resource Manager.
-async fn aad_token(http: &reqwest::Client, tenant: Option<&str>) -> Result<Secret, String> {
+async fn aad_token(http: &reqwest::Client, tenant: Option<&str>) -> Result<Secret, CloudError> {
     let client_id = env("AZURE_CLIENT_ID");
     let authority =
         env("AZURE_AUTHORITY_HOST").unwrap_or_else(|| "https://login.microsoftonline.com".into());
@@ -100,8 +106,12 @@ async fn aad_token(http: &reqwest::Client, tenant: Option<&str>) -> Result<Secre
                     ("scope", ARM_SCOPE.to_string()),
                 ])
             } else if let Some(file) = env("AZURE_FEDERATED_TOKEN_FILE") {
-                let assertion = std::fs::read_to_string(&file)
-                    .map_err(|e| format!("cannot read AZURE_FEDERATED_TOKEN_FILE {file}: {e}"))?;
+                let assertion = std::fs::read_to_string(&file).map_err(|error| {
+                    CloudError::FederatedTokenFile {
+                        path: file.clone(),
+                        error,
+                    }
+                })?;
                 Some(vec![
                     ("grant_type", "client_credentials".to_string()),
                     ("client_id", id.clone()),
@@ -121,14 +131,17 @@ async fn aad_token(http: &reqwest::Client, tenant: Option<&str>) -> Result<Secre
     let (resp, what) = match (form_grant, tenant) {
         (Some(form), Some(tenant)) => {
             let url = format!("{authority}/{tenant}/oauth2/v2.0/token");
-            let r = post_form(http, &url, &form)
-                .send()
-                .await
-                .map_err(|e| format!("cannot reach {url}: {}", crate::error::describe(&e)))?;
+            let r = post_form(http, &url, &form).send().await.map_err(|error| {
+                CloudError::Unreachable {
+                    url: url.clone(),
+                    error,
+                }
+            })?;
             (r, url)
         }
         _ => {
-            let mut url = url::Url::parse(IMDS_TOKEN_URL).map_err(|e| e.to_string())?;
+            let mut url = url::Url::parse(IMDS_TOKEN_URL)
+                .map_err(|error| CloudError::MetadataUrl { error })?;
             {
                 let mut q = url.query_pairs_mut();
                 q.append_pair("api-version", "2018-02-01")
@@ -142,30 +155,29 @@ async fn aad_token(http: &reqwest::Client, tenant: Option<&str>) -> Result<Secre
                 .header("Metadata", "true")
                 .send()
                 .await
-                .map_err(|e| {
-                    format!(
-                        "no service principal (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_CLIENT_SECRET) and no managed identity endpoint: {}",
-                        crate::error::describe(&e)
-                    )
-                })?;
+                .map_err(|error| CloudError::NoAzureIdentity { error })?;
             (r, IMDS_TOKEN_URL.to_string())
         }
     };
     let status = resp.status();
     if !status.is_success() {
-        return Err(format!(
-            "{what} refused the token request: HTTP {}",
-            status.as_u16()
-        ));
+        return Err(CloudError::Refused {
+            url: what,
+            status: status.as_u16(),
+            code: None,
+        });
     }
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("{what}: {}", crate::error::describe(&e)))?;
+    let body = resp.bytes().await.map_err(|error| CloudError::ReadBody {
+        url: what.clone(),
+        error,
+    })?;
     let t: AadToken = serde_json::from_slice(&body)
-        .map_err(|_| format!("{what} returned something other than a token JSON"))?;
+        .map_err(|_| CloudError::NotTokenJson { url: what.clone() })?;
     if t.access_token.is_empty() {
-        return Err(format!("{what} returned no access_token"));
+        return Err(CloudError::NoToken {
+            url: what,
+            field: "access_token",
+        });
     }
     // The AAD token is only exchanged, never cached: its expiry does not matter here.
     Ok(t.access_token)

@@ -20,7 +20,7 @@ use aws_sdk_ecr::error::DisplayErrorContext;
 use base64::Engine as _;
 use tracing::instrument::WithSubscriber as _;
 
-use super::{renew_at, Issued};
+use super::{renew_at, CloudError, Issued};
 use crate::credentials::Credential;
 use crate::secret::Secret;
 
@@ -58,14 +58,24 @@ pub(crate) fn parse_host(host: &str) -> Option<(String, String, bool)> {
     (account_ok && region_ok).then(|| (account.to_string(), region.to_string(), service))
 }
 
+/// Why an ECR authorization token does not decode. Never carries the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TokenError {
+    #[error("the authorization token ECR returned is not base64")]
+    NotBase64,
+    #[error("the authorization token ECR returned is not UTF-8")]
+    NotUtf8,
+    #[error("the authorization token ECR returned is not user:password")]
+    NotUserPassword,
+}
+
 /// Decodes an ECR authorization token (base64 of `user:password`, the user being `AWS`)
 /// into Basic credentials. Errors never include the token.
-pub(crate) fn decode_token(token: &str) -> Result<Credential, String> {
+pub(crate) fn decode_token(token: &str) -> Result<Credential, TokenError> {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(token.trim())
-        .map_err(|_| "the authorization token ECR returned is not base64".to_string())?;
-    let raw = String::from_utf8(raw)
-        .map_err(|_| "the authorization token ECR returned is not UTF-8".to_string())?;
+        .map_err(|_| TokenError::NotBase64)?;
+    let raw = String::from_utf8(raw).map_err(|_| TokenError::NotUtf8)?;
     match raw.split_once(':') {
         Some((user, password)) if !user.is_empty() && !password.is_empty() => {
             Ok(Credential::Basic {
@@ -73,7 +83,7 @@ pub(crate) fn decode_token(token: &str) -> Result<Credential, String> {
                 password: Secret::new(password),
             })
         }
-        _ => Err("the authorization token ECR returned is not user:password".to_string()),
+        _ => Err(TokenError::NotUserPassword),
     }
 }
 
@@ -125,7 +135,7 @@ impl Ecr {
         account: &str,
         region: &str,
         fips: bool,
-    ) -> Result<Issued, String> {
+    ) -> Result<Issued, CloudError> {
         let sdk = self.config(region).await;
         let mut conf = aws_sdk_ecr::config::Builder::from(&sdk);
         if fips {
@@ -136,19 +146,17 @@ impl Ecr {
         // caller may access.
         let out = quiet(client.get_authorization_token().send())
             .await
-            .map_err(|e| {
-                format!(
-                    "GetAuthorizationToken in {region} failed: {}",
-                    one_line(&DisplayErrorContext(&e).to_string())
-                )
+            .map_err(|e| CloudError::GetAuthorizationToken {
+                region: region.to_string(),
+                detail: one_line(&DisplayErrorContext(&e).to_string()),
             })?;
         let data = out
             .authorization_data()
             .first()
-            .ok_or_else(|| "GetAuthorizationToken returned no authorization data".to_string())?;
+            .ok_or(CloudError::NoAuthorizationData)?;
         let token = data
             .authorization_token()
-            .ok_or_else(|| "GetAuthorizationToken returned no token".to_string())?;
+            .ok_or(CloudError::NoAuthorizationToken)?;
         let credential = decode_token(token)?;
         let now = SystemTime::now();
         let expires = data
@@ -222,12 +230,13 @@ mod tests {
         let secret_ish = "AWS-no-colon-Secret-9";
         let e = decode_token(&base64::engine::general_purpose::STANDARD.encode(secret_ish))
             .unwrap_err();
+        assert_eq!(e, TokenError::NotUserPassword);
         assert_eq!(
-            e,
+            e.to_string(),
             "the authorization token ECR returned is not user:password"
         );
         assert_eq!(
-            decode_token("not base64!").unwrap_err(),
+            decode_token("not base64!").unwrap_err().to_string(),
             "the authorization token ECR returned is not base64"
         );
         assert!(decode_token(&base64::engine::general_purpose::STANDARD.encode("AWS:")).is_err());

@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use super::{env, expires_in, post_form, renew_at, Issued};
+use super::{env, expires_in, post_form, renew_at, CloudError, Issued};
 use crate::credentials::Credential;
 use crate::secret::Secret;
 
@@ -63,8 +63,20 @@ struct OAuthError {
     error: String,
 }
 
+/// Why a service account key cannot sign the token request. jsonwebtoken's errors
+/// describe the key's format, never its content.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AssertionError {
+    #[error("the service account key has no client_email or private_key")]
+    MissingKey,
+    #[error("the service account private_key is unusable: {0}")]
+    UnusableKey(jsonwebtoken::errors::Error),
+    #[error("cannot sign the token request: {0}")]
+    Sign(jsonwebtoken::errors::Error),
+}
+
 /// Gets an access token and wraps it as registry credentials.
-pub(crate) async fn credential(http: &reqwest::Client) -> Result<Issued, String> {
+pub(crate) async fn credential(http: &reqwest::Client) -> Result<Issued, CloudError> {
     let (token, expires) = match key_file() {
         Some(path) => from_key_file(http, &path).await?,
         None => from_metadata(http).await?,
@@ -93,20 +105,28 @@ fn key_file() -> Option<PathBuf> {
 async fn from_key_file(
     http: &reqwest::Client,
     path: &std::path::Path,
-) -> Result<(Secret, SystemTime), String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("cannot read credentials file {}: {e}", path.display()))?;
+) -> Result<(Secret, SystemTime), CloudError> {
+    let bytes = std::fs::read(path).map_err(|error| CloudError::ReadKeyFile {
+        path: path.to_path_buf(),
+        error,
+    })?;
     // serde_json's errors name a line and column, never the content.
-    let key: KeyFile = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("credentials file {} is not JSON: {e}", path.display()))?;
+    let key: KeyFile =
+        serde_json::from_slice(&bytes).map_err(|error| CloudError::KeyFileNotJson {
+            path: path.to_path_buf(),
+            error,
+        })?;
     let token_uri = key
         .token_uri
         .clone()
         .unwrap_or_else(|| DEFAULT_TOKEN_URI.to_string());
     let form: Vec<(&str, String)> = match key.kind.as_str() {
         "service_account" => {
-            let assertion = sign_assertion(&key, &token_uri)
-                .map_err(|e| format!("credentials file {}: {e}", path.display()))?;
+            let assertion =
+                sign_assertion(&key, &token_uri).map_err(|error| CloudError::Assertion {
+                    path: path.to_path_buf(),
+                    error,
+                })?;
             vec![
                 (
                     "grant_type",
@@ -122,23 +142,26 @@ async fn from_key_file(
             ("refresh_token", key.refresh_token.expose().to_string()),
         ],
         other => {
-            return Err(format!(
-                "credentials file {} has type {other:?}; kiln understands \"service_account\" and \"authorized_user\"",
-                path.display()
-            ))
+            return Err(CloudError::KeyFileType {
+                path: path.to_path_buf(),
+                kind: other.to_string(),
+            })
         }
     };
     let resp = post_form(http, &token_uri, &form)
         .send()
         .await
-        .map_err(|e| format!("cannot reach {token_uri}: {}", crate::error::describe(&e)))?;
+        .map_err(|error| CloudError::Unreachable {
+            url: token_uri.clone(),
+            error,
+        })?;
     token_response(resp, &token_uri).await
 }
 
 /// A signed JWT asserting the service account, for the OAuth2 JWT-bearer grant.
-fn sign_assertion(key: &KeyFile, token_uri: &str) -> Result<String, String> {
+fn sign_assertion(key: &KeyFile, token_uri: &str) -> Result<String, AssertionError> {
     if key.client_email.is_empty() || key.private_key.is_empty() {
-        return Err("the service account key has no client_email or private_key".into());
+        return Err(AssertionError::MissingKey);
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -155,12 +178,11 @@ fn sign_assertion(key: &KeyFile, token_uri: &str) -> Result<String, String> {
     header.kid = key.private_key_id.clone();
     // jsonwebtoken's errors describe the key's format, never its content.
     let enc = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.expose().as_bytes())
-        .map_err(|e| format!("the service account private_key is unusable: {e}"))?;
-    jsonwebtoken::encode(&header, &claims, &enc)
-        .map_err(|e| format!("cannot sign the token request: {e}"))
+        .map_err(AssertionError::UnusableKey)?;
+    jsonwebtoken::encode(&header, &claims, &enc).map_err(AssertionError::Sign)
 }
 
-async fn from_metadata(http: &reqwest::Client) -> Result<(Secret, SystemTime), String> {
+async fn from_metadata(http: &reqwest::Client) -> Result<(Secret, SystemTime), CloudError> {
     let host = env("GCE_METADATA_HOST").unwrap_or_else(|| "metadata.google.internal".into());
     let url = format!("http://{host}{METADATA_TOKEN_PATH}");
     let resp = http
@@ -168,11 +190,9 @@ async fn from_metadata(http: &reqwest::Client) -> Result<(Secret, SystemTime), S
         .header("Metadata-Flavor", "Google")
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "no GOOGLE_APPLICATION_CREDENTIALS and the metadata server {host} is unreachable: {}",
-                crate::error::describe(&e)
-            )
+        .map_err(|error| CloudError::MetadataUnreachable {
+            host: host.clone(),
+            error,
         })?;
     token_response(resp, &url).await
 }
@@ -182,30 +202,31 @@ async fn from_metadata(http: &reqwest::Client) -> Result<(Secret, SystemTime), S
 async fn token_response(
     resp: reqwest::Response,
     url: &str,
-) -> Result<(Secret, SystemTime), String> {
+) -> Result<(Secret, SystemTime), CloudError> {
     let status = resp.status();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("{url}: {}", crate::error::describe(&e)))?;
+    let body = resp.bytes().await.map_err(|error| CloudError::ReadBody {
+        url: url.to_string(),
+        error,
+    })?;
     if !status.is_success() {
         let code = serde_json::from_slice::<OAuthError>(&body)
             .map(|e| e.error)
-            .unwrap_or_default();
-        return Err(format!(
-            "{url} refused the token request: HTTP {}{}",
-            status.as_u16(),
-            if code.is_empty() {
-                String::new()
-            } else {
-                format!(" ({code})")
-            }
-        ));
+            .ok()
+            .filter(|c| !c.is_empty());
+        return Err(CloudError::Refused {
+            url: url.to_string(),
+            status: status.as_u16(),
+            code,
+        });
     }
-    let t: TokenResponse = serde_json::from_slice(&body)
-        .map_err(|_| format!("{url} returned something other than a token JSON"))?;
+    let t: TokenResponse = serde_json::from_slice(&body).map_err(|_| CloudError::NotTokenJson {
+        url: url.to_string(),
+    })?;
     if t.access_token.is_empty() {
-        return Err(format!("{url} returned no access_token"));
+        return Err(CloudError::NoToken {
+            url: url.to_string(),
+            field: "access_token",
+        });
     }
     Ok((t.access_token, expires_in(t.expires_in, 3600)))
 }
@@ -223,7 +244,9 @@ mod tests {
         assert_eq!(k.client_secret.expose(), "cs-Unique-1");
         let shown = format!("{:?} {:?}", k.client_secret, k.refresh_token);
         assert_eq!(shown, "*** ***");
-        let e = sign_assertion(&k, DEFAULT_TOKEN_URI).unwrap_err();
+        let e = sign_assertion(&k, DEFAULT_TOKEN_URI)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "the service account key has no client_email or private_key"

@@ -20,10 +20,12 @@ pub(crate) mod ecr;
 pub(crate) mod gcr;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::credentials::Credential;
-use crate::error::{Error, Result};
+use crate::error::{CloudOverrideProblem, ConfigError, Error, Result};
 
 /// A cloud registry kiln knows how to authenticate to by itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -91,14 +93,18 @@ impl CloudRegistry {
 /// Meant for registries reached under another name (a proxy, a private DNS name, a
 /// test registry): kiln then authenticates to `HOST` as to that cloud registry.
 pub fn parse_cloud_override(s: &str) -> Result<(String, CloudRegistry)> {
-    let bad = |why: &str| {
-        Error::Config(format!(
-            "invalid cloud registry override {s:?}: {why} (expected HOST=ecr:ACCOUNT:REGION, HOST=gcr or HOST=acr)"
-        ))
+    let bad = |problem: CloudOverrideProblem| -> Error {
+        ConfigError::CloudOverride {
+            spec: s.to_string(),
+            problem,
+        }
+        .into()
     };
-    let (host, spec) = s.split_once('=').ok_or_else(|| bad("no '='"))?;
+    let (host, spec) = s
+        .split_once('=')
+        .ok_or_else(|| bad(CloudOverrideProblem::NoEquals))?;
     if host.is_empty() {
-        return Err(bad("empty host"));
+        return Err(bad(CloudOverrideProblem::EmptyHost));
     }
     let mut parts = spec.split(':');
     let kind = parts.next().unwrap_or_default().to_ascii_lowercase();
@@ -106,10 +112,10 @@ pub fn parse_cloud_override(s: &str) -> Result<(String, CloudRegistry)> {
         "ecr" | "ecr-fips" => {
             let (Some(account), Some(region), None) = (parts.next(), parts.next(), parts.next())
             else {
-                return Err(bad("ECR needs an account and a region"));
+                return Err(bad(CloudOverrideProblem::EcrNeedsAccountAndRegion));
             };
             if account.is_empty() || region.is_empty() {
-                return Err(bad("ECR needs an account and a region"));
+                return Err(bad(CloudOverrideProblem::EcrNeedsAccountAndRegion));
             }
             CloudRegistry::Ecr {
                 account: account.to_string(),
@@ -119,7 +125,7 @@ pub fn parse_cloud_override(s: &str) -> Result<(String, CloudRegistry)> {
         }
         "gcr" if parts.next().is_none() => CloudRegistry::Gcr,
         "acr" if parts.next().is_none() => CloudRegistry::Acr,
-        _ => return Err(bad("unknown provider")),
+        _ => return Err(bad(CloudOverrideProblem::UnknownProvider)),
     };
     Ok((host.to_string(), reg))
 }
@@ -148,6 +154,71 @@ pub(crate) fn renew_at(expires: SystemTime, now: SystemTime) -> Instant {
     Instant::now() + keep
 }
 
+/// Why a cloud provider gave no registry credentials. Messages name the endpoint,
+/// file or variable concerned and the HTTP status or OAuth2 error code, never a token,
+/// key or response body.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CloudError {
+    #[error("cannot set up the cloud credentials HTTP client: {}", crate::error::describe(.error))]
+    HttpClient { error: Arc<reqwest::Error> },
+    #[error("cannot reach {url}: {}", crate::error::describe(.error))]
+    Unreachable { url: String, error: reqwest::Error },
+    #[error("{url}: {}", crate::error::describe(.error))]
+    ReadBody { url: String, error: reqwest::Error },
+    #[error("{url} refused the token request: HTTP {status}{}", .code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Refused {
+        url: String,
+        status: u16,
+        /// The OAuth2 `error` code of the response, if it had one.
+        code: Option<String>,
+    },
+    #[error("{url} returned something other than a token JSON")]
+    NotTokenJson { url: String },
+    #[error("{url} returned no {field}")]
+    NoToken { url: String, field: &'static str },
+    /// ACR: the registry's `/oauth2/exchange` refused the Entra ID token.
+    #[error("the registry refused to exchange the Entra ID token: HTTP {status}")]
+    ExchangeRefused { status: u16 },
+    #[error("bad registry URL: {error}")]
+    RegistryUrl { error: url::ParseError },
+    #[error("bad instance metadata URL: {error}")]
+    MetadataUrl { error: url::ParseError },
+    #[error("cannot read AZURE_FEDERATED_TOKEN_FILE {path}: {error}")]
+    FederatedTokenFile { path: String, error: std::io::Error },
+    #[error("no service principal (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_CLIENT_SECRET) and no managed identity endpoint: {}", crate::error::describe(.error))]
+    NoAzureIdentity { error: reqwest::Error },
+    #[error("cannot read credentials file {}: {error}", .path.display())]
+    ReadKeyFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// serde_json's message names a line and column, never the content.
+    #[error("credentials file {} is not JSON: {error}", .path.display())]
+    KeyFileNotJson {
+        path: PathBuf,
+        error: serde_json::Error,
+    },
+    #[error("credentials file {} has type {kind:?}; kiln understands \"service_account\" and \"authorized_user\"", .path.display())]
+    KeyFileType { path: PathBuf, kind: String },
+    #[error("credentials file {}: {error}", .path.display())]
+    Assertion {
+        path: PathBuf,
+        error: gcr::AssertionError,
+    },
+    #[error("no GOOGLE_APPLICATION_CREDENTIALS and the metadata server {host} is unreachable: {}", crate::error::describe(.error))]
+    MetadataUnreachable { host: String, error: reqwest::Error },
+    /// The SDK's error report flattened to one line: the SDK's error value holds the
+    /// raw HTTP response, which kiln does not keep.
+    #[error("GetAuthorizationToken in {region} failed: {detail}")]
+    GetAuthorizationToken { region: String, detail: String },
+    #[error("GetAuthorizationToken returned no authorization data")]
+    NoAuthorizationData,
+    #[error("GetAuthorizationToken returned no token")]
+    NoAuthorizationToken,
+    #[error(transparent)]
+    EcrToken(#[from] ecr::TokenError),
+}
+
 /// Credentials obtained from a cloud provider, with when to renew them.
 pub(crate) struct Issued {
     pub(crate) credential: Credential,
@@ -158,11 +229,11 @@ pub(crate) struct Issued {
 pub(crate) struct CloudAuth {
     /// Made at the first cloud registry: building a client loads the
     /// system's CA certificates, which a build that meets none should not pay.
-    http: std::sync::OnceLock<std::result::Result<reqwest::Client, String>>,
+    http: std::sync::OnceLock<std::result::Result<reqwest::Client, Arc<reqwest::Error>>>,
     ecr: ecr::Ecr,
     cache: tokio::sync::Mutex<HashMap<String, Issued>>,
     /// Why no credentials could be had for a registry, and when to try again.
-    failures: std::sync::Mutex<HashMap<String, (String, Instant)>>,
+    failures: std::sync::Mutex<HashMap<String, (Failure, Instant)>>,
 }
 
 impl CloudAuth {
@@ -175,7 +246,7 @@ impl CloudAuth {
         })
     }
 
-    fn http(&self) -> std::result::Result<&reqwest::Client, String> {
+    fn http(&self) -> std::result::Result<&reqwest::Client, CloudError> {
         self.http
             .get_or_init(|| {
                 reqwest::Client::builder()
@@ -183,15 +254,12 @@ impl CloudAuth {
                     .connect_timeout(Duration::from_secs(10))
                     .timeout(Duration::from_secs(60))
                     .build()
-                    .map_err(|e| {
-                        format!(
-                            "cannot set up the cloud credentials HTTP client: {}",
-                            crate::error::describe(&e)
-                        )
-                    })
+                    .map_err(Arc::new)
             })
             .as_ref()
-            .map_err(Clone::clone)
+            .map_err(|error| CloudError::HttpClient {
+                error: error.clone(),
+            })
     }
 
     /// Credentials for `registry`, which is a `kind` cloud registry; `registry_http` and
@@ -244,34 +312,43 @@ impl CloudAuth {
                 cache.insert(registry.to_string(), issued);
                 Some(c)
             }
-            Err(reason) => {
-                let reason = format!(
-                    "built-in {} auth got no credentials: {reason}",
-                    kind.provider()
-                );
-                tracing::debug!(registry, %reason, "going on without cloud credentials");
+            Err(error) => {
+                let failure = Failure {
+                    provider: kind.provider(),
+                    error: Arc::new(error),
+                };
+                tracing::debug!(registry, reason = %failure, "going on without cloud credentials");
                 lock(&self.failures).insert(
                     registry.to_string(),
-                    (reason, Instant::now() + MIN_LIFETIME),
+                    (failure, Instant::now() + MIN_LIFETIME),
                 );
                 None
             }
         }
     }
 
-    fn failed(&self, registry: &str) -> Option<(String, Instant)> {
+    fn failed(&self, registry: &str) -> Option<(Failure, Instant)> {
         lock(&self.failures).get(registry).cloned()
     }
 
     /// Why the last attempt to get credentials for `registry` failed, if it did.
-    pub(crate) fn failure(&self, registry: &str) -> Option<String> {
-        self.failed(registry).map(|(reason, _)| reason)
+    pub(crate) fn failure(&self, registry: &str) -> Option<Failure> {
+        self.failed(registry).map(|(failure, _)| failure)
     }
 
     /// Drops the cached credentials for `registry` (the registry refused them).
     pub(crate) async fn forget(&self, registry: &str) {
         self.cache.lock().await.remove(registry);
     }
+}
+
+/// A remembered failure of built-in cloud auth, for the error should the registry
+/// insist on credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("built-in {provider} auth got no credentials: {error}")]
+pub struct Failure {
+    provider: &'static str,
+    error: Arc<CloudError>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
