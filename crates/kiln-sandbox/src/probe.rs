@@ -44,26 +44,42 @@ pub(crate) fn real_root() -> bool {
         })
 }
 
-/// Runs in the init process (mode `probe`); `Err` carries the reason.
-pub(crate) fn userns_probe() -> Result<(), String> {
+/// The step of the user-namespace probe that failed, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub(crate) struct ProbeFailure {
+    step: String,
+    #[source]
+    source: std::io::Error,
+}
+
+/// A [`ProbeFailure`] at `step`.
+fn failed<E: Into<std::io::Error>>(step: impl Into<String>) -> impl FnOnce(E) -> ProbeFailure {
+    let step = step.into();
+    move |e| ProbeFailure {
+        step,
+        source: e.into(),
+    }
+}
+
+/// Runs in the init process (mode `probe`); `Err` says which step failed.
+pub(crate) fn userns_probe() -> Result<(), ProbeFailure> {
     let uid = rustix::process::geteuid().as_raw();
     let gid = rustix::process::getegid().as_raw();
     let tmp = tempfile::Builder::new()
         .prefix("kiln-probe-")
         .tempdir()
-        .map_err(|e| format!("create a temp dir: {e}"))?;
+        .map_err(failed("create a temp dir"))?;
     let dir = tmp.path();
     for d in ["lower", "upper", "work", "merged", "proc"] {
-        fs::create_dir(dir.join(d)).map_err(|e| format!("create {d}: {e}"))?;
+        fs::create_dir(dir.join(d)).map_err(failed(format!("create {d}")))?;
     }
-    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| format!("unshare(CLONE_NEWUSER): {e}"))?;
-    fs::write("/proc/self/setgroups", "deny").map_err(|e| format!("deny setgroups: {e}"))?;
-    fs::write("/proc/self/uid_map", format!("0 {uid} 1"))
-        .map_err(|e| format!("write uid_map: {e}"))?;
-    fs::write("/proc/self/gid_map", format!("0 {gid} 1"))
-        .map_err(|e| format!("write gid_map: {e}"))?;
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(failed("unshare(CLONE_NEWUSER)"))?;
+    fs::write("/proc/self/setgroups", "deny").map_err(failed("deny setgroups"))?;
+    fs::write("/proc/self/uid_map", format!("0 {uid} 1")).map_err(failed("write uid_map"))?;
+    fs::write("/proc/self/gid_map", format!("0 {gid} 1")).map_err(failed("write gid_map"))?;
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID)
-        .map_err(|e| format!("unshare(CLONE_NEWNS|CLONE_NEWPID): {e}"))?;
+        .map_err(failed("unshare(CLONE_NEWNS|CLONE_NEWPID)"))?;
     mount(
         None::<&str>,
         "/",
@@ -71,7 +87,7 @@ pub(crate) fn userns_probe() -> Result<(), String> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| format!("make / private: {e}"))?;
+    .map_err(failed("make / private"))?;
     let merged = dir.join("merged");
     let data = format!(
         "lowerdir={},upperdir={},workdir={},userxattr",
@@ -86,11 +102,11 @@ pub(crate) fn userns_probe() -> Result<(), String> {
         MsFlags::empty(),
         Some(data.as_str()),
     )
-    .map_err(|e| format!("mount overlayfs with userxattr: {e}"))?;
+    .map_err(failed("mount overlayfs with userxattr"))?;
     let _ = umount2(&merged, MntFlags::MNT_DETACH);
     let proc_dir = dir.join("proc");
     // SAFETY: the init process is single-threaded (see the init module docs).
-    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+    match unsafe { fork() }.map_err(failed("fork"))? {
         ForkResult::Child => {
             let ok = mount(
                 Some("proc"),
@@ -103,7 +119,12 @@ pub(crate) fn userns_probe() -> Result<(), String> {
         }
         ForkResult::Parent { child } => match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, 0)) => {}
-            _ => return Err("mount /proc in a new PID namespace: not permitted".into()),
+            _ => {
+                return Err(ProbeFailure {
+                    step: "mount /proc in a new PID namespace".into(),
+                    source: std::io::Error::other("not permitted"),
+                })
+            }
         },
     }
     let _ = umount2(Path::new(&proc_dir), MntFlags::MNT_DETACH);

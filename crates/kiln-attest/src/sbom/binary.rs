@@ -89,18 +89,37 @@ pub struct GoInfo {
     pub deps: Vec<(String, String)>,
 }
 
+/// Why embedded build data could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("no build info header")]
+    NoHeader,
+    #[error("pre-Go 1.18 pointer form: not read")]
+    PointerForm,
+    #[error("truncated Go version")]
+    TruncatedVersion,
+    #[error("truncated module info")]
+    TruncatedModules,
+    #[error("{0}")]
+    Inflate(#[from] std::io::Error),
+    #[error("decompressed data over the limit")]
+    TooLarge,
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// Decodes a `.go.buildinfo` section (or any buffer starting with its header).
-pub fn go_buildinfo(data: &[u8]) -> Result<GoInfo, String> {
+pub fn go_buildinfo(data: &[u8]) -> Result<GoInfo, EmbeddedError> {
     if data.len() < 32 || !data.starts_with(GO_MAGIC) {
-        return Err("no build info header".into());
+        return Err(EmbeddedError::NoHeader);
     }
     let flags = data[15];
     if flags & 2 == 0 {
-        return Err("pre-Go 1.18 pointer form: not read".into());
+        return Err(EmbeddedError::PointerForm);
     }
     let mut rest = &data[32..];
-    let version = varint_string(&mut rest).ok_or("truncated Go version")?;
-    let modinfo = varint_string(&mut rest).ok_or("truncated module info")?;
+    let version = varint_string(&mut rest).ok_or(EmbeddedError::TruncatedVersion)?;
+    let modinfo = varint_string(&mut rest).ok_or(EmbeddedError::TruncatedModules)?;
     let mut info = GoInfo {
         go_version: String::from_utf8_lossy(version).into_owned(),
         ..Default::default()
@@ -205,16 +224,15 @@ struct AuditPackage {
 }
 
 /// Decodes cargo-auditable's zlib-compressed JSON.
-fn auditable(data: &[u8]) -> Result<Vec<(String, String)>, String> {
+fn auditable(data: &[u8]) -> Result<Vec<(String, String)>, EmbeddedError> {
     let mut json = Vec::new();
     flate2::read::ZlibDecoder::new(data)
         .take(MAX_AUDIT_JSON + 1)
-        .read_to_end(&mut json)
-        .map_err(|e| e.to_string())?;
+        .read_to_end(&mut json)?;
     if json.len() as u64 > MAX_AUDIT_JSON {
-        return Err("decompressed data over the limit".into());
+        return Err(EmbeddedError::TooLarge);
     }
-    let d: AuditData = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+    let d: AuditData = serde_json::from_slice(&json)?;
     Ok(d.packages
         .into_iter()
         .map(|p| (p.name, p.version))

@@ -363,28 +363,38 @@ pub(crate) fn field<'a>(stanza: &'a [(String, String)], field: &str) -> Option<&
         .map(|(_, v)| v.as_str())
 }
 
-/// Builds a PURL string; `None` (with the reason) when the parts do not make one.
+/// Parts that do not make a package URL: the PURL as far as it was built,
+/// and the `packageurl` crate's reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{purl}: {reason}")]
+pub(crate) struct PurlError {
+    purl: String,
+    reason: packageurl::Error,
+}
+
+/// Builds a PURL string; an error (with the reason) when the parts do not make one.
 pub(crate) fn purl(
     ty: &str,
     namespace: Option<&str>,
     name: &str,
     version: &str,
     qualifiers: &[(&str, &str)],
-) -> Result<String, String> {
+) -> Result<String, PurlError> {
+    let bad = |purl: String| move |reason| PurlError { purl, reason };
     let mut p = packageurl::PackageUrl::new(ty.to_string(), name.to_string())
-        .map_err(|e| format!("pkg:{ty}/{name}: {e}"))?;
+        .map_err(bad(format!("pkg:{ty}/{name}")))?;
     if let Some(ns) = namespace.filter(|n| !n.is_empty()) {
         p.with_namespace(ns.to_string())
-            .map_err(|e| format!("pkg:{ty}/{ns}/{name}: {e}"))?;
+            .map_err(bad(format!("pkg:{ty}/{ns}/{name}")))?;
     }
     if !version.is_empty() {
         p.with_version(version.to_string())
-            .map_err(|e| format!("pkg:{ty}/{name}@{version}: {e}"))?;
+            .map_err(bad(format!("pkg:{ty}/{name}@{version}")))?;
     }
     for (k, v) in qualifiers {
         if !v.is_empty() {
             p.add_qualifier(k.to_string(), v.to_string())
-                .map_err(|e| format!("pkg:{ty}/{name}: {e}"))?;
+                .map_err(bad(format!("pkg:{ty}/{name}")))?;
         }
     }
     Ok(p.to_string())
