@@ -13,7 +13,6 @@ use std::time::Duration;
 use kiln_image::Digest;
 
 pub use crate::cloud::Failure as CloudAuthFailure;
-use crate::reference::ReferenceError;
 
 /// Errors from reference parsing, registry transfers, authentication and configuration.
 #[derive(Debug, thiserror::Error)]
@@ -349,4 +348,43 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
         src = cause.source();
     }
     s
+}
+
+/// Why a string is not an image reference. `Display` is the reason part of
+/// [`Error::InvalidReference`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("empty reference")]
+    Empty,
+    #[error("the digest must be \"sha256:\" followed by 64 lowercase hex digits")]
+    Digest,
+    #[error("missing repository name")]
+    MissingRepository,
+    #[error("name longer than 255 characters")]
+    TooLong,
+    #[error("registry host {host:?} has an unclosed '['")]
+    UnclosedBracket { host: String },
+    #[error("registry host {host:?} is not a valid IPv6 literal")]
+    InvalidIpv6 { host: String },
+    #[error("registry host {host:?}: unexpected text after ']'")]
+    TextAfterBracket { host: String },
+    #[error("registry host {host:?} is not a valid host name")]
+    InvalidHost { host: String },
+    #[error("registry port {port:?} is not a number from 0 to 65535")]
+    InvalidPort { port: String },
+    #[error("empty path component in repository name")]
+    EmptyComponent,
+    #[error("repository name {repository:?} must be lowercase")]
+    Uppercase { repository: String },
+    #[error("repository name {repository:?} contains {character:?}; allowed are a-z, 0-9 and the separators . _ __ -")]
+    ForbiddenCharacter { repository: String, character: char },
+    #[error("repository name {repository:?}: separator {separator:?} must sit between letters or digits")]
+    MisplacedSeparator {
+        repository: String,
+        separator: String,
+    },
+    #[error(
+        "tag {tag:?} must be 1 to 128 characters of A-Z a-z 0-9 _ . - and not start with . or -"
+    )]
+    InvalidTag { tag: String },
 }

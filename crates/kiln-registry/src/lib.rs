@@ -35,11 +35,12 @@ pub mod fuzzing {
 pub use client::RegistryClient;
 pub use cloud::{parse_cloud_override, CloudRegistry};
 pub use credentials::{default_docker_config_path, Credential};
+pub use error::ReferenceError;
 pub use error::{
     AuthError, CloudAuthFailure, CloudOverrideProblem, ConfigError, Error, HelperError,
     ProtocolError, Result,
 };
 pub use progress::{NoProgress, SkipReason, TransferProgress};
-pub use reference::{api_host, Reference, ReferenceError, DOCKER_HUB, DOCKER_HUB_API};
+pub use reference::{api_host, Reference, DOCKER_HUB, DOCKER_HUB_API};
 pub use secret::Secret;
 pub use transport::{default_certs_dirs, is_loopback, ClientCert, RegistryOptions};
