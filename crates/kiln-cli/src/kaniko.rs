@@ -2,10 +2,12 @@
 //! and defaults, so an existing Kaniko Job works by swapping the image. The
 //! binary also answers to the name `executor` (`/kaniko/executor`).
 //!
-//! Every flag of the last Kaniko release is accepted. Flags whose effect
-//! kiln provides differently (or not yet) print a warning when they would
-//! change the result; flags that only tune Kaniko's internals are accepted
-//! quietly. `docs/kaniko-flags.md` lists each one with its status.
+//! Every flag of the last Kaniko release is parsed, and Kaniko's
+//! environment variables are read into the flags they stand for. A flag or
+//! variable whose effect kiln cannot give yet is refused with a message
+//! naming it (never accepted and ignored); flags that only tune Kaniko's
+//! internals are accepted quietly. `docs/kaniko-flags.md` lists each one
+//! with its status.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
