@@ -2,10 +2,12 @@
 //! and defaults, so an existing Kaniko Job works by swapping the image. The
 //! binary also answers to the name `executor` (`/kaniko/executor`).
 //!
-//! Every flag of the last Kaniko release is accepted. Flags whose effect
-//! kiln provides differently (or not yet) print a warning when they would
-//! change the result; flags that only tune Kaniko's internals are accepted
-//! quietly. `docs/kaniko-flags.md` lists each one with its status.
+//! Every flag of the last Kaniko release is parsed, and Kaniko's
+//! environment variables are read into the flags they stand for. A flag or
+//! variable whose effect kiln cannot give yet is refused with a message
+//! naming it (never accepted and ignored); flags that only tune Kaniko's
+//! internals are accepted quietly. `docs/kaniko-flags.md` lists each one
+//! with its status.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -146,6 +148,9 @@ pub struct KanikoArgs {
     pub preserve_context: Option<bool>,
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
     pub materialize: Option<bool>,
+    /// Kaniko's GCS bucket context; kiln refuses it with the --context form to use.
+    #[arg(short = 'b', long)]
+    pub bucket: Option<String>,
     #[command(flatten)]
     pub cloud: flags::CloudFlags,
     /// kiln extension: a secret for RUN --mount=type=secret (id=ID,src=PATH|env=VAR).
@@ -172,7 +177,145 @@ fn registry_of(name: &str) -> Option<String> {
     is_host.then(|| first.to_string())
 }
 
-pub fn run(args: KanikoArgs) -> Result<()> {
+/// Go's `strconv.ParseBool`, for Kaniko's boolean environment variables.
+fn go_bool(var: &str, v: &str) -> Result<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => bail!("{var}={other}: expected true or false"),
+    }
+}
+
+/// Kaniko's environment variables, folded into the flags they stand for
+/// (as Kaniko does: `KANIKO_NO_PUSH` overrides `--no-push`,
+/// `KANIKO_REGISTRY_MAP` and `KANIKO_REGISTRY_MIRROR` add to the flags),
+/// and the ones kiln does not support refused by name.
+fn apply_env(args: &mut KanikoArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+    if let Some(v) = env("KANIKO_NO_PUSH") {
+        args.no_push = Some(go_bool("KANIKO_NO_PUSH", &v)?);
+    }
+    if let Some(v) = env("KANIKO_REGISTRY_MAP").filter(|v| !v.is_empty()) {
+        args.registry_maps.push(v);
+    }
+    if let Some(v) = env("KANIKO_REGISTRY_MIRROR").filter(|v| !v.is_empty()) {
+        args.registry_mirrors.push(v);
+    }
+    if env("STACKLOG_PATH").is_some_and(|v| !v.is_empty()) {
+        bail!("STACKLOG_PATH: kiln does not write Kaniko's goroutine stack logs; unset it (KILN_LOG=debug gives kiln's diagnostics)");
+    }
+    if env("BENCHMARK_FILE").is_some_and(|v| !v.is_empty() && v != "false") {
+        bail!("BENCHMARK_FILE: kiln does not write Kaniko's benchmark timings (not supported yet); unset it or set it to false");
+    }
+    Ok(())
+}
+
+/// Kaniko's git credentials and pull method: kiln's git contexts do not
+/// read them yet, so a git context with any of them set is refused.
+fn refuse_git_env(context: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+    if !matches!(
+        kiln_context::source::parse(context),
+        Ok(kiln_context::Source::Git(_))
+    ) {
+        return Ok(());
+    }
+    for var in [
+        "GIT_USERNAME",
+        "GIT_PASSWORD",
+        "GIT_TOKEN",
+        "GIT_PULL_METHOD",
+    ] {
+        if env(var).is_some_and(|v| !v.is_empty()) {
+            bail!("{var}: not supported yet for git contexts; put the credentials in the URL (https://TOKEN@HOST/REPO.git) and write the scheme in --context");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses the Kaniko flags kiln cannot honour yet, each with the reason,
+/// instead of accepting them without effect.
+fn refuse_unsupported(args: &KanikoArgs) -> Result<()> {
+    if let Some(b) = &args.bucket {
+        bail!("--bucket {b}: kiln reads bucket contexts directly; use --context=gs://{b}/PATH.tar.gz (or s3://BUCKET/PATH)");
+    }
+    if on(args.push_ignore_immutable_tag_errors) {
+        bail!("--push-ignore-immutable-tag-errors: not supported yet; kiln fails a push that the registry refuses because the tag is immutable");
+    }
+    if on(args.skip_default_registry_fallback)
+        && !(args.registry_maps.is_empty() && args.registry_mirrors.is_empty())
+    {
+        bail!("--skip-default-registry-fallback: not supported yet; kiln falls back to the original registry when every --registry-mirror/--registry-map fails");
+    }
+    if let Some(dir) = args
+        .cache_repo
+        .as_deref()
+        .and_then(|r| r.strip_prefix("oci:"))
+    {
+        bail!("--cache-repo oci:{dir}: a cache repository in an OCI layout is not supported yet; use a registry repository, or `kiln build --cache-to type=local,dest={dir}`");
+    }
+    Ok(())
+}
+
+/// Kaniko's `--registry-map` values (`ORIG=NEW`, several separated by
+/// `;`, repeatable) and `--registry-mirror`s as per-registry pull mirrors,
+/// tried in the order given, then the original registry: Kaniko maps
+/// pulls only, never pushes. `index.docker.io` and `registry-1.docker.io`
+/// name Docker Hub, as `docker.io` does; `--registry-mirror` adds to
+/// Docker Hub's list after its mappings, as Kaniko does.
+pub(crate) fn registry_mirrors(
+    maps: &[String],
+    mirrors: &[String],
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let hub = |h: &str| match h {
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_string(),
+        other => other.to_string(),
+    };
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut add = |flag: &str, from: &str, to: &str, raw: &str| -> Result<()> {
+        if from.is_empty() || to.is_empty() {
+            bail!("{flag} {raw}: expected ORIGINAL=REPLACEMENT");
+        }
+        if from.contains('/') {
+            bail!("{flag} {raw}: {from} is not a registry host");
+        }
+        if to.contains('/') {
+            bail!("{flag} {raw}: a replacement with a repository prefix ({to}) is not supported yet; give a registry host[:port]");
+        }
+        let list = out.entry(hub(from)).or_default();
+        let to = hub(to);
+        if !list.contains(&to) {
+            list.push(to);
+        }
+        Ok(())
+    };
+    for raw in maps {
+        for pair in raw.split(';').filter(|p| !p.is_empty()) {
+            let (from, to) = pair.split_once('=').unwrap_or((pair, ""));
+            add("--registry-map", from.trim(), to.trim(), raw)?;
+        }
+    }
+    for m in mirrors {
+        add("--registry-mirror", "docker.io", m.trim(), m)?;
+    }
+    Ok(out)
+}
+
+/// Kaniko's `-v/--verbosity` as a tracing filter for kiln's diagnostics.
+pub(crate) fn verbosity_filter(v: &str) -> Option<&'static str> {
+    Some(match v {
+        "panic" | "fatal" | "error" => "error",
+        "warn" => "warn",
+        "info" => "info",
+        "debug" => "debug",
+        "trace" => "trace",
+        _ => return None,
+    })
+}
+
+pub fn run(mut args: KanikoArgs) -> Result<()> {
+    let env = |k: &str| std::env::var(k).ok();
+    apply_env(&mut args, &env)?;
+    refuse_unsupported(&args)?;
+    refuse_git_env(&args.context, &env)?;
     let no_push = on(args.no_push);
     if args.destinations.is_empty() && !no_push {
         bail!("you must provide --destination, or use --no-push");
@@ -193,11 +336,14 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         "text" | "color" => ProgressMode::Plain,
         other => bail!("--log-format {other}: expected text, color or json"),
     };
-    match args.verbosity.as_str() {
-        "panic" | "fatal" | "error" | "warn" | "info" | "debug" | "trace" => {}
-        other => {
-            bail!("--verbosity {other}: expected panic, fatal, error, warn, info, debug or trace")
-        }
+    if verbosity_filter(&args.verbosity).is_none() {
+        bail!(
+            "--verbosity {}: expected panic, fatal, error, warn, info, debug or trace",
+            args.verbosity
+        );
+    }
+    if on(args.cleanup) {
+        eprintln!("info: --cleanup: nothing to clean; kiln builds in its own directories and removes them, and an in-place build's next run resets the root itself");
     }
 
     let build_args = flags::parse_kv_list("--build-arg", &args.build_args, true)?;
@@ -253,12 +399,26 @@ pub fn run(args: KanikoArgs) -> Result<()> {
     };
     let secrets = flags::parse_secrets(&args.secrets)?;
     // KILN_CACHE_DIR wins (one cache shared by `build` and `executor`),
-    // then Kaniko's working directory, then the user's cache directory.
-    let cache_dir = match (std::env::var_os("KILN_CACHE_DIR"), &args.kaniko_dir) {
-        (Some(d), _) if !d.is_empty() => PathBuf::from(d),
-        (_, Some(d)) => d.join("kiln-cache"),
+    // then --cache-dir (Kaniko's base-image cache: kiln keeps pulled base
+    // images there), then Kaniko's working directory, then the user's cache
+    // directory.
+    let cache_dir = match (
+        std::env::var_os("KILN_CACHE_DIR"),
+        &args.cache_dir,
+        &args.kaniko_dir,
+    ) {
+        (Some(d), _, _) if !d.is_empty() => PathBuf::from(d),
+        (_, Some(d), _) => d.clone(),
+        (_, _, Some(d)) => d.join("kiln-cache"),
         _ => flags::default_cache_dir(),
     };
+    // Kaniko leaves /var/run out of snapshots unless --ignore-var-run=false;
+    // only in-place builds see the container's /var/run.
+    let mut ignore_paths: Vec<PathBuf> = args.ignore_paths.iter().map(PathBuf::from).collect();
+    if args.ignore_var_run.unwrap_or(true) {
+        ignore_paths.push(PathBuf::from("/var/run"));
+    }
+    let mirrors = registry_mirrors(&args.registry_maps, &args.registry_mirrors)?;
     job::execute(Job {
         context,
         context_sub_path: args.context_sub_path.clone(),
@@ -295,20 +455,23 @@ pub fn run(args: KanikoArgs) -> Result<()> {
         secrets,
         ssh: BTreeMap::new(),
         isolation: flags::parse_isolation(&args.isolation)?,
-        ignore_paths: args.ignore_paths.iter().map(PathBuf::from).collect(),
+        ignore_paths,
         force_in_place: on(args.force) || flags::force_in_place_env(),
         allow_insecure: false,
-        registry: flags::registry_options(
-            insecure,
-            &args.registry_mirrors,
-            &args.registry_maps,
-            &flags::TlsFlags {
-                certificates: &args.registry_certificates,
-                client_certs: &args.registry_client_certs,
-                insecure_pull: on(args.insecure_pull) || on(args.skip_tls_verify_pull),
-            },
-            &args.cloud,
-        )?,
+        registry: kiln_registry::RegistryOptions {
+            mirrors: mirrors.into_iter().collect(),
+            ..flags::registry_options(
+                insecure,
+                &[],
+                &[],
+                &flags::TlsFlags {
+                    certificates: &args.registry_certificates,
+                    client_certs: &args.registry_client_certs,
+                    insecure_pull: on(args.insecure_pull) || on(args.skip_tls_verify_pull),
+                },
+                &args.cloud,
+            )?
+        },
         export: ExportPlan {
             tags: args.destinations.clone(),
             push_to,
@@ -389,7 +552,132 @@ fn parse_git_options(spec: &str) -> Result<kiln_context::GitOptions> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_git_options, registry_of};
+    use super::{
+        apply_env, parse_git_options, refuse_git_env, refuse_unsupported, registry_mirrors,
+        registry_of, verbosity_filter, KanikoArgs,
+    };
+    use clap::{Args, Command};
+
+    fn parse(argv: &[&str]) -> KanikoArgs {
+        let cmd = KanikoArgs::augment_args(Command::new("executor").no_binary_name(true));
+        let m = cmd.try_get_matches_from(argv).expect("flags parse");
+        <KanikoArgs as clap::FromArgMatches>::from_arg_matches(&m).expect("flags")
+    }
+
+    fn err(r: anyhow::Result<()>) -> String {
+        r.err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn registry_maps_normalize_split_and_keep_order() {
+        let m = registry_mirrors(
+            &[
+                "index.docker.io=m1.example;gcr.io=g1:5000".into(),
+                "docker.io=m2.example".into(),
+                "gcr.io=g2".into(),
+            ],
+            &["m3.example".into(), "m1.example".into()],
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            m.get("docker.io").cloned().unwrap_or_default(),
+            vec!["m1.example", "m2.example", "m3.example"]
+        );
+        assert_eq!(
+            m.get("gcr.io").cloned().unwrap_or_default(),
+            vec!["g1:5000", "g2"]
+        );
+        assert_eq!(m.len(), 2);
+        for bad in ["gcr.io", "=x", "gcr.io=", "a/b=c"] {
+            assert!(registry_mirrors(&[bad.into()], &[]).is_err(), "{bad}");
+        }
+        let e = registry_mirrors(&["docker.io=mirror.example/library".into()], &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn kaniko_env_vars_fold_into_flags() {
+        let mut a = parse(&["--no-push=false", "--registry-map=gcr.io=a"]);
+        let env = |k: &str| match k {
+            "KANIKO_NO_PUSH" => Some("TRUE".to_string()),
+            "KANIKO_REGISTRY_MAP" => Some("quay.io=q;docker.io=d".to_string()),
+            "KANIKO_REGISTRY_MIRROR" => Some("mirror.example".to_string()),
+            _ => None,
+        };
+        assert!(apply_env(&mut a, &env).is_ok());
+        assert_eq!(a.no_push, Some(true));
+        assert_eq!(a.registry_maps, vec!["gcr.io=a", "quay.io=q;docker.io=d"]);
+        assert_eq!(a.registry_mirrors, vec!["mirror.example"]);
+        let mut a = parse(&[]);
+        let bad = |k: &str| (k == "KANIKO_NO_PUSH").then(|| "yes".to_string());
+        assert_eq!(
+            err(apply_env(&mut a, &bad)),
+            "KANIKO_NO_PUSH=yes: expected true or false"
+        );
+        for var in ["STACKLOG_PATH", "BENCHMARK_FILE"] {
+            let mut a = parse(&[]);
+            let set = |k: &str| (k == var).then(|| "/tmp/x".to_string());
+            assert!(err(apply_env(&mut a, &set)).starts_with(var));
+        }
+        let mut a = parse(&[]);
+        let off = |k: &str| (k == "BENCHMARK_FILE").then(|| "false".to_string());
+        assert!(apply_env(&mut a, &off).is_ok());
+    }
+
+    #[test]
+    fn unsupported_flags_are_refused_by_name() {
+        assert!(refuse_unsupported(&parse(&[])).is_ok());
+        assert!(refuse_unsupported(&parse(&["--skip-default-registry-fallback"])).is_ok());
+        assert!(refuse_unsupported(&parse(&["--push-ignore-immutable-tag-errors=false"])).is_ok());
+        for (argv, start) in [
+            (
+                &["-b", "bkt"][..],
+                "--bucket bkt: kiln reads bucket contexts directly; use --context=gs://bkt/",
+            ),
+            (
+                &["--push-ignore-immutable-tag-errors"][..],
+                "--push-ignore-immutable-tag-errors: not supported yet",
+            ),
+            (
+                &[
+                    "--skip-default-registry-fallback=true",
+                    "--registry-mirror=m",
+                ][..],
+                "--skip-default-registry-fallback: not supported yet",
+            ),
+            (
+                &["--cache-repo=oci:/c"][..],
+                "--cache-repo oci:/c: a cache repository in an OCI layout is not supported yet",
+            ),
+        ] {
+            let e = err(refuse_unsupported(&parse(argv)));
+            assert!(e.starts_with(start), "{argv:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn git_env_vars_are_refused_for_git_contexts_only() {
+        let tok = |k: &str| (k == "GIT_TOKEN").then(|| "s3cr3t".to_string());
+        assert!(refuse_git_env("/workspace", &tok).is_ok());
+        assert!(refuse_git_env("s3://b/ctx.tar.gz", &tok).is_ok());
+        let e = err(refuse_git_env("git://host/repo.git#refs/heads/main", &tok));
+        assert!(e.starts_with("GIT_TOKEN: not supported yet"), "{e}");
+        assert!(!e.contains("s3cr3t"));
+        let none = |_: &str| None;
+        assert!(refuse_git_env("https://host/r.git", &none).is_ok());
+    }
+
+    #[test]
+    fn verbosity_maps_to_a_tracing_level() {
+        assert_eq!(verbosity_filter("panic"), Some("error"));
+        assert_eq!(verbosity_filter("fatal"), Some("error"));
+        assert_eq!(verbosity_filter("info"), Some("info"));
+        assert_eq!(verbosity_filter("trace"), Some("trace"));
+        assert_eq!(verbosity_filter("loud"), None);
+    }
 
     #[test]
     fn git_options() {

@@ -16,9 +16,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "kiln", version, about, long_about = None, propagate_version = true)]
 struct Cli {
-    /// Log verbosity for diagnostics (error, warn, info, debug, trace).
-    #[arg(long, global = true, default_value = "warn", env = "KILN_LOG")]
-    log_level: String,
+    /// Log verbosity for diagnostics (error, warn, info, debug, trace);
+    /// default warn, or `kiln executor`'s -v/--verbosity.
+    #[arg(long, global = true, env = "KILN_LOG")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Commands,
 }
@@ -50,7 +51,14 @@ fn main() {
         argv.insert(1, "executor".into());
     }
     let cli = Cli::parse_from(argv);
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+    let level = match (&cli.log_level, &cli.command) {
+        (Some(l), _) => l.clone(),
+        (None, Commands::Executor(k)) => kaniko::verbosity_filter(&k.verbosity)
+            .unwrap_or("warn")
+            .to_string(),
+        (None, _) => "warn".to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
