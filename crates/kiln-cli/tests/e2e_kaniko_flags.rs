@@ -3,6 +3,9 @@
 //! `KANIKO_REGISTRY_MAP`, `KANIKO_NO_PUSH`, `-v`) or are refused by name;
 //! none is accepted without effect.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,9 @@
 //! progress, reading which RUN markers printed and which step ids ran, a
 //! small cached app, and reading layouts and layer files.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use super::*;
 
 /// A base with busybox as /bin/sh, so RUN lines use the shell form.

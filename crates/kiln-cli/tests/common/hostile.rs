@@ -3,6 +3,9 @@
 //! layers, host canaries that must stay unchanged, paths that must not come
 //! into existence, and builds under one isolation mode.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;

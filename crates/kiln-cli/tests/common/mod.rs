@@ -2,6 +2,9 @@
 //! an isolated cache directory, write contexts, and ask real tools
 //! (skopeo, umoci, podman) about what kiln produced. Registries, HTTP
 //! servers, tree dumps, ports and tool checks come from kiln-testkit.
+
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unused_imports)]
 
 pub mod cache;

@@ -1,5 +1,8 @@
 //! Test helpers: context archives built in the test, and context options.
 //! Loopback servers, free ports and tree dumps come from kiln-testkit.
+
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unused_imports)]
 
 pub use kiln_testkit::net::{free_port, start_server, Server};

@@ -3,6 +3,9 @@
 //! crate's safe setters refuse `..` and absolute paths), and a scene with a
 //! destination root beside a host canary that must stay unchanged.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -1,6 +1,9 @@
 //! Shared helpers for kiln-image integration tests: layer entries and
 //! file sums. Tool checks and runs come from kiln-testkit (a missing tool
 //! fails the test).
+
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unused_imports)]
 
 use std::path::Path;

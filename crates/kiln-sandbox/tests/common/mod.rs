@@ -2,6 +2,8 @@
 //! compact, comparable view of layer entries. Tree dumps come from
 //! kiln-testkit.
 
+// Tests panic on a failed step: that is the failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unused_imports)]
 
 use std::fs;
