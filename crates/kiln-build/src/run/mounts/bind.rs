@@ -16,10 +16,7 @@ impl Executor<'_> {
         m: &MountSpec,
         cx: &mut MountCx<'_>,
     ) -> Result<(), BuildError> {
-        let target = m
-            .target
-            .as_deref()
-            .ok_or_else(|| self.loc.at(cx.span, "--mount=type=bind needs target="))?;
+        let target = self.required_target(m, cx.span, "bind")?;
         let (root, filtered) = self.mount_source_root(m, cx.results, cx.span)?;
         let rel = m.source.as_deref().unwrap_or("/");
         let (source, resolved) = resolve_source(&root, rel)

@@ -21,10 +21,7 @@ impl Executor<'_> {
         m: &MountSpec,
         cx: &mut MountCx<'_>,
     ) -> Result<(), BuildError> {
-        let target = m
-            .target
-            .as_deref()
-            .ok_or_else(|| self.loc.at(cx.span, "--mount=type=cache needs target="))?;
+        let target = self.required_target(m, cx.span, "cache")?;
         let id = m.cache_id().unwrap_or(target);
         let base = mount_cache_path(&self.req.mount_cache_dir, id);
         self.note_cache_mount(id, &base);

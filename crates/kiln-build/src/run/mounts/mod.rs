@@ -67,6 +67,19 @@ impl Executor<'_> {
         }
     }
 
+    /// The target mount `m` (of `kind`) names, as written; it must name one.
+    fn required_target<'m>(
+        &self,
+        m: &'m MountSpec,
+        span: Span,
+        kind: &str,
+    ) -> Result<&'m str, BuildError> {
+        m.target.as_deref().ok_or_else(|| {
+            self.loc
+                .at(span, format!("--mount=type={kind} needs target="))
+        })
+    }
+
     /// The tree a bind mount reads: the context (filtered by .dockerignore)
     /// when there is no `from=`, else a stage or image root.
     pub(crate) fn mount_source_root(

@@ -14,10 +14,7 @@ impl Executor<'_> {
         m: &MountSpec,
         cx: &mut MountCx<'_>,
     ) -> Result<(), BuildError> {
-        let target = m
-            .target
-            .as_deref()
-            .ok_or_else(|| self.loc.at(cx.span, "--mount=type=tmpfs needs target="))?;
+        let target = self.required_target(m, cx.span, "tmpfs")?;
         cx.mounts.push(Mount {
             target: cx.absolute(target),
             kind: MountKind::Tmpfs { size: m.size },
