@@ -201,3 +201,45 @@ pub fn entries(root: &Path) -> BTreeMap<String, Entry> {
     walk(root, root, &mut out, &mut BTreeMap::new());
     out
 }
+
+/// Every entry below `top` (and `top` itself), one line each: type, mode,
+/// owner, mtime, inode, link count, and contents or link target. The
+/// hostile-input tests compare it before and after a build to prove a host
+/// canary unchanged.
+pub fn snapshot(top: &Path) -> String {
+    fn walk(p: &Path, rel: &str, out: &mut String) {
+        let m = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let what = if m.is_file() {
+            format!("file {:?}", fs::read(p).expect("read"))
+        } else if m.file_type().is_symlink() {
+            format!("link {:?}", fs::read_link(p).expect("readlink"))
+        } else if m.is_dir() {
+            "dir".into()
+        } else {
+            format!("special {:x}", m.rdev())
+        };
+        out.push_str(&format!(
+            "{rel}: {what} mode={:o} owner={}:{} mtime={} ino={} nlink={}\n",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.mtime(),
+            m.ino(),
+            m.nlink()
+        ));
+        if m.is_dir() {
+            let mut kids: Vec<_> = fs::read_dir(p)
+                .expect("read dir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            kids.sort();
+            for k in kids {
+                let k = k.to_string_lossy().into_owned();
+                walk(&p.join(&k), &format!("{rel}/{k}"), out);
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(top, ".", &mut out);
+    out
+}

@@ -304,45 +304,7 @@ pub fn set_mtime(p: &Path, secs: i64) {
         .expect("set times");
 }
 
-/// Type, mode, owner, mtime, inode, link count and contents of every entry
-/// below `top`.
-pub fn snapshot(top: &Path) -> String {
-    fn walk(p: &Path, rel: &str, out: &mut String) {
-        let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        let what = if m.is_file() {
-            format!("file {:?}", std::fs::read(p).expect("read"))
-        } else if m.file_type().is_symlink() {
-            format!("link {:?}", std::fs::read_link(p).expect("readlink"))
-        } else if m.is_dir() {
-            "dir".into()
-        } else {
-            format!("special {:x}", m.rdev())
-        };
-        out.push_str(&format!(
-            "{rel}: {what} mode={:o} owner={}:{} mtime={} ino={} nlink={}\n",
-            m.mode(),
-            m.uid(),
-            m.gid(),
-            m.mtime(),
-            m.ino(),
-            m.nlink()
-        ));
-        if m.is_dir() {
-            let mut kids: Vec<_> = std::fs::read_dir(p)
-                .expect("read dir")
-                .map(|e| e.expect("entry").file_name())
-                .collect();
-            kids.sort();
-            for k in kids {
-                let k = k.to_string_lossy().into_owned();
-                walk(&p.join(&k), &format!("{rel}/{k}"), out);
-            }
-        }
-    }
-    let mut out = String::new();
-    walk(top, ".", &mut out);
-    out
-}
+pub use kiln_testkit::tree::snapshot;
 
 // ---------------------------------------------------------------------------
 // Building.
