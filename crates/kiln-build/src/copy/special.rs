@@ -1,7 +1,7 @@
 //! Entries that do not come from a source tree: ADD of archives (local or
 //! downloaded) and of URLs, and `COPY <<EOF` heredocs.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::Path;
 
@@ -36,17 +36,9 @@ impl Copier<'_, '_> {
         dest_is_dir: bool,
     ) -> Result<(), CopyError> {
         let base = name.rsplit('/').next().unwrap_or(name).to_string();
-        let (dir, file) = self.file_target(&base, dest, dest_is_dir)?;
-        let dest_rel = dir.rel_of(&file);
-        clear_non_dir(&dir, &file, &dest_rel)?;
-        let (uid, gid) = self.chown.unwrap_or((0, 0));
-        let meta = Meta {
-            uid,
-            gid,
-            perm: self.perm_for(0o100644, false),
-            mtime: Some(now()),
-            atime: None,
-        };
+        let (dir, file, dest_rel, meta) =
+            self.new_file_target(&base, dest, dest_is_dir, 0o100644, now())?;
+        let (uid, gid) = (meta.uid, meta.gid);
         let tmp = temp_name();
         let made = (|| -> io::Result<()> {
             let mut f = dir.create_file(&tmp, 0o600)?;
@@ -104,17 +96,10 @@ impl Copier<'_, '_> {
         {
             return self.unpack_into(tmp.path(), url, dest);
         }
-        let (dir, file) = self.file_target(&fetched.file_name, dest, dest_is_dir)?;
-        let dest_rel = dir.rel_of(&file);
-        clear_non_dir(&dir, &file, &dest_rel)?;
-        let (uid, gid) = self.chown.unwrap_or((0, 0));
-        let meta = Meta {
-            uid,
-            gid,
-            perm: self.perm_for(0o100600, false),
-            mtime: Some(fetched.last_modified.map(|s| (s, 0)).unwrap_or_else(now)),
-            atime: None,
-        };
+        let mtime = fetched.last_modified.map(|s| (s, 0)).unwrap_or_else(now);
+        let (dir, file, dest_rel, meta) =
+            self.new_file_target(&fetched.file_name, dest, dest_is_dir, 0o100600, mtime)?;
+        let (uid, gid) = (meta.uid, meta.gid);
         let io_dest = |error| CopyError::Io {
             path: format!("/{dest_rel}"),
             error,
@@ -134,5 +119,31 @@ impl Copier<'_, '_> {
         let _ = tmp.keep();
         self.record(dest_rel, uid, gid);
         Ok(())
+    }
+
+    /// Where a file this step makes from nothing (a heredoc, a download)
+    /// goes: the directory, the name, its path below the root (anything but
+    /// a directory there removed), and its metadata: the `--chown` owner,
+    /// `mode` under `--chmod`, and `mtime`.
+    fn new_file_target(
+        &mut self,
+        name: &str,
+        dest: &str,
+        dest_is_dir: bool,
+        mode: u32,
+        mtime: (i64, i64),
+    ) -> Result<(Dir, OsString, String, Meta), CopyError> {
+        let (dir, file) = self.file_target(name, dest, dest_is_dir)?;
+        let dest_rel = dir.rel_of(&file);
+        clear_non_dir(&dir, &file, &dest_rel)?;
+        let (uid, gid) = self.chown.unwrap_or((0, 0));
+        let meta = Meta {
+            uid,
+            gid,
+            perm: self.perm_for(mode, false),
+            mtime: Some(mtime),
+            atime: None,
+        };
+        Ok((dir, file, dest_rel, meta))
     }
 }
